@@ -1,0 +1,462 @@
+//! The patient chart: banner, problems, medications, allergies, vital-sign trends, labs with
+//! reference ranges, and encounters, projected from the FHIR resources in the store.
+
+use crate::fhir::{concept_code, concept_has, concept_text, human_name, Resource};
+use crate::store::ClinicalStore;
+use crate::CoreError;
+use chrono::{Datelike, NaiveDate};
+use hearth_ipc::{
+    Allergy, Chart, EncounterRow, LabFlag, LabResult, Medication, Modality, PatientBanner, Problem,
+    VitalPoint, VitalSeries,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const LOINC: &str = "http://loinc.org";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
+const BP_PANEL: &str = "85354-9";
+
+/// Vital signs in the order the chart shows them, with short labels.
+const VITALS: &[(&str, &str)] = &[
+    ("8480-6", "Systolic BP"),
+    ("8462-4", "Diastolic BP"),
+    ("8867-4", "Heart rate"),
+    ("9279-1", "Respiratory rate"),
+    ("59408-5", "SpO₂"),
+    ("2708-6", "SpO₂"),
+    ("8310-5", "Temperature"),
+    ("29463-7", "Weight"),
+    ("8302-2", "Height"),
+    ("39156-5", "BMI"),
+];
+
+/// Builds the chart of `patient_id` as of `today` (for the age).
+pub fn chart(
+    store: &dyn ClinicalStore,
+    patient_id: &str,
+    today: NaiveDate,
+) -> Result<Chart, CoreError> {
+    let patient_json = store
+        .get("Patient", patient_id)?
+        .ok_or_else(|| CoreError::NotFound {
+            what: format!("Patient/{patient_id}"),
+        })?;
+    let patient = Resource::new(&patient_json)?;
+    let mut issues = Vec::new();
+    let mut each = |ty: &str, f: &mut dyn FnMut(Resource<'_>) -> Result<(), CoreError>| {
+        for json in store.for_patient(ty, patient_id)? {
+            if let Err(e) = Resource::new(&json).and_then(&mut *f) {
+                issues.push(e.to_string());
+            }
+        }
+        Ok::<_, CoreError>(())
+    };
+
+    let mut problems = Vec::new();
+    each("Condition", &mut |r| {
+        if let Some(p) = problem(&r)? {
+            problems.push(p)
+        }
+        Ok(())
+    })?;
+    problems.sort_by(|a, b| b.onset.cmp(&a.onset));
+
+    let mut medications = Vec::new();
+    each("MedicationRequest", &mut |r| {
+        if let Some(m) = medication(&r)? {
+            medications.push(m)
+        }
+        Ok(())
+    })?;
+    medications.sort_by(|a, b| a.display.cmp(&b.display));
+
+    let mut allergies = Vec::new();
+    each("AllergyIntolerance", &mut |r| {
+        if let Some(a) = allergy(&r)? {
+            allergies.push(a)
+        }
+        Ok(())
+    })?;
+
+    let mut vitals: BTreeMap<String, VitalSeries> = BTreeMap::new();
+    let mut labs = Vec::new();
+    each("Observation", &mut |r| {
+        observation(&r, &mut vitals, &mut labs)
+    })?;
+    labs.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.name.cmp(&b.name)));
+    let mut vitals: Vec<VitalSeries> = vitals.into_values().collect();
+    for series in &mut vitals {
+        series.points.sort_by(|a, b| a.date.cmp(&b.date));
+    }
+    let rank = |code: &str| {
+        VITALS
+            .iter()
+            .position(|(c, _)| *c == code)
+            .unwrap_or(usize::MAX)
+    };
+    vitals.sort_by_key(|s| rank(&s.code));
+
+    let mut encounters = Vec::new();
+    each("Encounter", &mut |r| {
+        encounters.push(encounter(&r)?);
+        Ok(())
+    })?;
+    encounters.sort_by(|a, b| b.date.cmp(&a.date));
+
+    Ok(Chart {
+        banner: banner(&patient, &allergies, today)?,
+        problems,
+        medications,
+        allergies,
+        vitals,
+        labs,
+        encounters,
+        data_issues: issues,
+    })
+}
+
+fn banner(
+    p: &Resource<'_>,
+    allergies: &[Allergy],
+    today: NaiveDate,
+) -> Result<PatientBanner, CoreError> {
+    let birth = p.date("birthDate")?;
+    let mrn = p
+        .get("identifier")
+        .and_then(Value::as_array)
+        .and_then(|ids| {
+            ids.iter()
+                .find(|i| concept_has(i.get("type"), None, "MR"))
+                .or_else(|| ids.first())
+        })
+        .and_then(|i| i.get("value"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(PatientBanner {
+        patient_id: p.id().to_string(),
+        name: human_name(p.get("name"), false).unwrap_or_else(|| "(no name recorded)".into()),
+        birth_date: birth.map(|d| d.to_string()),
+        age_years: birth.and_then(|b| age(b, today)),
+        sex: p.str("gender").map(str::to_string),
+        mrn,
+        allergy_summary: allergies.iter().map(|a| a.substance.clone()).collect(),
+    })
+}
+
+/// Whole years from `birth` to `today`.
+pub fn age(birth: NaiveDate, today: NaiveDate) -> Option<u32> {
+    let mut years = today.year() - birth.year();
+    if (today.month(), today.day()) < (birth.month(), birth.day()) {
+        years -= 1;
+    }
+    u32::try_from(years).ok()
+}
+
+fn clinical_status(r: &Resource<'_>) -> Option<String> {
+    concept_text(r.get("clinicalStatus")).map(|s| s.to_lowercase())
+}
+
+fn problem(r: &Resource<'_>) -> Result<Option<Problem>, CoreError> {
+    let status = clinical_status(r).unwrap_or_else(|| "unknown".into());
+    if !matches!(
+        status.as_str(),
+        "active" | "recurrence" | "relapse" | "unknown"
+    ) {
+        return Ok(None);
+    }
+    let code = r.get("code");
+    let display = concept_text(code).ok_or_else(|| r.error("code", "is missing"))?;
+    Ok(Some(Problem {
+        display,
+        code: concept_code(code, ICD10).map(str::to_string),
+        clinical_status: status,
+        onset: r.date("onsetDateTime")?.map(|d| d.to_string()),
+    }))
+}
+
+fn medication(r: &Resource<'_>) -> Result<Option<Medication>, CoreError> {
+    let status = r.required_str("status")?;
+    if !matches!(status, "active" | "on-hold") {
+        return Ok(None);
+    }
+    let display = concept_text(r.get("medicationCodeableConcept"))
+        .or_else(|| {
+            r.get("medicationReference.display")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .ok_or_else(|| r.error("medication[x]", "is missing"))?;
+    Ok(Some(Medication {
+        display,
+        dosage: r.str("dosageInstruction.0.text").map(str::to_string),
+        status: status.to_string(),
+        authored_on: r.date("authoredOn")?.map(|d| d.to_string()),
+    }))
+}
+
+fn allergy(r: &Resource<'_>) -> Result<Option<Allergy>, CoreError> {
+    if clinical_status(r).is_some_and(|s| s != "active") {
+        return Ok(None);
+    }
+    Ok(Some(Allergy {
+        substance: concept_text(r.get("code")).ok_or_else(|| r.error("code", "is missing"))?,
+        criticality: r.str("criticality").map(str::to_string),
+        reaction: concept_text(r.get("reaction.0.manifestation.0")),
+    }))
+}
+
+fn quantity(q: Option<&Value>) -> Option<(f64, String)> {
+    let q = q?;
+    let value = q.get("value")?.as_f64()?;
+    let unit = q
+        .get("unit")
+        .or_else(|| q.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some((value, unit.to_string()))
+}
+
+fn observation(
+    r: &Resource<'_>,
+    vitals: &mut BTreeMap<String, VitalSeries>,
+    labs: &mut Vec<LabResult>,
+) -> Result<(), CoreError> {
+    if matches!(r.str("status"), Some("entered-in-error" | "cancelled")) {
+        return Ok(());
+    }
+    let categories = r.get("category").and_then(Value::as_array);
+    let in_category = |code: &str| {
+        categories.is_some_and(|cs| {
+            cs.iter()
+                .any(|c| concept_has(Some(c), Some(OBSERVATION_CATEGORY), code))
+        })
+    };
+    let is_vital = in_category("vital-signs");
+    let is_lab = in_category("laboratory");
+    if !is_vital && !is_lab {
+        return Ok(());
+    }
+    let code = r.get("code");
+    let loinc = concept_code(code, LOINC).ok_or_else(|| r.error("code", "has no LOINC coding"))?;
+    let date = r
+        .date("effectiveDateTime")?
+        .or(r.date("effectivePeriod.start")?)
+        .ok_or_else(|| r.error("effective[x]", "is missing"))?
+        .to_string();
+
+    if is_vital {
+        let mut add = |code: &str, q: Option<&Value>| {
+            let Some((label, (value, unit))) = VITALS
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, l)| *l)
+                .zip(quantity(q))
+            else {
+                return;
+            };
+            vitals
+                .entry(code.to_string())
+                .or_insert_with(|| VitalSeries {
+                    code: code.to_string(),
+                    label: label.to_string(),
+                    unit,
+                    points: Vec::new(),
+                })
+                .points
+                .push(VitalPoint {
+                    date: date.clone(),
+                    value,
+                });
+        };
+        if loinc == BP_PANEL {
+            for c in r
+                .get("component")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(cc) = concept_code(c.get("code"), LOINC) {
+                    add(cc, c.get("valueQuantity"));
+                }
+            }
+        } else {
+            add(loinc, r.get("valueQuantity"));
+        }
+        return Ok(());
+    }
+
+    // Laboratory: only numeric results are charted; others stay in the raw store.
+    let Some((value, unit)) = quantity(r.get("valueQuantity")) else {
+        return Ok(());
+    };
+    let range_low = r.get("referenceRange.0.low.value").and_then(Value::as_f64);
+    let range_high = r.get("referenceRange.0.high.value").and_then(Value::as_f64);
+    let interpretation = r.get("interpretation.0");
+    let flag = if concept_has(interpretation, None, "H") || concept_has(interpretation, None, "HH")
+    {
+        Some(LabFlag::High)
+    } else if concept_has(interpretation, None, "L") || concept_has(interpretation, None, "LL") {
+        Some(LabFlag::Low)
+    } else if concept_has(interpretation, None, "N") {
+        Some(LabFlag::Normal)
+    } else if range_low.is_some() || range_high.is_some() {
+        Some(if range_high.is_some_and(|h| value > h) {
+            LabFlag::High
+        } else if range_low.is_some_and(|l| value < l) {
+            LabFlag::Low
+        } else {
+            LabFlag::Normal
+        })
+    } else {
+        None
+    };
+    labs.push(LabResult {
+        date,
+        name: concept_text(code).unwrap_or_else(|| loinc.to_string()),
+        value,
+        unit,
+        range_low,
+        range_high,
+        flag,
+    });
+    Ok(())
+}
+
+fn encounter(r: &Resource<'_>) -> Result<EncounterRow, CoreError> {
+    let date = r
+        .date("period.start")?
+        .ok_or_else(|| r.error("period.start", "is missing"))?;
+    let class = r.str("class.code");
+    Ok(EncounterRow {
+        date: date.to_string(),
+        kind: concept_text(r.get("type.0"))
+            .or_else(|| r.str("class.display").map(str::to_string))
+            .unwrap_or_else(|| "Encounter".into()),
+        reason: concept_text(r.get("reasonCode.0")),
+        modality: if class == Some("VR") {
+            Modality::Virtual
+        } else {
+            Modality::InPerson
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use serde_json::json;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, 10).unwrap()
+    }
+
+    fn store() -> MemoryStore {
+        let s = MemoryStore::new();
+        s.upsert(json!({
+            "resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-03-11",
+            "name": [{"use": "official", "given": ["Ada"], "family": "Lovelace"}],
+            "identifier": [{"type": {"coding": [{"code": "MR"}]}, "value": "4100123"}]
+        }))
+        .unwrap();
+        s
+    }
+
+    fn subject() -> Value {
+        json!({"reference": "Patient/p1"})
+    }
+
+    #[test]
+    fn banner_has_name_age_sex_mrn_and_allergies() {
+        let s = store();
+        s.upsert(
+            json!({"resourceType": "AllergyIntolerance", "id": "a1", "patient": subject(),
+            "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanut"}}),
+        )
+        .unwrap();
+        let c = chart(&s, "p1", today()).unwrap();
+        assert_eq!(c.banner.name, "Ada Lovelace");
+        assert_eq!(c.banner.age_years, Some(65), "birthday is tomorrow");
+        assert_eq!(c.banner.mrn.as_deref(), Some("4100123"));
+        assert_eq!(c.banner.allergy_summary, ["Peanut"]);
+    }
+
+    #[test]
+    fn unknown_patient_is_not_found() {
+        let e = chart(&store(), "nobody", today()).unwrap_err();
+        assert_eq!(e.code(), hearth_ipc::ErrorCode::NotFound);
+        assert_eq!(e.to_string(), "Patient/nobody was not found");
+    }
+
+    #[test]
+    fn blood_pressure_panels_become_two_trends_in_date_order() {
+        let s = store();
+        for (i, (date, sys)) in [("2025-01-01", 150.0), ("2024-01-01", 140.0)]
+            .iter()
+            .enumerate()
+        {
+            s.upsert(json!({
+                "resourceType": "Observation", "id": format!("bp{i}"), "status": "final", "subject": subject(),
+                "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": LOINC, "code": BP_PANEL}]},
+                "effectiveDateTime": date,
+                "component": [
+                    {"code": {"coding": [{"system": LOINC, "code": "8480-6"}]}, "valueQuantity": {"value": sys, "unit": "mm[Hg]"}},
+                    {"code": {"coding": [{"system": LOINC, "code": "8462-4"}]}, "valueQuantity": {"value": 80, "unit": "mm[Hg]"}}
+                ]
+            })).unwrap();
+        }
+        let c = chart(&s, "p1", today()).unwrap();
+        assert_eq!(c.vitals.len(), 2);
+        assert_eq!(c.vitals[0].label, "Systolic BP");
+        let values: Vec<f64> = c.vitals[0].points.iter().map(|p| p.value).collect();
+        assert_eq!(values, [140.0, 150.0]);
+    }
+
+    #[test]
+    fn labs_are_flagged_against_their_reference_range() {
+        let s = store();
+        s.upsert(json!({
+            "resourceType": "Observation", "id": "l1", "status": "final", "subject": subject(),
+            "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+            "code": {"coding": [{"system": LOINC, "code": "2823-3"}], "text": "Potassium"},
+            "effectiveDateTime": "2026-01-05T10:00:00Z",
+            "valueQuantity": {"value": 5.9, "unit": "mmol/L"},
+            "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}]
+        }))
+        .unwrap();
+        let c = chart(&s, "p1", today()).unwrap();
+        assert_eq!(c.labs.len(), 1);
+        assert_eq!(c.labs[0].flag, Some(LabFlag::High));
+        assert_eq!(c.labs[0].range_high, Some(5.1));
+    }
+
+    #[test]
+    fn a_malformed_record_is_named_and_the_rest_of_the_chart_shows() {
+        let s = store();
+        s.upsert(json!({"resourceType": "Condition", "id": "c-bad", "subject": subject()}))
+            .unwrap();
+        s.upsert(
+            json!({"resourceType": "Condition", "id": "c-ok", "subject": subject(),
+            "code": {"text": "Asthma"}, "clinicalStatus": {"coding": [{"code": "active"}]}}),
+        )
+        .unwrap();
+        let c = chart(&s, "p1", today()).unwrap();
+        assert_eq!(c.problems.len(), 1);
+        assert_eq!(c.data_issues, ["Condition/c-bad: field `code` is missing"]);
+    }
+
+    #[test]
+    fn age_counts_whole_years() {
+        let b = NaiveDate::from_ymd_opt(2000, 2, 29).unwrap();
+        assert_eq!(
+            age(b, NaiveDate::from_ymd_opt(2026, 2, 28).unwrap()),
+            Some(25)
+        );
+        assert_eq!(
+            age(b, NaiveDate::from_ymd_opt(2026, 3, 1).unwrap()),
+            Some(26)
+        );
+    }
+}

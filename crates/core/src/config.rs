@@ -1,0 +1,202 @@
+//! The machine-wide configuration IT deploys (EHR endpoint, identity provider, idle lock).
+//!
+//! It is a TOML file at a fixed per-platform path (see [`default_path`]), overridable with
+//! `--config` or `HEARTH_CONFIG`. No file, or a file without `[ehr]`, means demo mode. A file
+//! that cannot be read or has a wrong or unknown key is an error naming the file and the key;
+//! Hearth never guesses past a broken configuration.
+
+use crate::CoreError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    /// The EHR. Absent: Hearth runs on its built-in demo data.
+    pub ehr: Option<EhrConfig>,
+    /// The organisation's OpenID Connect provider (SMART authorization server).
+    pub identity: Option<IdentityConfig>,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EhrConfig {
+    /// FHIR R4 base URL, e.g. `https://ehr.example.org/fhir/r4`.
+    pub fhir_base_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub issuer: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Minutes without input before the window locks (ONC 170.315(d)(5)).
+    pub idle_lock_minutes: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_lock_minutes: 15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Seed of the demo data generator; the same seed always gives the same clinic.
+    pub seed: Option<u64>,
+}
+
+/// Where IT puts the machine-wide configuration on this platform.
+pub fn default_path() -> PathBuf {
+    if cfg!(target_os = "windows") {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        PathBuf::from(base).join("Hearth").join("config.toml")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/Hearth/config.toml")
+    } else {
+        PathBuf::from("/etc/hearth/config.toml")
+    }
+}
+
+impl MachineConfig {
+    /// Reads the file at `path`; a missing file is the empty (demo) configuration.
+    pub fn load(path: &Path) -> Result<Self, CoreError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(config_error(path, format!("cannot be read: {e}"))),
+        };
+        Self::parse(&text).map_err(|problem| config_error(path, problem))
+    }
+
+    /// Parses and validates configuration text; the error names the key that is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(ehr) = &self.ehr {
+            check_url("ehr.fhir_base_url", &ehr.fhir_base_url)?;
+        }
+        if let Some(id) = &self.identity {
+            check_url("identity.issuer", &id.issuer)?;
+            if id.client_id.trim().is_empty() {
+                return Err("key `identity.client_id` must not be empty".into());
+            }
+        }
+        if !(1..=240).contains(&self.session.idle_lock_minutes) {
+            return Err(format!(
+                "key `session.idle_lock_minutes` must be between 1 and 240, not {}",
+                self.session.idle_lock_minutes
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn config_error(path: &Path, problem: String) -> CoreError {
+    CoreError::Configuration {
+        source_name: path.display().to_string(),
+        problem,
+    }
+}
+
+/// HTTPS is required except to a loopback host (test peers, local proxies).
+fn check_url(key: &str, url: &str) -> Result<(), String> {
+    let rest = if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else if let Some(r) = url.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or_default();
+        if !matches!(host, "127.0.0.1" | "localhost" | "[") && !host.starts_with("127.") {
+            return Err(format!(
+                "key `{key}` must use https:// (plain http is only allowed to loopback)"
+            ));
+        }
+        r
+    } else {
+        return Err(format!("key `{key}` must be an https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("key `{key}` has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_missing_mean_demo() {
+        assert_eq!(MachineConfig::parse("").unwrap(), MachineConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MachineConfig::load(&dir.path().join("absent.toml")).unwrap();
+        assert!(cfg.ehr.is_none());
+        assert_eq!(cfg.session.idle_lock_minutes, 15);
+    }
+
+    #[test]
+    fn full_configuration_parses() {
+        let cfg = MachineConfig::parse(
+            r#"
+            [ehr]
+            fhir_base_url = "https://ehr.example.org/fhir/r4"
+            [identity]
+            issuer = "https://login.example.org"
+            client_id = "hearth"
+            [session]
+            idle_lock_minutes = 10
+            [demo]
+            seed = 7
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.ehr.unwrap().fhir_base_url,
+            "https://ehr.example.org/fhir/r4"
+        );
+        assert_eq!(cfg.session.idle_lock_minutes, 10);
+        assert_eq!(cfg.demo.seed, Some(7));
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = MachineConfig::parse("[ehr]\nfhir_base_ur = \"https://x\"\n").unwrap_err();
+        assert!(e.contains("fhir_base_ur"), "{e}");
+        let e = MachineConfig::parse("[ehr]\nfhir_base_url = \"http://ehr.example.org\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("ehr.fhir_base_url") && e.contains("https"),
+            "{e}"
+        );
+        let e = MachineConfig::parse("[session]\nidle_lock_minutes = 0\n").unwrap_err();
+        assert!(e.contains("session.idle_lock_minutes"), "{e}");
+        assert!(
+            MachineConfig::parse("[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n").is_ok()
+        );
+    }
+
+    #[test]
+    fn unreadable_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[session]\nidle_lock_minutes = \"soon\"\n").unwrap();
+        let e = MachineConfig::load(&path).unwrap_err();
+        assert_eq!(e.code(), hearth_ipc::ErrorCode::Configuration);
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    }
+}

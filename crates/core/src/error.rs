@@ -1,0 +1,75 @@
+use hearth_ipc::{ErrorCode, IpcError};
+
+/// Errors of the application core. Messages name records by type and id and fields by path,
+/// never by clinical content, so they are safe to log and to show.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("{what} was not found")]
+    NotFound { what: String },
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    #[error("{resource}: field `{field}` {problem}")]
+    InvalidData {
+        /// `Type/id` of the resource, or `Type` when the id itself is unusable.
+        resource: String,
+        field: String,
+        problem: String,
+    },
+    #[error("configuration {source_name}: {problem}")]
+    Configuration {
+        source_name: String,
+        problem: String,
+    },
+    #[error("the session is locked")]
+    Locked,
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+}
+
+impl CoreError {
+    pub fn invalid_data(
+        resource: impl Into<String>,
+        field: &str,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self::InvalidData {
+            resource: resource.into(),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The stable code the UI branches on.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::InvalidData { .. } => ErrorCode::InvalidData,
+            Self::Configuration { .. } => ErrorCode::Configuration,
+            Self::Locked => ErrorCode::Locked,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+impl From<CoreError> for IpcError {
+    fn from(e: CoreError) -> Self {
+        IpcError::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_data_names_resource_and_field() {
+        let e = CoreError::invalid_data("Appointment/a1", "start", "is not an RFC 3339 instant");
+        let ipc = IpcError::from(e);
+        assert_eq!(ipc.code, ErrorCode::InvalidData);
+        assert_eq!(
+            ipc.message,
+            "Appointment/a1: field `start` is not an RFC 3339 instant"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! Hearth's application core. Everything the workstation does lives here (or in the crates
+//! below it), testable without a window: the shell only converts IPC types and calls in.
+//!
+//! - [`Workstation`] is the application: it opens the configured data source and answers the
+//!   views' questions (status, schedule, chart) from the local store.
+//! - [`store::ClinicalStore`] is the seam where the encrypted store plugs in; until then
+//!   [`store::MemoryStore`] holds the resources.
+//! - [`clock::Clock`] injects time, so schedules and ages are testable without waiting.
+
+pub mod chart;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod fhir;
+pub mod launch;
+pub mod schedule;
+pub mod sensitive;
+pub mod store;
+mod workstation;
+
+pub use error::CoreError;
+pub use workstation::Workstation;

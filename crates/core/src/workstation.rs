@@ -1,0 +1,227 @@
+use crate::clock::Clock;
+use crate::config::MachineConfig;
+use crate::launch::LaunchOptions;
+use crate::store::{ClinicalStore, MemoryStore};
+use crate::{chart, schedule, CoreError};
+use chrono::NaiveDate;
+use hearth_ipc::{
+    AppStatus, Chart, ChartRequest, Connectivity, DataMode, ScheduleDay, ScheduleRequest,
+    SyncSummary,
+};
+use std::sync::Arc;
+
+/// The application: one per window, shared by every command.
+///
+/// A workstation whose configuration is broken still starts, so the window can tell IT what
+/// is wrong: every request then answers the configuration error.
+pub struct Workstation {
+    clock: Arc<dyn Clock>,
+    state: Result<Ready, CoreError>,
+}
+
+struct Ready {
+    mode: DataMode,
+    store: Arc<dyn ClinicalStore>,
+}
+
+impl Workstation {
+    /// Opens the workstation as configured: demo data when no EHR is configured.
+    pub fn start(options: &LaunchOptions, clock: Arc<dyn Clock>) -> Self {
+        let state = MachineConfig::load(&options.config_path)
+            .and_then(|config| Ready::open(&config, options, clock.as_ref()));
+        Self { clock, state }
+    }
+
+    /// A workstation over an existing store; for tests and tools.
+    pub fn with_store(
+        mode: DataMode,
+        store: Arc<dyn ClinicalStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            clock,
+            state: Ok(Ready { mode, store }),
+        }
+    }
+
+    fn ready(&self) -> Result<&Ready, CoreError> {
+        self.state.as_ref().map_err(Clone::clone)
+    }
+
+    fn today(&self) -> NaiveDate {
+        self.clock.now().date_naive()
+    }
+
+    pub fn status(&self) -> Result<AppStatus, CoreError> {
+        let ready = self.ready()?;
+        let (connectivity, description) = match &ready.mode {
+            DataMode::Demo { .. } => (
+                Connectivity::NotApplicable,
+                "Demo data: nothing to synchronise".to_string(),
+            ),
+            DataMode::Ehr { .. } => (
+                Connectivity::Offline,
+                "Not yet connected to the EHR".to_string(),
+            ),
+        };
+        Ok(AppStatus {
+            mode: ready.mode.clone(),
+            user: None,
+            connectivity,
+            sync: SyncSummary {
+                queued_writes: 0,
+                last_success: None,
+                description,
+            },
+            today: self.today().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+
+    pub fn schedule(&self, request: &ScheduleRequest) -> Result<ScheduleDay, CoreError> {
+        let ready = self.ready()?;
+        let date = match &request.date {
+            None => self.today(),
+            Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                CoreError::InvalidInput(format!("date {d:?} is not in YYYY-MM-DD form"))
+            })?,
+        };
+        let offset = *self.clock.now().offset();
+        schedule::day(
+            ready.store.as_ref(),
+            date,
+            offset,
+            &request.practitioner_ids,
+        )
+    }
+
+    pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {
+        let ready = self.ready()?;
+        if request.patient_id.trim().is_empty() {
+            return Err(CoreError::InvalidInput("patient_id is empty".into()));
+        }
+        chart::chart(ready.store.as_ref(), &request.patient_id, self.today())
+    }
+}
+
+impl Ready {
+    fn open(
+        config: &MachineConfig,
+        options: &LaunchOptions,
+        clock: &dyn Clock,
+    ) -> Result<Self, CoreError> {
+        let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
+        let mode = match &config.ehr {
+            Some(ehr) => DataMode::Ehr {
+                fhir_base_url: ehr.fhir_base_url.clone(),
+            },
+            None => {
+                let seed = options
+                    .demo_seed
+                    .or(config.demo.seed)
+                    .unwrap_or(hearth_demo::DEFAULT_SEED);
+                let opts = hearth_demo::DemoOptions::new(seed, clock.now());
+                for resource in hearth_demo::generate(&opts) {
+                    store.upsert(resource)?;
+                }
+                DataMode::Demo { seed }
+            }
+        };
+        Ok(Self { mode, store })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use chrono::DateTime;
+    use hearth_ipc::ErrorCode;
+    use std::path::PathBuf;
+
+    fn clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-03-10T11:10:00-05:00").unwrap(),
+        ))
+    }
+
+    fn options(config: PathBuf) -> LaunchOptions {
+        LaunchOptions {
+            config_path: config,
+            ..LaunchOptions::default()
+        }
+    }
+
+    #[test]
+    fn no_configuration_starts_on_demo_data_with_todays_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workstation::start(&options(dir.path().join("none.toml")), clock());
+        let status = ws.status().unwrap();
+        assert_eq!(
+            status.mode,
+            DataMode::Demo {
+                seed: hearth_demo::DEFAULT_SEED
+            }
+        );
+        assert_eq!(status.today, "2026-03-10");
+        let day = ws.schedule(&ScheduleRequest::default()).unwrap();
+        assert!(day.appointments.len() >= 20);
+        assert!(day.data_issues.is_empty(), "{:?}", day.data_issues);
+        let first = &day.appointments[0];
+        let chart = ws
+            .chart(&ChartRequest {
+                patient_id: first.patient_id.clone(),
+            })
+            .unwrap();
+        assert_eq!(chart.banner.name, first.patient_name);
+        assert!(!chart.vitals.is_empty() && !chart.labs.is_empty() && !chart.problems.is_empty());
+        assert!(chart.data_issues.is_empty(), "{:?}", chart.data_issues);
+    }
+
+    #[test]
+    fn the_schedule_follows_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = clock();
+        let ws = Workstation::start(&options(dir.path().join("none.toml")), c.clone());
+        let today = ws.schedule(&ScheduleRequest::default()).unwrap();
+        c.advance(chrono::Duration::days(1));
+        let tomorrow = ws.schedule(&ScheduleRequest::default()).unwrap();
+        assert_eq!(tomorrow.date, "2026-03-11");
+        assert!(
+            tomorrow.appointments.is_empty(),
+            "demo data was made for the 10th"
+        );
+        assert!(!today.appointments.is_empty());
+    }
+
+    #[test]
+    fn a_broken_configuration_is_reported_by_every_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[ehr]\nurl = 3\n").unwrap();
+        let ws = Workstation::start(&options(path), clock());
+        let e = ws.status().unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Configuration);
+        assert_eq!(ws.schedule(&ScheduleRequest::default()).unwrap_err(), e);
+    }
+
+    #[test]
+    fn bad_requests_are_rejected_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workstation::start(&options(dir.path().join("none.toml")), clock());
+        let e = ws
+            .schedule(&ScheduleRequest {
+                date: Some("10/03/2026".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("YYYY-MM-DD"));
+        let e = ws
+            .chart(&ChartRequest {
+                patient_id: " ".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInput);
+    }
+}

@@ -1,0 +1,107 @@
+use serde::{Deserialize, Serialize};
+
+/// Request to open a patient's chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRequest {
+    pub patient_id: String,
+}
+
+/// The banner every chart view starts with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientBanner {
+    pub patient_id: String,
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: Option<String>,
+    pub age_years: Option<u32>,
+    /// Administrative gender as recorded (`female`, `male`, `other`, `unknown`).
+    pub sex: Option<String>,
+    pub mrn: Option<String>,
+    /// Substances of the active allergies, for the banner; empty means none recorded.
+    pub allergy_summary: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub display: String,
+    pub code: Option<String>,
+    pub clinical_status: String,
+    pub onset: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Medication {
+    pub display: String,
+    pub dosage: Option<String>,
+    pub status: String,
+    pub authored_on: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allergy {
+    pub substance: String,
+    pub criticality: Option<String>,
+    pub reaction: Option<String>,
+}
+
+/// One measurement of a vital sign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitalPoint {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    pub value: f64,
+}
+
+/// A vital sign over time (oldest first), for trend plots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VitalSeries {
+    /// LOINC code of the measurement (components of a panel have their own code).
+    pub code: String,
+    pub label: String,
+    pub unit: String,
+    pub points: Vec<VitalPoint>,
+}
+
+/// How a lab value compares with its reference range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabFlag {
+    Low,
+    Normal,
+    High,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabResult {
+    pub date: String,
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub range_low: Option<f64>,
+    pub range_high: Option<f64>,
+    pub flag: Option<LabFlag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncounterRow {
+    pub date: String,
+    pub kind: String,
+    pub reason: Option<String>,
+    pub modality: super::Modality,
+}
+
+/// A patient's chart as the centre region shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chart {
+    pub banner: PatientBanner,
+    pub problems: Vec<Problem>,
+    pub medications: Vec<Medication>,
+    pub allergies: Vec<Allergy>,
+    pub vitals: Vec<VitalSeries>,
+    /// Most recent first.
+    pub labs: Vec<LabResult>,
+    /// Most recent first.
+    pub encounters: Vec<EncounterRow>,
+    /// Records that could not be shown, each naming the resource and field at fault.
+    pub data_issues: Vec<String>,
+}

@@ -1,0 +1,97 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A stable, machine-readable error code. The UI branches on these; their serialized names
+/// never change once released (add new ones, never rename).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The requested record does not exist in the local store.
+    NotFound,
+    /// The request itself was malformed (bad date, empty id, ...).
+    InvalidInput,
+    /// The session is locked; PHI is withheld until the user authenticates again.
+    Locked,
+    /// Clinical data received or stored is malformed; the message names the resource and field.
+    InvalidData,
+    /// A configuration file is missing a value or holds a wrong one.
+    Configuration,
+    /// A dependency (store, network, keychain) is unavailable right now; retrying may help.
+    Unavailable,
+    /// A bug in Hearth; the message says what failed without PHI.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's stable wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::InvalidInput => "invalid_input",
+            Self::Locked => "locked",
+            Self::InvalidData => "invalid_data",
+            Self::Configuration => "configuration",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// The error every command returns: a stable code plus a message for people. Messages never
+/// contain PHI or secrets (the core builds them from identifiers and field names only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl IpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for IpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for IpcError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_to_their_stable_names() {
+        for code in [
+            ErrorCode::NotFound,
+            ErrorCode::InvalidInput,
+            ErrorCode::Locked,
+            ErrorCode::InvalidData,
+            ErrorCode::Configuration,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, code);
+        }
+    }
+
+    #[test]
+    fn ipc_error_round_trips() {
+        let e = IpcError::new(ErrorCode::NotFound, "no patient with id p-1");
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"code":"not_found","message":"no patient with id p-1"}"#
+        );
+        assert_eq!(serde_json::from_str::<IpcError>(&json).unwrap(), e);
+    }
+}

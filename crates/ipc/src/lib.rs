@@ -1,0 +1,27 @@
+//! The types that cross Hearth's IPC boundary, shared by the Yew UI (wasm32) and the
+//! Tauri shell (native). Serde-only: no I/O, no platform code, so it compiles everywhere.
+//!
+//! Every command's request and response lives here, together with [`IpcError`] and its
+//! stable [`ErrorCode`]s that the UI branches on. Times cross as RFC 3339 strings and dates as
+//! `YYYY-MM-DD`, with the local-time labels the UI shows computed by the core, so the UI never
+//! needs a time-zone database.
+
+pub mod chart;
+pub mod error;
+pub mod schedule;
+pub mod status;
+
+pub use chart::*;
+pub use error::*;
+pub use schedule::*;
+pub use status::*;
+
+/// The names of the commands the shell exposes. The UI invokes them by these names and the
+/// shell's capability files grant them; a test checks that both agree.
+pub mod command {
+    pub const APP_STATUS: &str = "app_status";
+    pub const SCHEDULE_DAY: &str = "schedule_day";
+    pub const OPEN_CHART: &str = "open_chart";
+    /// All commands, in the order they are registered.
+    pub const ALL: &[&str] = &[APP_STATUS, SCHEDULE_DAY, OPEN_CHART];
+}

@@ -1,0 +1,53 @@
+use serde::{Deserialize, Serialize};
+
+/// Where the clinical data on screen comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataMode {
+    /// Built-in synthetic data, generated deterministically from `seed`. No real patients.
+    Demo { seed: u64 },
+    /// A configured EHR's FHIR R4 endpoint.
+    Ehr { fhir_base_url: String },
+}
+
+/// Whether Hearth can reach the EHR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connectivity {
+    Online,
+    Offline,
+    /// Demo mode: there is no EHR to reach.
+    NotApplicable,
+}
+
+/// The state of synchronisation with the EHR, as the top bar shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    /// Writes saved locally and waiting to be sent.
+    pub queued_writes: u32,
+    /// RFC 3339 time of the last successful exchange with the EHR, if any.
+    pub last_success: Option<String>,
+    /// A sentence for people, e.g. "Demo data — nothing to synchronise".
+    pub description: String,
+}
+
+/// The signed-in user as shown in the top bar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub display_name: String,
+    /// The FHIR reference of the user (`Practitioner/...`), if known.
+    pub fhir_user: Option<String>,
+}
+
+/// Everything the top bar needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub mode: DataMode,
+    pub user: Option<UserSummary>,
+    pub connectivity: Connectivity,
+    pub sync: SyncSummary,
+    /// Today's date at the workstation, `YYYY-MM-DD`.
+    pub today: String,
+    /// Hearth's version.
+    pub version: String,
+}

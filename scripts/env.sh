@@ -1,0 +1,7 @@
+# Shared settings for Hearth's scripts (sourced, not run).
+# Cargo's target dir lives outside the clone so that a machine that already built
+# reuses the compiled dependencies; a cold machine still builds everything.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME}/.cache/hearth/target}"
+export PATH="${HOME}/.cargo/bin:${PATH}"
+export TAURI_DRIVER_VERSION="2.1.0"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

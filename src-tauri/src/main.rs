@@ -1,0 +1,58 @@
+//! Hearth's desktop shell. It reads the command line, starts the core, opens the window and
+//! registers the commands; everything else lives in `hearth-core`.
+
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+mod commands;
+
+use hearth_core::clock::SystemClock;
+use hearth_core::launch::LaunchOptions;
+use hearth_core::Workstation;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tauri::{Manager, WebviewUrl, WebviewWindowBuilder};
+
+fn main() -> ExitCode {
+    let options = match LaunchOptions::parse(
+        std::env::args_os().skip(1),
+        std::env::var_os("HEARTH_CONFIG"),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workstation = Workstation::start(&options, Arc::new(SystemClock));
+    let data_dir = options.data_dir;
+
+    let result = tauri::Builder::default()
+        .manage(workstation)
+        .invoke_handler(tauri::generate_handler![
+            commands::app_status,
+            commands::schedule_day,
+            commands::open_chart,
+        ])
+        .setup(move |app| {
+            let data_dir = match data_dir {
+                Some(dir) => dir,
+                None => app.path().app_local_data_dir()?,
+            };
+            std::fs::create_dir_all(&data_dir)?;
+            WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
+                .title("Hearth")
+                .inner_size(1280.0, 800.0)
+                .min_inner_size(960.0, 600.0)
+                .data_directory(data_dir.join("webview"))
+                .build()?;
+            Ok(())
+        })
+        .run(tauri::generate_context!());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

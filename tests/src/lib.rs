@@ -1,0 +1,364 @@
+//! The end-to-end harness: starts a private X server (Xvfb), `tauri-driver` in front of
+//! WebKitWebDriver, and the real `hearth` binary with its own profile folder, then hands the
+//! test a WebDriver client. Every test gets its own display, ports and profile, so tests run in
+//! parallel. A failing test leaves a screenshot in `<target>/e2e-artifacts/`.
+//!
+//! Nothing is skipped: a missing tool or binary is a failure that says what to install.
+
+use anyhow::{anyhow, bail, Context, Result};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use fantoccini::key::Key;
+
+/// How long to wait for the app and its peers before calling it a failure.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for something to appear in the window.
+pub const UI_TIMEOUT: Duration = Duration::from_secs(20);
+const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
+
+/// A running Hearth window and the processes behind it. Dropping it stops them all.
+pub struct Desktop {
+    pub client: Client,
+    /// The profile folder given to the app with `--data-dir`.
+    pub data_dir: tempfile::TempDir,
+    name: String,
+    driver: KillOnDrop,
+    _xvfb: KillOnDrop,
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What to start the app with.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchSpec {
+    /// Extra command-line arguments after `--data-dir`.
+    pub args: Vec<String>,
+    /// Contents of the machine-wide configuration file (none: no file, i.e. demo mode).
+    pub config: Option<String>,
+}
+
+/// The folder where cargo put this test binary's siblings (`target/<profile>`).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the test binary")?;
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("unexpected test binary location {}", exe.display()))
+}
+
+/// The `hearth` binary under test: `HEARTH_APP_BIN`, or the one cargo built beside the tests.
+pub fn app_binary() -> Result<PathBuf> {
+    let bin = match std::env::var_os("HEARTH_APP_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => profile_dir()?.join("hearth"),
+    };
+    if !bin.is_file() {
+        bail!(
+            "the Hearth binary {} does not exist: build it first (`cargo build -p hearth`, which \
+             needs ui/dist from scripts/build-ui), as scripts/test does",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Where screenshots go.
+pub fn artifacts_dir() -> Result<PathBuf> {
+    let dir = profile_dir()?.join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn require_tool(name: &str, install: &str) -> Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false);
+    if !found && !Path::new(name).is_file() {
+        bail!("{name} is not installed ({install}); run scripts/setup");
+    }
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts Xvfb on a display it picks itself (`-displayfd`), so parallel tests never collide.
+fn start_xvfb() -> Result<(KillOnDrop, String)> {
+    require_tool("Xvfb", "Debian package xvfb")?;
+    let mut child = Command::new("Xvfb")
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1440x900x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start Xvfb")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("Xvfb has no stdout"))?;
+    let guard = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("Xvfb did not report its display")?;
+    let display: u32 = line
+        .trim()
+        .parse()
+        .with_context(|| format!("Xvfb reported display {line:?}"))?;
+    Ok((guard, format!(":{display}")))
+}
+
+/// Polls `check` until it yields `Some`, or fails after `timeout` with `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        // A WebDriver call can hang (e.g. on a page that never finished loading): bound each
+        // check by the time left, so the timeout holds whatever the check does.
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, check()).await {
+            Ok(Ok(Some(v))) => return Ok(v),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => last_error = Some(anyhow!("the last check did not answer")),
+        }
+        if Instant::now() >= deadline {
+            return Err(match last_error {
+                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
+                None => anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Desktop {
+    /// Starts Hearth in demo mode with a fresh profile.
+    pub async fn launch(name: &str) -> Result<Self> {
+        Self::launch_with(name, LaunchSpec::default()).await
+    }
+
+    pub async fn launch_with(name: &str, spec: LaunchSpec) -> Result<Self> {
+        let app = app_binary()?;
+        require_tool(
+            "tauri-driver",
+            "cargo install tauri-driver --version 2.1.0 --locked",
+        )?;
+        require_tool(WEBKIT_DRIVER, "Debian package webkit2gtk-driver")?;
+        let (xvfb, display) = start_xvfb()?;
+        let data_dir = tempfile::Builder::new()
+            .prefix(&format!("hearth-e2e-{name}-"))
+            .tempdir()
+            .context("cannot create a profile folder")?;
+        let home = data_dir.path().join("home");
+        std::fs::create_dir_all(&home)?;
+        let config_path = data_dir.path().join("config.toml");
+        if let Some(text) = &spec.config {
+            std::fs::write(&config_path, text)?;
+        }
+
+        let (port, native_port) = (free_port()?, free_port()?);
+        let mut driver = Command::new("tauri-driver");
+        driver
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native_port.to_string(),
+            ])
+            .args(["--native-driver", WEBKIT_DRIVER])
+            .env("DISPLAY", &display)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("HEARTH_CONFIG", &config_path)
+            .env_remove("WAYLAND_DISPLAY")
+            .env("GDK_BACKEND", "x11")
+            // No GPU under Xvfb: render in software.
+            .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let driver = KillOnDrop(driver.spawn().context("cannot start tauri-driver")?);
+
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until(STARTUP_TIMEOUT, "tauri-driver to listen", || async {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ()))
+        })
+        .await?;
+
+        let mut args = vec![
+            "--data-dir".to_string(),
+            data_dir.path().join("profile").display().to_string(),
+        ];
+        args.extend(spec.args);
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), "wry".into());
+        caps.insert(
+            "tauri:options".into(),
+            serde_json::json!({ "application": app, "args": args }),
+        );
+        let connect = async {
+            ClientBuilder::rustls()
+                .context("cannot set up the WebDriver client")?
+                .capabilities(caps)
+                .connect(&url)
+                .await
+                .context("WebDriver could not start a session with the Hearth window")
+        };
+        let client = tokio::time::timeout(STARTUP_TIMEOUT, connect)
+            .await
+            .map_err(|_| anyhow!("the Hearth window did not open within {STARTUP_TIMEOUT:?}"))??;
+        Ok(Self {
+            client,
+            data_dir,
+            name: name.to_string(),
+            driver,
+            _xvfb: xvfb,
+        })
+    }
+
+    /// Saves a PNG of the window as `<artifacts>/<test>-<label>.png` and returns its path.
+    pub async fn screenshot(&self, label: &str) -> Result<PathBuf> {
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .context("screenshot failed")?;
+        let path = artifacts_dir()?.join(format!("{}-{label}.png", self.name));
+        std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Ends the session. On a failed test, first saves a screenshot and names it in the error.
+    pub async fn finish(mut self, outcome: Result<()>) -> Result<()> {
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => match self.screenshot("failure").await {
+                Ok(path) => {
+                    Err(e.context(format!("screenshot of the failure: {}", path.display())))
+                }
+                Err(s) => Err(e.context(format!("(no screenshot: {s:#})"))),
+            },
+        };
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.0.kill();
+        outcome
+    }
+
+    /// The text of the first element matching `css`, once it exists and satisfies `ok`.
+    pub async fn text_when(
+        &self,
+        css: &str,
+        what: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        wait_until(UI_TIMEOUT, what, || async {
+            let Ok(el) = self.client.find(Locator::Css(css)).await else {
+                return Ok(None);
+            };
+            let text = el.text().await?;
+            Ok(ok(&text).then_some(text))
+        })
+        .await
+    }
+
+    /// All elements matching `css`, once there is at least one.
+    pub async fn all(&self, css: &str, what: &str) -> Result<Vec<fantoccini::elements::Element>> {
+        wait_until(UI_TIMEOUT, what, || async {
+            let found = self.client.find_all(Locator::Css(css)).await?;
+            Ok((!found.is_empty()).then_some(found))
+        })
+        .await
+    }
+
+    /// Presses a key chord on the keyboard (modifiers first, released in reverse order).
+    pub async fn press(&self, keys: &[Key]) -> Result<()> {
+        let mut actions = KeyActions::new("keyboard".into());
+        for k in keys {
+            actions = actions.then(KeyAction::Down {
+                value: char::from(*k),
+            });
+        }
+        for k in keys.iter().rev() {
+            actions = actions.then(KeyAction::Up {
+                value: char::from(*k),
+            });
+        }
+        self.client.perform_actions(actions).await?;
+        Ok(())
+    }
+
+    /// Presses an ordinary character key with modifiers held, e.g. Alt+2.
+    pub async fn press_char(&self, modifiers: &[Key], c: char) -> Result<()> {
+        let mut actions = KeyActions::new("keyboard".into());
+        for k in modifiers {
+            actions = actions.then(KeyAction::Down {
+                value: char::from(*k),
+            });
+        }
+        actions = actions
+            .then(KeyAction::Down { value: c })
+            .then(KeyAction::Up { value: c });
+        for k in modifiers.iter().rev() {
+            actions = actions.then(KeyAction::Up {
+                value: char::from(*k),
+            });
+        }
+        self.client.perform_actions(actions).await?;
+        Ok(())
+    }
+
+    /// The `id` of the region (schedule, chart, visit) that holds the keyboard focus.
+    pub async fn focused_region(&self) -> Result<Option<String>> {
+        let active = self.client.active_element().await?;
+        for region in ["region-schedule", "region-chart", "region-visit"] {
+            if active.attr("id").await?.as_deref() == Some(region) {
+                return Ok(Some(region.to_string()));
+            }
+            // Focus may sit on a control inside the region.
+            let inside = self
+                .client
+                .find(Locator::Css(&format!("#{region}")))
+                .await?
+                .find_all(Locator::Css(":focus"))
+                .await?;
+            if !inside.is_empty() {
+                return Ok(Some(region.to_string()));
+            }
+        }
+        Ok(None)
+    }
+}

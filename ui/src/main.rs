@@ -1,0 +1,194 @@
+//! Hearth's window: a top bar over three regions — schedule (left), chart (centre) and
+//! visit (right). Everything shown comes from the core through [`bridge`]; this crate only
+//! renders and routes user input.
+
+mod bridge;
+mod chart;
+mod keyboard;
+mod schedule;
+mod visit;
+
+use hearth_ipc::{
+    command, AppStatus, AppointmentRow, Chart, ChartRequest, Connectivity, DataMode, ErrorCode,
+    IpcError, ScheduleDay, ScheduleRequest,
+};
+use wasm_bindgen_futures::spawn_local;
+use yew::prelude::*;
+
+/// A value being fetched from the core.
+#[derive(Clone, PartialEq)]
+pub enum Load<T> {
+    Loading,
+    Ready(T),
+    Failed(IpcError),
+}
+
+impl<T> From<Result<T, IpcError>> for Load<T> {
+    fn from(r: Result<T, IpcError>) -> Self {
+        match r {
+            Ok(v) => Self::Ready(v),
+            Err(e) => Self::Failed(e),
+        }
+    }
+}
+
+/// A failure in words for people, with the code for support.
+pub fn error_notice(e: &IpcError) -> Html {
+    html! {
+        <div class="notice error" role="alert">
+            <strong>{ "Something went wrong. " }</strong>
+            { &e.message }
+            <span class="code">{ format!(" (code {})", e.code.as_str()) }</span>
+        </div>
+    }
+}
+
+#[function_component(App)]
+fn app() -> Html {
+    let status = use_state(|| Load::<AppStatus>::Loading);
+    let schedule = use_state(|| Load::<ScheduleDay>::Loading);
+    let practitioner = use_state(|| None::<String>);
+    let selected = use_state(|| None::<AppointmentRow>);
+    let chart = use_state(|| None::<Load<Chart>>);
+
+    {
+        let status = status.clone();
+        use_effect_with((), move |_| {
+            spawn_local(async move {
+                status.set(bridge::call_no_args(command::APP_STATUS).await.into());
+            });
+        });
+    }
+    {
+        let schedule = schedule.clone();
+        use_effect_with((*practitioner).clone(), move |practitioner| {
+            let request = ScheduleRequest {
+                date: None,
+                practitioner_ids: practitioner.iter().cloned().collect(),
+            };
+            spawn_local(async move {
+                schedule.set(bridge::call(command::SCHEDULE_DAY, &request).await.into());
+            });
+        });
+    }
+    {
+        let chart = chart.clone();
+        let patient_id = selected.as_ref().map(|a| a.patient_id.clone());
+        use_effect_with(patient_id, move |patient_id| {
+            if let Some(patient_id) = patient_id.clone() {
+                chart.set(Some(Load::Loading));
+                spawn_local(async move {
+                    let request = ChartRequest { patient_id };
+                    chart.set(Some(
+                        bridge::call(command::OPEN_CHART, &request).await.into(),
+                    ));
+                });
+            }
+        });
+    }
+    keyboard::use_region_keys();
+
+    let on_select = {
+        let selected = selected.clone();
+        Callback::from(move |row: AppointmentRow| selected.set(Some(row)))
+    };
+    let on_filter = {
+        let practitioner = practitioner.clone();
+        Callback::from(move |p: Option<String>| practitioner.set(p))
+    };
+
+    if let Load::Failed(e) = &*status {
+        if e.code == ErrorCode::Configuration {
+            return html! {
+                <main class="fatal" role="alert">
+                    <h1>{ "Hearth cannot start" }</h1>
+                    <p>{ &e.message }</p>
+                    <p>{ "Ask your IT team to correct Hearth's configuration." }</p>
+                </main>
+            };
+        }
+    }
+
+    let selected_id = selected.as_ref().map(|a| a.appointment_id.clone());
+    html! {
+        <div class="shell">
+            <TopBar status={(*status).clone()} />
+            <div class="regions">
+                <section id="region-schedule" class="region schedule" tabindex="-1" aria-labelledby="schedule-heading">
+                    <schedule::ScheduleView
+                        day={(*schedule).clone()}
+                        selected={selected_id}
+                        practitioner={(*practitioner).clone()}
+                        {on_select}
+                        {on_filter} />
+                </section>
+                <section id="region-chart" class="region chart" tabindex="-1" aria-labelledby="chart-heading">
+                    <chart::ChartView chart={(*chart).clone()} />
+                </section>
+                <section id="region-visit" class="region visit" tabindex="-1" aria-labelledby="visit-heading">
+                    <visit::VisitPane appointment={(*selected).clone()} />
+                </section>
+            </div>
+        </div>
+    }
+}
+
+#[derive(Properties, PartialEq)]
+struct TopBarProps {
+    status: Load<AppStatus>,
+}
+
+#[function_component(TopBar)]
+fn top_bar(props: &TopBarProps) -> Html {
+    let body = match &props.status {
+        Load::Loading => html! { <span class="muted">{ "Starting…" }</span> },
+        Load::Failed(e) => error_notice(e),
+        Load::Ready(s) => {
+            let mode = match &s.mode {
+                DataMode::Demo { seed } => html! {
+                    <span id="demo-banner" class="demo-banner" role="status">
+                        { "DEMO DATA — synthetic patients, not for clinical use" }
+                        <span class="muted">{ format!(" (seed {seed})") }</span>
+                    </span>
+                },
+                DataMode::Ehr { fhir_base_url } => html! {
+                    <span class="ehr">{ format!("EHR: {fhir_base_url}") }</span>
+                },
+            };
+            let (conn_class, conn_text) = match s.connectivity {
+                Connectivity::Online => ("online", "Online"),
+                Connectivity::Offline => ("offline", "Offline"),
+                Connectivity::NotApplicable => ("na", "No EHR (demo)"),
+            };
+            let user = s
+                .user
+                .as_ref()
+                .map_or("Not signed in".to_string(), |u| u.display_name.clone());
+            html! {
+                <>
+                    { mode }
+                    <span class="spacer"></span>
+                    <span id="sync-state" class="sync" title={s.sync.description.clone()}>
+                        <span class={classes!("dot", conn_class)} aria-hidden="true"></span>
+                        { conn_text }
+                        { format!(" · {} queued", s.sync.queued_writes) }
+                        if let Some(last) = &s.sync.last_success {
+                            { format!(" · last sync {last}") }
+                        }
+                    </span>
+                    <span id="current-user" class="user">{ user }</span>
+                </>
+            }
+        }
+    };
+    html! {
+        <header class="topbar" role="banner">
+            <span class="brand">{ "Hearth" }</span>
+            { body }
+        </header>
+    }
+}
+
+fn main() {
+    yew::Renderer::<App>::new().render();
+}

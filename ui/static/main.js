@@ -1,0 +1,4 @@
+// Loads Hearth's UI (Rust compiled to WebAssembly). An external module, not an inline
+// script, so the strict CSP needs no 'unsafe-inline'.
+import init from "./hearth_ui.js";
+init({ module_or_path: new URL("./hearth_ui_bg.wasm", import.meta.url) });
