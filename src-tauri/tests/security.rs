@@ -1,7 +1,10 @@
 //! Security checks on the shell's configuration: the Content-Security-Policy and the resolved
 //! access-control list (which window may call which command).
 
-#![allow(clippy::unwrap_used, reason = "a test file: a failed unwrap is the test failing")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -304,6 +304,17 @@ impl Desktop {
         .await
     }
 
+    /// Types `text` into the element matching `css` (focusing it first), as a person would.
+    pub async fn type_text(&self, css: &str, text: &str) -> Result<()> {
+        let el = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .with_context(|| format!("no element {css} to type into"))?;
+        el.send_keys(text).await?;
+        Ok(())
+    }
+
     /// Presses a key chord on the keyboard (modifiers first, released in reverse order).
     pub async fn press(&self, keys: &[Key]) -> Result<()> {
         let mut actions = KeyActions::new("keyboard".into());

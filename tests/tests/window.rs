@@ -6,6 +6,15 @@ use hearth_e2e::{Desktop, Key, LaunchSpec};
 
 /// The visits the core lists for today on the default demo data, as (time, patient) pairs.
 fn expected_demo_schedule() -> Result<Vec<(String, String)>> {
+    Ok(demo_day(&[])?
+        .appointments
+        .into_iter()
+        .map(|a| (a.start_label, a.patient_name))
+        .collect())
+}
+
+/// Today's demo day as the core computes it, for some clinicians (none: everyone).
+fn demo_day(practitioner_ids: &[String]) -> Result<hearth_ipc::ScheduleDay> {
     let dir = tempfile::tempdir()?;
     let options = hearth_core::launch::LaunchOptions {
         config_path: dir.path().join("absent.toml"),
@@ -15,12 +24,10 @@ fn expected_demo_schedule() -> Result<Vec<(String, String)>> {
         &options,
         std::sync::Arc::new(hearth_core::clock::SystemClock),
     );
-    let day = ws.schedule(&Default::default())?;
-    Ok(day
-        .appointments
-        .into_iter()
-        .map(|a| (a.start_label, a.patient_name))
-        .collect())
+    Ok(ws.schedule(&hearth_ipc::ScheduleRequest {
+        date: None,
+        practitioner_ids: practitioner_ids.to_vec(),
+    })?)
 }
 
 async fn rows(app: &Desktop) -> Result<Vec<(String, String)>> {
@@ -224,6 +231,51 @@ async fn a_broken_machine_configuration_is_shown_not_ignored() -> Result<()> {
                 .is_err(),
             "a schedule is shown despite the broken configuration"
         );
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_a_clinicians_name_narrows_the_shared_view_to_their_day() -> Result<()> {
+    let app = Desktop::launch("clinician-filter").await?;
+    let outcome = async {
+        let all = rows(&app).await?;
+        let everyone = demo_day(&[])?;
+        let chosen = everyone
+            .practitioners
+            .iter()
+            .find(|p| p.display_name.starts_with("Priya"))
+            .context("the demo clinic has no NP Priya Raman")?;
+        let expected: Vec<(String, String)> =
+            demo_day(std::slice::from_ref(&chosen.practitioner_id))?
+                .appointments
+                .into_iter()
+                .map(|a| (a.start_label, a.patient_name))
+                .collect();
+        ensure!(
+            !expected.is_empty() && expected.len() < all.len(),
+            "nothing to narrow"
+        );
+
+        app.type_text("#practitioner-filter", "Priya").await?;
+        hearth_e2e::wait_until(hearth_e2e::UI_TIMEOUT, "the schedule to narrow", || async {
+            let shown = rows(&app).await?;
+            Ok((shown == expected).then_some(()))
+        })
+        .await?;
+        let names = app
+            .client
+            .find_all(Locator::Css("#appointment-list .practitioner"))
+            .await?;
+        for n in names {
+            let text = n.text().await?;
+            ensure!(
+                text == chosen.display_name,
+                "a visit of {text} is still listed"
+            );
+        }
         Ok(())
     }
     .await;

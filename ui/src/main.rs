@@ -114,7 +114,7 @@ fn app() -> Html {
         <div class="shell">
             <TopBar status={(*status).clone()} />
             <div class="regions">
-                <section id="region-schedule" class="region schedule" tabindex="-1" aria-labelledby="schedule-heading">
+                <section id="region-schedule" class="region schedule" tabindex="-1" aria-labelledby="schedule-heading" aria-keyshortcuts="Alt+1">
                     <schedule::ScheduleView
                         day={(*schedule).clone()}
                         selected={selected_id}
@@ -122,10 +122,10 @@ fn app() -> Html {
                         {on_select}
                         {on_filter} />
                 </section>
-                <section id="region-chart" class="region chart" tabindex="-1" aria-labelledby="chart-heading">
+                <section id="region-chart" class="region chart" tabindex="-1" aria-labelledby="chart-heading" aria-keyshortcuts="Alt+2">
                     <chart::ChartView chart={(*chart).clone()} />
                 </section>
-                <section id="region-visit" class="region visit" tabindex="-1" aria-labelledby="visit-heading">
+                <section id="region-visit" class="region visit" tabindex="-1" aria-labelledby="visit-heading" aria-keyshortcuts="Alt+3">
                     <visit::VisitPane appointment={(*selected).clone()} />
                 </section>
             </div>

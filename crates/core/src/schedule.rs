@@ -69,9 +69,12 @@ pub fn day(
     let mut rows = Vec::new();
     let mut data_issues = Vec::new();
     let mut names = Names::new(store);
+    // Everyone with visits that day, whatever the filter, so the view can offer them all.
+    let mut everyone = BTreeMap::new();
     for json in store.all_of_type("Appointment")? {
         match row(&json, date, offset, &mut names) {
             Ok(Some(r)) => {
+                everyone.insert(r.practitioner_id.clone(), r.practitioner_name.clone());
                 if practitioner_ids.is_empty() || practitioner_ids.contains(&r.practitioner_id) {
                     rows.push(r)
                 }
@@ -83,10 +86,7 @@ pub fn day(
     rows.sort_by(|a, b| {
         (a.start.as_str(), &a.practitioner_name).cmp(&(b.start.as_str(), &b.practitioner_name))
     });
-    let mut practitioners: Vec<PractitionerSummary> = rows
-        .iter()
-        .map(|r| (r.practitioner_id.clone(), r.practitioner_name.clone()))
-        .collect::<BTreeMap<_, _>>()
+    let mut practitioners: Vec<PractitionerSummary> = everyone
         .into_iter()
         .map(|(practitioner_id, display_name)| PractitionerSummary {
             practitioner_id,
@@ -362,9 +362,12 @@ mod tests {
                 .len(),
             1
         );
-        assert!(day(&s, date, offset(), &["d2".into()])
-            .unwrap()
-            .appointments
-            .is_empty());
+        let other = day(&s, date, offset(), &["d2".into()]).unwrap();
+        assert!(other.appointments.is_empty());
+        assert_eq!(
+            other.practitioners.len(),
+            1,
+            "the filter still offers every clinician of the day"
+        );
     }
 }
