@@ -44,45 +44,27 @@ pub fn chart(
         })?;
     let patient = Resource::new(&patient_json)?;
     let mut issues = Vec::new();
-    let mut each = |ty: &str, f: &mut dyn FnMut(Resource<'_>) -> Result<(), CoreError>| {
-        for json in store.for_patient(ty, patient_id)? {
-            if let Err(e) = Resource::new(&json).and_then(&mut *f) {
-                issues.push(e.to_string());
-            }
-        }
-        Ok::<_, CoreError>(())
-    };
-
-    let mut problems = Vec::new();
-    each("Condition", &mut |r| {
-        if let Some(p) = problem(&r)? {
-            problems.push(p)
-        }
-        Ok(())
-    })?;
+    let mut problems = gather(store, patient_id, "Condition", &mut issues, &mut problem)?;
     problems.sort_by(|a, b| b.onset.cmp(&a.onset));
-
-    let mut medications = Vec::new();
-    each("MedicationRequest", &mut |r| {
-        if let Some(m) = medication(&r)? {
-            medications.push(m)
-        }
-        Ok(())
-    })?;
+    let mut medications = gather(
+        store,
+        patient_id,
+        "MedicationRequest",
+        &mut issues,
+        &mut medication,
+    )?;
     medications.sort_by(|a, b| a.display.cmp(&b.display));
-
-    let mut allergies = Vec::new();
-    each("AllergyIntolerance", &mut |r| {
-        if let Some(a) = allergy(&r)? {
-            allergies.push(a)
-        }
-        Ok(())
-    })?;
+    let allergies = gather(
+        store,
+        patient_id,
+        "AllergyIntolerance",
+        &mut issues,
+        &mut allergy,
+    )?;
 
     let mut vitals: BTreeMap<String, VitalSeries> = BTreeMap::new();
-    let mut labs = Vec::new();
-    each("Observation", &mut |r| {
-        observation(&r, &mut vitals, &mut labs)
+    let mut labs = gather(store, patient_id, "Observation", &mut issues, &mut |r| {
+        observation(r, &mut vitals)
     })?;
     labs.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.name.cmp(&b.name)));
     let mut vitals: Vec<VitalSeries> = vitals.into_values().collect();
@@ -97,10 +79,8 @@ pub fn chart(
     };
     vitals.sort_by_key(|s| rank(&s.code));
 
-    let mut encounters = Vec::new();
-    each("Encounter", &mut |r| {
-        encounters.push(encounter(&r)?);
-        Ok(())
+    let mut encounters = gather(store, patient_id, "Encounter", &mut issues, &mut |r| {
+        encounter(r).map(Some)
     })?;
     encounters.sort_by(|a, b| b.date.cmp(&a.date));
 
@@ -114,6 +94,26 @@ pub fn chart(
         encounters,
         data_issues: issues,
     })
+}
+
+/// Projects the patient's resources of one type with `f`; a resource that cannot be read is
+/// left out and named in `issues`, and the others still show.
+fn gather<T>(
+    store: &dyn ClinicalStore,
+    patient_id: &str,
+    resource_type: &str,
+    issues: &mut Vec<String>,
+    f: &mut dyn FnMut(&Resource<'_>) -> Result<Option<T>, CoreError>,
+) -> Result<Vec<T>, CoreError> {
+    let mut out = Vec::new();
+    for json in store.for_patient(resource_type, patient_id)? {
+        match Resource::new(&json).and_then(|r| f(&r)) {
+            Ok(Some(v)) => out.push(v),
+            Ok(None) => {}
+            Err(e) => issues.push(e.to_string()),
+        }
+    }
+    Ok(out)
 }
 
 fn banner(
@@ -217,13 +217,13 @@ fn quantity(q: Option<&Value>) -> Option<(f64, String)> {
     Some((value, unit.to_string()))
 }
 
+/// Adds a vital sign to its series in `vitals`, or returns a numeric lab result.
 fn observation(
     r: &Resource<'_>,
     vitals: &mut BTreeMap<String, VitalSeries>,
-    labs: &mut Vec<LabResult>,
-) -> Result<(), CoreError> {
+) -> Result<Option<LabResult>, CoreError> {
     if matches!(r.str("status"), Some("entered-in-error" | "cancelled")) {
-        return Ok(());
+        return Ok(None);
     }
     let categories = r.get("category").and_then(Value::as_array);
     let in_category = |code: &str| {
@@ -235,7 +235,7 @@ fn observation(
     let is_vital = in_category("vital-signs");
     let is_lab = in_category("laboratory");
     if !is_vital && !is_lab {
-        return Ok(());
+        return Ok(None);
     }
     let code = r.get("code");
     let loinc = concept_code(code, LOINC).ok_or_else(|| r.error("code", "has no LOINC coding"))?;
@@ -283,12 +283,12 @@ fn observation(
         } else {
             add(loinc, r.get("valueQuantity"));
         }
-        return Ok(());
+        return Ok(None);
     }
 
     // Laboratory: only numeric results are charted; others stay in the raw store.
     let Some((value, unit)) = quantity(r.get("valueQuantity")) else {
-        return Ok(());
+        return Ok(None);
     };
     let range_low = r.get("referenceRange.0.low.value").and_then(Value::as_f64);
     let range_high = r.get("referenceRange.0.high.value").and_then(Value::as_f64);
@@ -311,7 +311,7 @@ fn observation(
     } else {
         None
     };
-    labs.push(LabResult {
+    Ok(Some(LabResult {
         date,
         name: concept_text(code).unwrap_or_else(|| loinc.to_string()),
         value,
@@ -319,8 +319,7 @@ fn observation(
         range_low,
         range_high,
         flag,
-    });
-    Ok(())
+    }))
 }
 
 fn encounter(r: &Resource<'_>) -> Result<EncounterRow, CoreError> {

@@ -251,6 +251,17 @@ mod tests {
         a
     }
 
+    /// The whole clinic's schedule on the test day.
+    fn march_10(s: &MemoryStore) -> ScheduleDay {
+        day(
+            s,
+            NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
+            offset(),
+            &[],
+        )
+        .unwrap()
+    }
+
     fn store() -> MemoryStore {
         let s = MemoryStore::new();
         s.upsert(json!({"resourceType": "Patient", "id": "p1", "name": [{"given": ["Ada"], "family": "Lovelace"}]})).unwrap();
@@ -277,13 +288,7 @@ mod tests {
             json!({}),
         ))
         .unwrap();
-        let d = day(
-            &s,
-            NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
-            offset(),
-            &[],
-        )
-        .unwrap();
+        let d = march_10(&s);
         assert!(d.data_issues.is_empty());
         let ids: Vec<_> = d
             .appointments
@@ -321,13 +326,7 @@ mod tests {
             json!({}),
         ))
         .unwrap();
-        let d = day(
-            &s,
-            NaiveDate::from_ymd_opt(2026, 3, 10).unwrap(),
-            offset(),
-            &[],
-        )
-        .unwrap();
+        let d = march_10(&s);
         assert_eq!(d.appointments.len(), 1);
         let msgs = &d.data_issues;
         assert!(
