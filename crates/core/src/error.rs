@@ -24,6 +24,9 @@ pub enum CoreError {
     Locked,
     #[error("{0} is unavailable")]
     Unavailable(String),
+    /// The local store failed; the message says how (never with clinical content).
+    #[error("local store: {0}")]
+    Store(String),
 }
 
 impl CoreError {
@@ -47,8 +50,14 @@ impl CoreError {
             Self::InvalidData { .. } => ErrorCode::InvalidData,
             Self::Configuration { .. } => ErrorCode::Configuration,
             Self::Locked => ErrorCode::Locked,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::Store(_) => ErrorCode::Unavailable,
         }
+    }
+}
+
+impl From<hearth_store::StoreError> for CoreError {
+    fn from(e: hearth_store::StoreError) -> Self {
+        Self::Store(e.to_string())
     }
 }
 

@@ -1,10 +1,11 @@
 //! The seam between the application and its local store of clinical data.
 //!
 //! Every view reads through [`ClinicalStore`]; nothing on a read path touches the network.
-//! [`MemoryStore`] serves demo mode and tests today; the encrypted SQLite store that the sync
-//! engine fills implements the same trait.
+//! [`MemoryStore`] serves demo mode and tests; the encrypted SQLite store
+//! ([`hearth_store::Store`]) implements the same trait, with the FHIR understanding its
+//! projections need (owning patient, appointment start, observation code) supplied from here.
 
-use crate::fhir::{reference_id, Resource};
+use crate::fhir::{concept_code, reference_id, Resource};
 use crate::CoreError;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +121,81 @@ impl ClinicalStore for MemoryStore {
     }
 }
 
+/// The row the encrypted store keeps for a resource: its raw JSON and projection fields.
+pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreError> {
+    use hearth_store::Projection;
+    let r = Resource::new(resource)?;
+    let index = match r.resource_type() {
+        "Appointment" if r.get("start").is_some() => Projection::Appointment {
+            start_utc: r
+                .required_instant("start")?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            practitioner_id: r
+                .get("participant")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|p| reference_id(p.get("actor"), "Practitioner"))
+                .map(str::to_string),
+        },
+        "Observation" => Projection::Observation {
+            code: concept_code(r.get("code"), "http://loinc.org").map(str::to_string),
+            effective: r
+                .str("effectiveDateTime")
+                .or_else(|| r.str("effectivePeriod.start"))
+                .map(str::to_string),
+        },
+        _ => Projection::None,
+    };
+    Ok(hearth_store::ResourceRow {
+        resource_type: r.resource_type().to_string(),
+        id: r.id().to_string(),
+        version_id: r.str("meta.versionId").map(str::to_string),
+        last_updated: r.str("meta.lastUpdated").map(str::to_string),
+        patient_id: owning_patient(&r),
+        json: resource.to_string(),
+        index,
+    })
+}
+
+fn parse_stored(json: &str, what: &str) -> Result<Value, CoreError> {
+    serde_json::from_str(json)
+        .map_err(|e| CoreError::invalid_data(what, "(document)", format!("is not JSON: {e}")))
+}
+
+fn parse_all(rows: Vec<String>, what: &str) -> Result<Vec<Value>, CoreError> {
+    rows.iter().map(|j| parse_stored(j, what)).collect()
+}
+
+impl ClinicalStore for hearth_store::Store {
+    fn upsert(&self, resource: Value) -> Result<(), CoreError> {
+        self.put_resources(&[resource_row(&resource)?])?;
+        Ok(())
+    }
+
+    fn get(&self, resource_type: &str, id: &str) -> Result<Option<Value>, CoreError> {
+        self.resource(resource_type, id)?
+            .map(|j| parse_stored(&j, &format!("{resource_type}/{id}")))
+            .transpose()
+    }
+
+    fn all_of_type(&self, resource_type: &str) -> Result<Vec<Value>, CoreError> {
+        parse_all(self.resources_of_type(resource_type)?, resource_type)
+    }
+
+    fn for_patient(&self, resource_type: &str, patient_id: &str) -> Result<Vec<Value>, CoreError> {
+        parse_all(
+            self.resources_for_patient(resource_type, patient_id)?,
+            resource_type,
+        )
+    }
+
+    fn len(&self) -> Result<usize, CoreError> {
+        Ok(self.resource_count()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +228,63 @@ mod tests {
         assert_eq!(store.for_patient("Observation", "p1").unwrap(), vec![obs]);
         assert!(store.for_patient("Observation", "p2").unwrap().is_empty());
         assert_eq!(store.all_of_type("Patient").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_encrypted_store_answers_the_views_exactly_as_memory_does() {
+        use crate::clock::ManualClock;
+        use crate::Workstation;
+        use hearth_ipc::{ChartRequest, DataMode, ScheduleRequest};
+        use std::sync::Arc;
+
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-10T11:10:00-05:00").unwrap();
+        let demo = hearth_demo::generate(&hearth_demo::DemoOptions::new(3, now));
+        let memory = Arc::new(MemoryStore::new());
+        let dir = tempfile::tempdir().unwrap();
+        let key = hearth_store::DbKey::generate().unwrap();
+        let sql = Arc::new(hearth_store::Store::open(&dir.path().join("h.db"), &key).unwrap());
+        let rows: Vec<_> = demo.iter().map(|r| resource_row(r).unwrap()).collect();
+        sql.put_resources(&rows).unwrap();
+        for r in demo {
+            memory.upsert(r).unwrap();
+        }
+        assert_eq!(sql.len().unwrap(), memory.len().unwrap());
+
+        let mode = DataMode::Demo { seed: 3 };
+        let clock = Arc::new(ManualClock::new(now));
+        let a = Workstation::with_store(mode.clone(), memory, clock.clone());
+        let b = Workstation::with_store(mode, sql, clock);
+        let day = a.schedule(&ScheduleRequest::default()).unwrap();
+        assert!(!day.appointments.is_empty());
+        assert_eq!(day, b.schedule(&ScheduleRequest::default()).unwrap());
+        for appt in &day.appointments {
+            let req = ChartRequest {
+                patient_id: appt.patient_id.clone(),
+            };
+            assert_eq!(a.chart(&req).unwrap(), b.chart(&req).unwrap());
+        }
+    }
+
+    #[test]
+    fn resource_rows_carry_the_projection_fields() {
+        let appt = json!({"resourceType": "Appointment", "id": "a1", "meta": {"versionId": "2"},
+            "start": "2026-03-10T09:00:00-05:00",
+            "participant": [{"actor": {"reference": "Patient/p1"}}, {"actor": {"reference": "Practitioner/d1"}}]});
+        let row = resource_row(&appt).unwrap();
+        assert_eq!(row.version_id.as_deref(), Some("2"));
+        assert_eq!(
+            row.index,
+            hearth_store::Projection::Appointment {
+                start_utc: "2026-03-10T14:00:00Z".into(),
+                practitioner_id: Some("d1".into()),
+            }
+        );
+        assert_eq!(row.json, appt.to_string());
+        let bad = json!({"resourceType": "Appointment", "id": "a2", "start": "soon"});
+        assert_eq!(
+            resource_row(&bad).unwrap_err().to_string(),
+            "Appointment/a2: field `start` is not an RFC 3339 instant"
+        );
     }
 
     #[test]

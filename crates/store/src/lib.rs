@@ -1,0 +1,480 @@
+//! Hearth's local clinical store: one SQLite database encrypted at rest with SQLCipher.
+//!
+//! It keeps every FHIR resource exactly as served (raw JSON text with its `versionId` and
+//! `lastUpdated`), the projections the views query, the outbox of writes waiting for the EHR,
+//! sync cursors, and a hash-chained audit log. It stores what it is given: the FHIR
+//! understanding (which patient a resource belongs to, when an appointment starts) is the
+//! caller's, passed in a [`ResourceRow`].
+//!
+//! The key is 32 random bytes ([`DbKey`]) kept by the caller in the OS keychain; it never
+//! touches the disk. Temporary tables and indices stay in memory (`temp_store = MEMORY`), so
+//! nothing decrypted is spilled to temp files.
+
+mod key;
+pub mod migrations;
+
+pub use key::DbKey;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path} cannot be opened with this key: the key is wrong or the file is not a Hearth database")]
+    WrongKey { path: String },
+    #[error(
+        "{path} was written by a newer Hearth (schema {found}; this version knows up to {known})"
+    )]
+    TooNew {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+    #[error("database migration to schema {version} failed: {source}")]
+    Migration {
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("the audit log was altered at entry {seq}")]
+    AuditTampered { seq: i64 },
+    #[error("no outbox entry {seq}")]
+    NoSuchOutboxEntry { seq: i64 },
+    #[error("cannot generate a database key: {0}")]
+    Random(String),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A resource to store, with the fields the projections index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: Option<String>,
+    pub last_updated: Option<String>,
+    /// The patient the resource belongs to (`subject`/`patient`), if any.
+    pub patient_id: Option<String>,
+    /// The resource as served, byte for byte.
+    pub json: String,
+    pub index: Projection,
+}
+
+/// What a resource adds to the query projections.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    None,
+    Appointment {
+        /// UTC start, RFC 3339 with `Z` (so text order is time order).
+        start_utc: String,
+        practitioner_id: Option<String>,
+    },
+    Observation {
+        code: Option<String>,
+        effective: Option<String>,
+    },
+}
+
+/// A write waiting to reach the EHR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxWrite {
+    /// Client-chosen key; the same key twice is one write.
+    pub idempotency_key: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub method: Method,
+    /// `W/"<versionId>"` the update is based on.
+    pub if_match: Option<String>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "create" => Self::Create,
+            "update" => Self::Update,
+            _ => Self::Delete,
+        }
+    }
+}
+
+/// An outbox entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub seq: i64,
+    pub write: OutboxWrite,
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// The encrypted store. One connection, shared behind a mutex.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
+    pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;
+        let display = path.display().to_string();
+        // The first read tells whether the key fits.
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongKey { path: display },
+                _ => e.into(),
+            });
+        }
+        conn.execute_batch(
+            "PRAGMA temp_store = MEMORY;
+             PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;",
+        )?;
+        let mut conn = conn;
+        migrations::migrate(&mut conn, &display)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Inserts or replaces resources, all in one transaction.
+    pub fn put_resources<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a ResourceRow>,
+    ) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO resource (type, id, version_id, last_updated, patient_id, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut appt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO appointment_index (id, start_utc, practitioner_id) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut obs = tx.prepare_cached(
+                "INSERT OR REPLACE INTO observation_index (id, patient_id, code, effective) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for row in rows {
+                put.execute(params![
+                    row.resource_type,
+                    row.id,
+                    row.version_id,
+                    row.last_updated,
+                    row.patient_id,
+                    row.json
+                ])?;
+                match &row.index {
+                    Projection::None => {}
+                    Projection::Appointment {
+                        start_utc,
+                        practitioner_id,
+                    } => {
+                        appt.execute(params![row.id, start_utc, practitioner_id])?;
+                    }
+                    Projection::Observation { code, effective } => {
+                        if let Some(patient) = &row.patient_id {
+                            obs.execute(params![row.id, patient, code, effective])?;
+                        }
+                    }
+                }
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The raw JSON of one resource.
+    pub fn resource(&self, resource_type: &str, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT json FROM resource WHERE type = ?1 AND id = ?2",
+                params![resource_type, id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn strings(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every resource of a type, in id order.
+    pub fn resources_of_type(&self, resource_type: &str) -> Result<Vec<String>> {
+        self.strings(
+            "SELECT json FROM resource WHERE type = ?1 ORDER BY id",
+            params![resource_type],
+        )
+    }
+
+    /// The resources of a type that belong to one patient.
+    pub fn resources_for_patient(
+        &self,
+        resource_type: &str,
+        patient_id: &str,
+    ) -> Result<Vec<String>> {
+        self.strings(
+            "SELECT json FROM resource WHERE patient_id = ?1 AND type = ?2 ORDER BY id",
+            params![patient_id, resource_type],
+        )
+    }
+
+    /// Appointments starting in `[from_utc, to_utc)` (RFC 3339 UTC with `Z`).
+    pub fn appointments_starting(&self, from_utc: &str, to_utc: &str) -> Result<Vec<String>> {
+        self.strings(
+            "SELECT r.json FROM appointment_index a JOIN resource r ON r.type = 'Appointment' AND r.id = a.id
+             WHERE a.start_utc >= ?1 AND a.start_utc < ?2 ORDER BY a.start_utc",
+            params![from_utc, to_utc],
+        )
+    }
+
+    /// A patient's observations with one code, oldest first.
+    pub fn observations(&self, patient_id: &str, code: &str) -> Result<Vec<String>> {
+        self.strings(
+            "SELECT r.json FROM observation_index o JOIN resource r ON r.type = 'Observation' AND r.id = o.id
+             WHERE o.patient_id = ?1 AND o.code = ?2 ORDER BY o.effective",
+            params![patient_id, code],
+        )
+    }
+
+    pub fn resource_count(&self) -> Result<usize> {
+        Ok(self
+            .conn()
+            .query_row("SELECT count(*) FROM resource", [], |r| r.get::<_, i64>(0))?
+            .try_into()
+            .unwrap_or(0))
+    }
+
+    /// Queues a user's write, durably (`synchronous = FULL`), with its audit entry, in one
+    /// transaction. Queuing the same idempotency key again returns the first entry's number.
+    pub fn enqueue(&self, write: &OutboxWrite, actor: &str) -> Result<i64> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT seq FROM outbox WHERE idempotency_key = ?1",
+                    params![write.idempotency_key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(seq) = existing {
+                return Ok(seq);
+            }
+            tx.execute(
+                "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    write.idempotency_key,
+                    write.resource_type,
+                    write.resource_id,
+                    write.method.as_str(),
+                    write.if_match,
+                    write.body,
+                    now()
+                ],
+            )?;
+            let seq = tx.last_insert_rowid();
+            let entity = match &write.resource_id {
+                Some(id) => format!("{}/{id}", write.resource_type),
+                None => write.resource_type.clone(),
+            };
+            append_audit(
+                &tx,
+                actor,
+                &format!("queue-{}", write.method.as_str()),
+                &entity,
+            )?;
+            tx.commit()?;
+            Ok(seq)
+        })();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result
+    }
+
+    /// Writes still to send, oldest first.
+    pub fn pending(&self) -> Result<Vec<OutboxEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, idempotency_key, resource_type, resource_id, method, if_match, body, state, attempts, last_error
+             FROM outbox WHERE state = 'pending' ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OutboxEntry {
+                seq: r.get(0)?,
+                write: OutboxWrite {
+                    idempotency_key: r.get(1)?,
+                    resource_type: r.get(2)?,
+                    resource_id: r.get(3)?,
+                    method: Method::parse(&r.get::<_, String>(4)?),
+                    if_match: r.get(5)?,
+                    body: r.get(6)?,
+                },
+                state: r.get(7)?,
+                attempts: r.get(8)?,
+                last_error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records the outcome of a send attempt: `sent`, `conflict`, `failed`, or back to
+    /// `pending` with the error (to retry).
+    pub fn record_attempt(&self, seq: i64, state: &str, error: Option<&str>) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE seq = ?1",
+            params![seq, state, error],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchOutboxEntry { seq });
+        }
+        Ok(())
+    }
+
+    pub fn cursor(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT value FROM sync_cursor WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_cursor(&self, name: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO sync_cursor (name, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![name, value, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Appends an entry to the audit log (who did what to which record).
+    pub fn audit(&self, actor: &str, action: &str, entity: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        append_audit(&tx, actor, action, entity)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Recomputes the audit chain; returns its length, or where it was altered.
+    pub fn verify_audit(&self) -> Result<usize> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, entity, prev_hash, hash FROM audit_log ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = GENESIS.to_string();
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let fields: [String; 4] = [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?];
+            let (prev_hash, hash): (String, String) = (r.get(5)?, r.get(6)?);
+            if prev_hash != prev || chain_hash(&prev, seq, &fields) != hash {
+                return Err(StoreError::AuditTampered { seq });
+            }
+            prev = hash;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn chain_hash(prev: &str, seq: i64, fields: &[String; 4]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(seq.to_be_bytes());
+    for f in fields {
+        h.update((f.len() as u64).to_be_bytes());
+        h.update(f.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn append_audit(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    entity: &str,
+) -> Result<()> {
+    let (last_seq, prev): (i64, String) = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, GENESIS.to_string()));
+    let seq = last_seq + 1;
+    let fields = [
+        now(),
+        actor.to_string(),
+        action.to_string(),
+        entity.to_string(),
+    ];
+    let hash = chain_hash(&prev, seq, &fields);
+    tx.execute(
+        "INSERT INTO audit_log (seq, at, actor, action, entity, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![seq, fields[0], fields[1], fields[2], fields[3], prev, hash],
+    )?;
+    Ok(())
+}

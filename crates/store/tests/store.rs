@@ -1,0 +1,303 @@
+//! The encrypted store against real SQLCipher files on disk.
+
+#![allow(clippy::unwrap_used, reason = "a test file: a failed unwrap is the test failing")]
+
+use hearth_store::{
+    migrations, DbKey, Method, OutboxWrite, Projection, ResourceRow, Store, StoreError,
+};
+use rusqlite::Connection;
+use std::path::Path;
+
+const SENTINEL_NAME: &str = "Zebulon Quixotic-Sentinel";
+const SENTINEL_MRN: &str = "MRN-SENTINEL-90210";
+
+fn patient_row(id: &str, name: &str, mrn: &str) -> ResourceRow {
+    let json = format!(
+        r#"{{"resourceType":"Patient","id":"{id}","meta":{{"versionId":"3","lastUpdated":"2026-01-02T03:04:05.678Z"}},"name":[{{"text":"{name}"}}],"identifier":[{{"value":"{mrn}"}}],"extension":[{{"url":"urn:x-unknown","valueString":"kept – ✓"}}],"unknownElement":{{"nested":[1,2.50,true]}}}}"#
+    );
+    ResourceRow {
+        resource_type: "Patient".into(),
+        id: id.into(),
+        version_id: Some("3".into()),
+        last_updated: Some("2026-01-02T03:04:05.678Z".into()),
+        patient_id: None,
+        json,
+        index: Projection::None,
+    }
+}
+
+fn observation_row(id: &str, patient: &str, code: &str, when: &str) -> ResourceRow {
+    ResourceRow {
+        resource_type: "Observation".into(),
+        id: id.into(),
+        version_id: None,
+        last_updated: None,
+        patient_id: Some(patient.into()),
+        json: format!(
+            r#"{{"resourceType":"Observation","id":"{id}","effectiveDateTime":"{when}"}}"#
+        ),
+        index: Projection::Observation {
+            code: Some(code.into()),
+            effective: Some(when.into()),
+        },
+    }
+}
+
+fn appointment_row(id: &str, start_utc: &str) -> ResourceRow {
+    ResourceRow {
+        resource_type: "Appointment".into(),
+        id: id.into(),
+        version_id: None,
+        last_updated: None,
+        patient_id: Some("p1".into()),
+        json: format!(r#"{{"resourceType":"Appointment","id":"{id}","start":"{start_utc}"}}"#),
+        index: Projection::Appointment {
+            start_utc: start_utc.into(),
+            practitioner_id: Some("d1".into()),
+        },
+    }
+}
+
+#[test]
+fn resources_come_back_byte_for_byte_and_by_projection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("hearth.db"), &DbKey::generate().unwrap()).unwrap();
+    let patient = patient_row("p1", "Ada Lovelace", "4100123");
+    let rows = [
+        patient.clone(),
+        observation_row("o2", "p1", "8867-4", "2025-02-01"),
+        observation_row("o1", "p1", "8867-4", "2024-02-01"),
+        observation_row("o3", "p1", "29463-7", "2024-02-01"),
+        appointment_row("a-late", "2026-03-10T20:00:00Z"),
+        appointment_row("a-early", "2026-03-10T13:00:00Z"),
+        appointment_row("a-next-day", "2026-03-11T13:00:00Z"),
+    ];
+    assert_eq!(store.put_resources(&rows).unwrap(), rows.len());
+    assert_eq!(
+        store.resource("Patient", "p1").unwrap().unwrap(),
+        patient.json
+    );
+    assert_eq!(store.resource("Patient", "nobody").unwrap(), None);
+    assert_eq!(
+        store
+            .resources_for_patient("Observation", "p1")
+            .unwrap()
+            .len(),
+        3
+    );
+    let hr = store.observations("p1", "8867-4").unwrap();
+    assert!(
+        hr[0].contains("\"o1\"") && hr[1].contains("\"o2\""),
+        "{hr:?}"
+    );
+    let day = store
+        .appointments_starting("2026-03-10T05:00:00Z", "2026-03-11T05:00:00Z")
+        .unwrap();
+    assert_eq!(day.len(), 2);
+    assert!(day[0].contains("a-early"));
+    assert_eq!(store.resource_count().unwrap(), rows.len());
+}
+
+fn file_contains(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path)
+        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or(false)
+}
+
+#[test]
+fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hearth.db");
+    let key = DbKey::generate().unwrap();
+    {
+        let store = Store::open(&path, &key).unwrap();
+        store
+            .put_resources(&[patient_row("p-sentinel", SENTINEL_NAME, SENTINEL_MRN)])
+            .unwrap();
+        store
+            .enqueue(
+                &OutboxWrite {
+                    idempotency_key: "k1".into(),
+                    resource_type: "Patient".into(),
+                    resource_id: Some("p-sentinel".into()),
+                    method: Method::Update,
+                    if_match: Some("W/\"3\"".into()),
+                    body: Some(format!(
+                        "{{\"name\":\"{SENTINEL_NAME}\",\"mrn\":\"{SENTINEL_MRN}\"}}"
+                    )),
+                },
+                "Practitioner/d1",
+            )
+            .unwrap();
+        // Checked while open, so the WAL still holds the latest pages.
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            files.iter().any(|f| f.to_string_lossy().ends_with("-wal")),
+            "{files:?}"
+        );
+        for f in &files {
+            for needle in [SENTINEL_NAME, SENTINEL_MRN, "Patient", "resourceType"] {
+                assert!(
+                    !file_contains(f, needle.as_bytes()),
+                    "{} holds {needle:?}",
+                    f.display()
+                );
+            }
+        }
+    }
+
+    // Without the key (plain SQLite), the file is not a database.
+    let plain = Connection::open(&path).unwrap();
+    let err = plain
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase)
+    );
+
+    // With the wrong key, a clear error naming the file.
+    match Store::open(&path, &DbKey::generate().unwrap()) {
+        Err(StoreError::WrongKey { path: p }) => assert!(p.ends_with("hearth.db")),
+        other => panic!("expected WrongKey, got {other:?}"),
+    }
+    // With the right key, everything is there.
+    let store = Store::open(&path, &key).unwrap();
+    assert!(store
+        .resource("Patient", "p-sentinel")
+        .unwrap()
+        .unwrap()
+        .contains(SENTINEL_MRN));
+    assert_eq!(store.pending().unwrap().len(), 1);
+}
+
+fn keyed(path: &Path, key: &DbKey) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))
+        .unwrap();
+    conn
+}
+
+#[test]
+fn every_earlier_schema_migrates_to_the_latest() {
+    for from in 0..migrations::latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        let key = DbKey::generate().unwrap();
+        let mut conn = keyed(&path, &key);
+        migrations::migrate_to(&mut conn, "test", from).unwrap();
+        drop(conn);
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            migrations::latest(),
+            "from {from}"
+        );
+        store.put_resources(&[patient_row("p1", "A", "1")]).unwrap();
+    }
+}
+
+#[test]
+fn a_database_from_a_newer_hearth_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hearth.db");
+    let key = DbKey::generate().unwrap();
+    drop(Store::open(&path, &key).unwrap());
+    keyed(&path, &key)
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    match Store::open(&path, &key) {
+        Err(StoreError::TooNew { found: 99, .. }) => {}
+        other => panic!("expected TooNew, got {other:?}"),
+    }
+}
+
+fn write(key: &str) -> OutboxWrite {
+    OutboxWrite {
+        idempotency_key: key.into(),
+        resource_type: "DocumentReference".into(),
+        resource_id: None,
+        method: Method::Create,
+        if_match: None,
+        body: Some("{}".into()),
+    }
+}
+
+#[test]
+fn the_outbox_is_durable_ordered_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hearth.db");
+    let key = DbKey::generate().unwrap();
+    {
+        let store = Store::open(&path, &key).unwrap();
+        let a = store.enqueue(&write("note-1"), "Practitioner/d1").unwrap();
+        let b = store.enqueue(&write("note-2"), "Practitioner/d1").unwrap();
+        assert_eq!(
+            store.enqueue(&write("note-1"), "Practitioner/d1").unwrap(),
+            a
+        );
+        assert!(b > a);
+    }
+    let store = Store::open(&path, &key).unwrap();
+    let pending = store.pending().unwrap();
+    let keys: Vec<_> = pending
+        .iter()
+        .map(|e| e.write.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys, ["note-1", "note-2"]);
+    store.record_attempt(pending[0].seq, "sent", None).unwrap();
+    store
+        .record_attempt(pending[1].seq, "pending", Some("connection refused"))
+        .unwrap();
+    let left = store.pending().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].attempts, 1);
+    assert_eq!(left[0].last_error.as_deref(), Some("connection refused"));
+    assert!(matches!(
+        store.record_attempt(999, "sent", None),
+        Err(StoreError::NoSuchOutboxEntry { seq: 999 })
+    ));
+    store
+        .set_cursor("Observation", "2026-01-01T00:00:00Z")
+        .unwrap();
+    store
+        .set_cursor("Observation", "2026-01-02T00:00:00Z")
+        .unwrap();
+    assert_eq!(
+        store.cursor("Observation").unwrap().as_deref(),
+        Some("2026-01-02T00:00:00Z")
+    );
+}
+
+#[test]
+fn the_audit_log_is_a_chain_that_shows_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hearth.db");
+    let key = DbKey::generate().unwrap();
+    let store = Store::open(&path, &key).unwrap();
+    store
+        .audit("Practitioner/d1", "read", "Patient/p1")
+        .unwrap();
+    store.enqueue(&write("n1"), "Practitioner/d1").unwrap();
+    store
+        .audit("Practitioner/d1", "read", "Patient/p2")
+        .unwrap();
+    assert_eq!(store.verify_audit().unwrap(), 3);
+    drop(store);
+    keyed(&path, &key)
+        .execute(
+            "UPDATE audit_log SET entity = 'Patient/p9' WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    let store = Store::open(&path, &key).unwrap();
+    assert!(matches!(
+        store.verify_audit(),
+        Err(StoreError::AuditTampered { seq: 2 })
+    ));
+}
