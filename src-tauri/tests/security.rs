@@ -22,17 +22,18 @@ fn tauri_conf() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Sources a directive may name. Anything else (a host, a scheme such as `https:`, `*`,
-/// `'unsafe-inline'`, `'unsafe-eval'`) is remote or unsafe content.
-const ALLOWED_SOURCES: &[&str] = &[
-    "'self'",
-    "'none'",
-    "'wasm-unsafe-eval'",
-    "data:",
-    // Tauri's IPC transport: a custom scheme on Linux/macOS, a local host name on Windows.
-    "ipc:",
-    "http://ipc.localhost",
-];
+/// The sources each directive may name. Anything else (a host, a scheme such as `https:`,
+/// `*`, `'unsafe-inline'`, `'unsafe-eval'`, `data:` for scripts) is remote or unsafe content.
+fn allowed_sources(directive: &str) -> &'static [&'static str] {
+    match directive {
+        "script-src" => &["'self'", "'wasm-unsafe-eval'"],
+        "img-src" => &["'self'", "data:"],
+        // Tauri's IPC transport: a custom scheme on Linux/macOS, a local host name on Windows.
+        "connect-src" => &["'self'", "ipc:", "http://ipc.localhost"],
+        "object-src" | "base-uri" | "form-action" | "frame-src" | "frame-ancestors" => &["'none'"],
+        _ => &["'self'"],
+    }
+}
 
 /// Everything wrong with the CSP of a Tauri configuration; empty when it is strict.
 fn csp_violations(conf: &Value) -> Vec<String> {
@@ -80,7 +81,7 @@ fn csp_violations(conf: &Value) -> Vec<String> {
         }
         for (name, sources) in &directives {
             for s in sources {
-                if !ALLOWED_SOURCES.contains(s) {
+                if !allowed_sources(name).contains(s) {
                     problems.push(format!("{key}: {name} allows {s}"));
                 }
             }
@@ -130,6 +131,12 @@ fn the_csp_check_catches_a_missing_or_weak_policy() {
         csp_violations(&conf),
         ["csp: img-src allows https://cdn.example.com"]
     );
+
+    let mut conf = tauri_conf();
+    conf["app"]["security"]["csp"] = csp
+        .replace("script-src 'self'", "script-src 'self' data:")
+        .into();
+    assert_eq!(csp_violations(&conf), ["csp: script-src allows data:"]);
 }
 
 /// The resolved ACL as stable text: one line per allowed or denied command.

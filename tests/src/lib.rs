@@ -23,20 +23,34 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const UI_TIMEOUT: Duration = Duration::from_secs(20);
 const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 
-/// A running Hearth window and the processes behind it. Dropping it stops them all.
+/// A running Hearth window and the processes behind it. Dropping it stops them all (fields
+/// drop in order: the driver and the app before the display, the profile folder last).
 pub struct Desktop {
     pub client: Client,
+    name: String,
+    _driver: KillOnDrop,
+    _xvfb: KillOnDrop,
     /// The profile folder given to the app with `--data-dir`.
     pub data_dir: tempfile::TempDir,
-    name: String,
-    driver: KillOnDrop,
-    _xvfb: KillOnDrop,
 }
 
+/// A child process stopped on drop: SIGTERM first, so tauri-driver can stop WebKitWebDriver
+/// and the app behind it (it does that only on a signal it can catch), then SIGKILL if it is
+/// still there after a few seconds.
 struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -207,15 +221,24 @@ impl Desktop {
             // No GPU under Xvfb: render in software.
             .env("WEBKIT_DISABLE_DMABUF_RENDERER", "1")
             .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let driver = KillOnDrop(driver.spawn().context("cannot start tauri-driver")?);
+            .stdout(Stdio::null());
+        // The driver's (and the app's) own messages, for diagnosing a failed start.
+        let log_path = artifacts_dir()?.join(format!("{name}-driver.log"));
+        driver.stderr(std::fs::File::create(&log_path)?);
+        let mut driver = KillOnDrop(driver.spawn().context("cannot start tauri-driver")?);
 
         let url = format!("http://127.0.0.1:{port}");
-        wait_until(STARTUP_TIMEOUT, "tauri-driver to listen", || async {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ()))
+        let log = log_path.display().to_string();
+        wait_until(STARTUP_TIMEOUT, "tauri-driver to listen", || {
+            let exited = driver.0.try_wait();
+            let log = log.clone();
+            async move {
+                if let Ok(Some(status)) = exited {
+                    bail!("tauri-driver exited ({status}); its messages are in {log}");
+                }
+                let connect = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+                Ok(connect.ok().map(|_| ()))
+            }
         })
         .await?;
 
@@ -245,7 +268,7 @@ impl Desktop {
             client,
             data_dir,
             name: name.to_string(),
-            driver,
+            _driver: driver,
             _xvfb: xvfb,
         })
     }
@@ -263,18 +286,20 @@ impl Desktop {
     }
 
     /// Ends the session. On a failed test, first saves a screenshot and names it in the error.
-    pub async fn finish(mut self, outcome: Result<()>) -> Result<()> {
+    pub async fn finish(self, outcome: Result<()>) -> Result<()> {
+        const CLEANUP: Duration = Duration::from_secs(15);
         let outcome = match outcome {
             Ok(()) => Ok(()),
-            Err(e) => match self.screenshot("failure").await {
-                Ok(path) => {
+            Err(e) => match tokio::time::timeout(CLEANUP, self.screenshot("failure")).await {
+                Ok(Ok(path)) => {
                     Err(e.context(format!("screenshot of the failure: {}", path.display())))
                 }
-                Err(s) => Err(e.context(format!("(no screenshot: {s:#})"))),
+                Ok(Err(s)) => Err(e.context(format!("(no screenshot: {s:#})"))),
+                Err(_) => Err(e.context("(no screenshot: the window did not answer)")),
             },
         };
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.0.kill();
+        // Closing the session ends the app; dropping `self` then stops the driver and display.
+        let _ = tokio::time::timeout(CLEANUP, self.client.clone().close()).await;
         outcome
     }
 

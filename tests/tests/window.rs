@@ -119,6 +119,18 @@ async fn selecting_an_appointment_shows_that_patient_in_the_chart() -> Result<()
                 |t| t == patient,
             )
             .await?;
+            // Names can repeat in a clinic: the chart must be this visit's patient, by id.
+            let wanted = button.attr("data-patient-id").await?;
+            let shown = app
+                .client
+                .find(Locator::Css("#patient-banner"))
+                .await?
+                .attr("data-patient-id")
+                .await?;
+            ensure!(
+                shown.is_some() && shown == wanted,
+                "the chart shows {shown:?}, the visit is {wanted:?}"
+            );
             ensure!(
                 button.attr("aria-pressed").await?.as_deref() == Some("true"),
                 "the selected visit is not marked as selected"
@@ -221,7 +233,7 @@ async fn a_broken_machine_configuration_is_shown_not_ignored() -> Result<()> {
             })
             .await?;
         ensure!(
-            text.contains("fhir_base_ur"),
+            text.contains("unknown field `fhir_base_ur`"),
             "the error does not name the key: {text:?}"
         );
         ensure!(

@@ -48,16 +48,19 @@ fn decode<Resp: DeserializeOwned>(
     answer: Result<JsValue, JsValue>,
 ) -> Result<Resp, IpcError> {
     match answer {
-        Ok(value) => serde_wasm_bindgen::from_value(value).map_err(|e| {
+        // The decoder's message could quote clinical content: name only the command.
+        Ok(value) => serde_wasm_bindgen::from_value(value).map_err(|_| {
             IpcError::new(
                 ErrorCode::Internal,
-                format!("unexpected answer to {cmd}: {e}"),
+                format!("unexpected answer to {cmd} (the UI and the shell disagree on its shape)"),
             )
         }),
         Err(err) => Err(
             serde_wasm_bindgen::from_value::<IpcError>(err.clone()).unwrap_or_else(|_| {
                 // Not one of ours: the shell refused the call itself (e.g. not permitted).
-                let text = err.as_string().unwrap_or_else(|| format!("{err:?}"));
+                let text = err
+                    .as_string()
+                    .unwrap_or_else(|| "no reason given".to_string());
                 IpcError::new(ErrorCode::Internal, format!("{cmd} failed: {text}"))
             }),
         ),

@@ -47,7 +47,7 @@ fn chart(c: &Chart) -> Html {
     ];
     html! {
         <>
-            <div class="banner" id="patient-banner">
+            <div class="banner" id="patient-banner" data-patient-id={b.patient_id.clone()}>
                 <h2 id="chart-heading"><span id="chart-patient-name">{ &b.name }</span></h2>
                 <p class="facts">{ facts.iter().flatten().cloned().collect::<Vec<_>>().join(" · ") }</p>
                 if b.allergy_summary.is_empty() {
@@ -183,7 +183,7 @@ fn lab(l: &LabResult) -> Html {
         <tr class={class}>
             <td>{ &l.date }</td>
             <td>{ &l.name }</td>
-            <td class="result">{ format!("{} {}", l.value, l.unit) }
+            <td class="result">{ format!("{}{} {}", l.comparator.as_deref().unwrap_or_default(), l.value, l.unit) }
                 if !flag.is_empty() { <span class={classes!("flag", class)} aria-label={format!("flagged {class}")}>{ flag }</span> }
             </td>
             <td class="muted">{ range }</td>

@@ -43,6 +43,14 @@ pub fn error_notice(e: &IpcError) -> Html {
     }
 }
 
+/// Takes the next number of a request sequence; an answer is shown only while its number is
+/// still the latest.
+fn next_ticket(ticket: &std::rc::Rc<std::cell::RefCell<u64>>) -> u64 {
+    let mut t = ticket.borrow_mut();
+    *t += 1;
+    *t
+}
+
 #[function_component(App)]
 fn app() -> Html {
     let status = use_state(|| Load::<AppStatus>::Loading);
@@ -50,6 +58,10 @@ fn app() -> Html {
     let practitioner = use_state(|| None::<String>);
     let selected = use_state(|| None::<AppointmentRow>);
     let chart = use_state(|| None::<Load<Chart>>);
+    // Answers can arrive out of order: only the latest request of each kind may be shown, or
+    // a slow chart of the previous patient could replace the one just selected.
+    let schedule_ticket = use_mut_ref(|| 0u64);
+    let chart_ticket = use_mut_ref(|| 0u64);
 
     {
         let status = status.clone();
@@ -61,27 +73,35 @@ fn app() -> Html {
     }
     {
         let schedule = schedule.clone();
+        let ticket = schedule_ticket.clone();
         use_effect_with((*practitioner).clone(), move |practitioner| {
             let request = ScheduleRequest {
                 date: None,
                 practitioner_ids: practitioner.iter().cloned().collect(),
             };
+            let mine = next_ticket(&ticket);
             spawn_local(async move {
-                schedule.set(bridge::call(command::SCHEDULE_DAY, &request).await.into());
+                let answer = bridge::call(command::SCHEDULE_DAY, &request).await.into();
+                if *ticket.borrow() == mine {
+                    schedule.set(answer);
+                }
             });
         });
     }
     {
         let chart = chart.clone();
+        let ticket = chart_ticket.clone();
         let patient_id = selected.as_ref().map(|a| a.patient_id.clone());
         use_effect_with(patient_id, move |patient_id| {
             if let Some(patient_id) = patient_id.clone() {
+                let mine = next_ticket(&ticket);
                 chart.set(Some(Load::Loading));
                 spawn_local(async move {
                     let request = ChartRequest { patient_id };
-                    chart.set(Some(
-                        bridge::call(command::OPEN_CHART, &request).await.into(),
-                    ));
+                    let answer = bridge::call(command::OPEN_CHART, &request).await.into();
+                    if *ticket.borrow() == mine {
+                        chart.set(Some(answer));
+                    }
                 });
             }
         });

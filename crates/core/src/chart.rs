@@ -79,13 +79,12 @@ pub fn chart(
     };
     vitals.sort_by_key(|s| rank(&s.code));
 
-    let mut encounters = gather(store, patient_id, "Encounter", &mut issues, &mut |r| {
-        encounter(r).map(Some)
-    })?;
+    let mut encounters = gather(store, patient_id, "Encounter", &mut issues, &mut encounter)?;
     encounters.sort_by(|a, b| b.date.cmp(&a.date));
 
+    let banner = banner(&patient, &allergies, today, &mut issues)?;
     Ok(Chart {
-        banner: banner(&patient, &allergies, today)?,
+        banner,
         problems,
         medications,
         allergies,
@@ -116,28 +115,32 @@ fn gather<T>(
     Ok(out)
 }
 
+/// The banner. A birth date is shown as recorded (a partial date stays partial) and the age
+/// is computed only from a full date; a malformed one is a data issue, not a failed chart.
 fn banner(
     p: &Resource<'_>,
     allergies: &[Allergy],
     today: NaiveDate,
+    issues: &mut Vec<String>,
 ) -> Result<PatientBanner, CoreError> {
-    let birth = p.date("birthDate")?;
+    let birth = p.date("birthDate").unwrap_or_else(|e| {
+        issues.push(e.to_string());
+        None
+    });
+    let recorded = p.str("birthDate").filter(|_| birth.is_some());
+    let full_date = recorded.is_some_and(|s| s.len() == 10);
     let mrn = p
         .get("identifier")
         .and_then(Value::as_array)
-        .and_then(|ids| {
-            ids.iter()
-                .find(|i| concept_has(i.get("type"), None, "MR"))
-                .or_else(|| ids.first())
-        })
+        .and_then(|ids| ids.iter().find(|i| concept_has(i.get("type"), None, "MR")))
         .and_then(|i| i.get("value"))
         .and_then(Value::as_str)
         .map(str::to_string);
     Ok(PatientBanner {
         patient_id: p.id().to_string(),
         name: human_name(p.get("name"), false).unwrap_or_else(|| "(no name recorded)".into()),
-        birth_date: birth.map(|d| d.to_string()),
-        age_years: birth.and_then(|b| age(b, today)),
+        birth_date: recorded.map(str::to_string),
+        age_years: birth.filter(|_| full_date).and_then(|b| age(b, today)),
         sex: p.str("gender").map(str::to_string),
         mrn,
         allergy_summary: allergies.iter().map(|a| a.substance.clone()).collect(),
@@ -153,16 +156,29 @@ pub fn age(birth: NaiveDate, today: NaiveDate) -> Option<u32> {
     u32::try_from(years).ok()
 }
 
-fn clinical_status(r: &Resource<'_>) -> Option<String> {
-    concept_text(r.get("clinicalStatus")).map(|s| s.to_lowercase())
+/// The code of a status CodeableConcept (its first coding), as FHIR defines it.
+fn status_code<'a>(r: &Resource<'a>, field: &str) -> Option<&'a str> {
+    r.get(field)
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array)
+        .and_then(|codings| codings.iter().find_map(|c| c.get("code")?.as_str()))
+}
+
+/// Entries voided or disproved by the EHR are not shown (FHIR con-5 / ait-2: such entries
+/// carry no clinical status at all).
+fn voided(r: &Resource<'_>) -> bool {
+    matches!(
+        status_code(r, "verificationStatus"),
+        Some("entered-in-error" | "refuted")
+    )
 }
 
 fn problem(r: &Resource<'_>) -> Result<Option<Problem>, CoreError> {
-    let status = clinical_status(r).unwrap_or_else(|| "unknown".into());
-    if !matches!(
-        status.as_str(),
-        "active" | "recurrence" | "relapse" | "unknown"
-    ) {
+    if voided(r) {
+        return Ok(None);
+    }
+    let status = status_code(r, "clinicalStatus").unwrap_or("unknown");
+    if !matches!(status, "active" | "recurrence" | "relapse" | "unknown") {
         return Ok(None);
     }
     let code = r.get("code");
@@ -170,7 +186,7 @@ fn problem(r: &Resource<'_>) -> Result<Option<Problem>, CoreError> {
     Ok(Some(Problem {
         display,
         code: concept_code(code, ICD10).map(str::to_string),
-        clinical_status: status,
+        clinical_status: status.to_string(),
         onset: r.date("onsetDateTime")?.map(|d| d.to_string()),
     }))
 }
@@ -196,7 +212,7 @@ fn medication(r: &Resource<'_>) -> Result<Option<Medication>, CoreError> {
 }
 
 fn allergy(r: &Resource<'_>) -> Result<Option<Allergy>, CoreError> {
-    if clinical_status(r).is_some_and(|s| s != "active") {
+    if voided(r) || status_code(r, "clinicalStatus").is_some_and(|s| s != "active") {
         return Ok(None);
     }
     Ok(Some(Allergy {
@@ -290,6 +306,7 @@ fn observation(
     let Some((value, unit)) = quantity(r.get("valueQuantity")) else {
         return Ok(None);
     };
+    let comparator = r.str("valueQuantity.comparator").map(str::to_string);
     let range_low = r.get("referenceRange.0.low.value").and_then(Value::as_f64);
     let range_high = r.get("referenceRange.0.high.value").and_then(Value::as_f64);
     let interpretation = r.get("interpretation.0");
@@ -300,7 +317,8 @@ fn observation(
         Some(LabFlag::Low)
     } else if concept_has(interpretation, None, "N") {
         Some(LabFlag::Normal)
-    } else if range_low.is_some() || range_high.is_some() {
+    } else if comparator.is_none() && (range_low.is_some() || range_high.is_some()) {
+        // A bound ("<0.01") is not compared with the range: the true value is unknown.
         Some(if range_high.is_some_and(|h| value > h) {
             LabFlag::High
         } else if range_low.is_some_and(|l| value < l) {
@@ -315,6 +333,7 @@ fn observation(
         date,
         name: concept_text(code).unwrap_or_else(|| loinc.to_string()),
         value,
+        comparator,
         unit,
         range_low,
         range_high,
@@ -322,12 +341,19 @@ fn observation(
     }))
 }
 
-fn encounter(r: &Resource<'_>) -> Result<EncounterRow, CoreError> {
+fn encounter(r: &Resource<'_>) -> Result<Option<EncounterRow>, CoreError> {
+    // Only encounters that took or are taking place belong in the history.
+    if matches!(
+        r.str("status"),
+        Some("planned" | "cancelled" | "entered-in-error")
+    ) {
+        return Ok(None);
+    }
     let date = r
         .date("period.start")?
         .ok_or_else(|| r.error("period.start", "is missing"))?;
     let class = r.str("class.code");
-    Ok(EncounterRow {
+    Ok(Some(EncounterRow {
         date: date.to_string(),
         kind: concept_text(r.get("type.0"))
             .or_else(|| r.str("class.display").map(str::to_string))
@@ -338,7 +364,7 @@ fn encounter(r: &Resource<'_>) -> Result<EncounterRow, CoreError> {
         } else {
             Modality::InPerson
         },
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -379,6 +405,26 @@ mod tests {
         assert_eq!(c.banner.age_years, Some(65), "birthday is tomorrow");
         assert_eq!(c.banner.mrn.as_deref(), Some("4100123"));
         assert_eq!(c.banner.allergy_summary, ["Peanut"]);
+    }
+
+    #[test]
+    fn a_partial_or_bad_birth_date_is_never_invented() {
+        let s = MemoryStore::new();
+        s.upsert(json!({"resourceType": "Patient", "id": "p1", "birthDate": "1960-04"}))
+            .unwrap();
+        s.upsert(json!({"resourceType": "Patient", "id": "p2", "birthDate": "sixties"}))
+            .unwrap();
+        let b = chart(&s, "p1", today()).unwrap().banner;
+        assert_eq!(
+            (b.birth_date.as_deref(), b.age_years),
+            (Some("1960-04"), None)
+        );
+        let c = chart(&s, "p2", today()).unwrap();
+        assert_eq!((c.banner.birth_date, c.banner.age_years), (None, None));
+        assert_eq!(
+            c.data_issues,
+            ["Patient/p2: field `birthDate` is not a FHIR date"]
+        );
     }
 
     #[test]
@@ -444,6 +490,45 @@ mod tests {
         let c = chart(&s, "p1", today()).unwrap();
         assert_eq!(c.problems.len(), 1);
         assert_eq!(c.data_issues, ["Condition/c-bad: field `code` is missing"]);
+    }
+
+    #[test]
+    fn voided_refuted_and_inactive_entries_are_not_shown() {
+        let s = store();
+        let cond = |id: &str, clinical: Option<&str>, verification: &str| {
+            let mut c = json!({"resourceType": "Condition", "id": id, "subject": subject(),
+                "code": {"text": id}, "verificationStatus": {"coding": [{"code": verification}]}});
+            if let Some(code) = clinical {
+                c["clinicalStatus"] =
+                    json!({"coding": [{"code": code, "display": "Whatever the EHR says"}]});
+            }
+            c
+        };
+        s.upsert(cond("shown", Some("active"), "confirmed"))
+            .unwrap();
+        s.upsert(cond("voided", None, "entered-in-error")).unwrap();
+        s.upsert(cond("refuted", Some("inactive"), "refuted"))
+            .unwrap();
+        s.upsert(cond("resolved", Some("resolved"), "confirmed"))
+            .unwrap();
+        s.upsert(json!({"resourceType": "AllergyIntolerance", "id": "a-void", "patient": subject(),
+            "verificationStatus": {"coding": [{"code": "entered-in-error"}]}, "code": {"text": "Latex"}})).unwrap();
+        s.upsert(
+            json!({"resourceType": "Encounter", "id": "e-cancelled", "status": "cancelled",
+            "subject": subject(), "period": {"start": "2025-01-01"}}),
+        )
+        .unwrap();
+        s.upsert(
+            json!({"resourceType": "Encounter", "id": "e-planned", "status": "planned",
+            "subject": subject()}),
+        )
+        .unwrap();
+        let c = chart(&s, "p1", today()).unwrap();
+        let shown: Vec<_> = c.problems.iter().map(|p| p.display.as_str()).collect();
+        assert_eq!(shown, ["shown"]);
+        assert!(c.allergies.is_empty() && c.banner.allergy_summary.is_empty());
+        assert!(c.encounters.is_empty());
+        assert!(c.data_issues.is_empty(), "{:?}", c.data_issues);
     }
 
     #[test]

@@ -115,23 +115,36 @@ fn config_error(path: &Path, problem: String) -> CoreError {
     }
 }
 
-/// HTTPS is required except to a loopback host (test peers, local proxies).
+/// HTTPS is required except to a loopback address (test peers, local proxies).
 fn check_url(key: &str, url: &str) -> Result<(), String> {
-    let rest = if let Some(r) = url.strip_prefix("https://") {
-        r
+    let (secure, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
-        let host = r.split(['/', ':']).next().unwrap_or_default();
-        if !matches!(host, "127.0.0.1" | "localhost" | "[") && !host.starts_with("127.") {
-            return Err(format!(
-                "key `{key}` must use https:// (plain http is only allowed to loopback)"
-            ));
-        }
-        r
+        (false, r)
     } else {
         return Err(format!("key `{key}` must be an https:// URL"));
     };
-    if rest.is_empty() || rest.starts_with('/') {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "key `{key}` must not carry a user name or password"
+        ));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
         return Err(format!("key `{key}` has no host"));
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !secure && !loopback {
+        return Err(format!(
+            "key `{key}` must use https:// (plain http is only allowed to a loopback address)"
+        ));
     }
     Ok(())
 }
@@ -176,7 +189,7 @@ mod tests {
     #[test]
     fn mistakes_name_the_key() {
         let e = MachineConfig::parse("[ehr]\nfhir_base_ur = \"https://x\"\n").unwrap_err();
-        assert!(e.contains("fhir_base_ur"), "{e}");
+        assert!(e.contains("unknown field `fhir_base_ur`"), "{e}");
         let e = MachineConfig::parse("[ehr]\nfhir_base_url = \"http://ehr.example.org\"\n")
             .unwrap_err();
         assert!(
@@ -188,6 +201,29 @@ mod tests {
         assert!(
             MachineConfig::parse("[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n").is_ok()
         );
+    }
+
+    #[test]
+    fn plain_http_only_to_a_loopback_address() {
+        let url = |u: &str| MachineConfig::parse(&format!("[ehr]\nfhir_base_url = \"{u}\"\n"));
+        for ok in [
+            "https://ehr.example.org/fhir",
+            "http://127.0.0.1:8080/fhir",
+            "http://[::1]:8080/fhir",
+            "http://localhost/fhir",
+        ] {
+            assert!(url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://[2001:db8::1]/fhir",
+            "http://127.0.0.1@evil.example/fhir",
+            "http://127.0.0.1.nip.io/fhir",
+            "https://user:pw@ehr.example.org/fhir",
+            "https:///fhir",
+            "ftp://ehr.example.org",
+        ] {
+            assert!(url(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -169,6 +169,11 @@ pub fn human_name(names: Option<&Value>, with_titles: bool) -> Option<String> {
 /// The id out of a relative reference `Type/id`, when it is of `resource_type`.
 pub fn reference_id<'a>(reference: Option<&'a Value>, resource_type: &str) -> Option<&'a str> {
     let r = reference?.get("reference")?.as_str()?;
+    // A version-specific reference (`Type/id/_history/n`) names the same resource.
+    let r = match r.split_once("/_history/") {
+        Some((resource, _version)) => resource,
+        None => r,
+    };
     let (ty, id) = r.rsplit_once('/')?;
     let ty = ty.rsplit('/').next()?;
     (ty == resource_type && !id.is_empty()).then_some(id)
@@ -235,6 +240,8 @@ mod tests {
         let r = json!({"reference": "Patient/p1"});
         assert_eq!(reference_id(Some(&r), "Patient"), Some("p1"));
         assert_eq!(reference_id(Some(&r), "Practitioner"), None);
+        let versioned = json!({"reference": "Patient/p1/_history/3"});
+        assert_eq!(reference_id(Some(&versioned), "Patient"), Some("p1"));
         let abs = json!({"reference": "https://ehr.example/fhir/Patient/p2"});
         assert_eq!(reference_id(Some(&abs), "Patient"), Some("p2"));
     }

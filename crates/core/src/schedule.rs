@@ -109,8 +109,14 @@ fn row(
     names: &mut Names<'_>,
 ) -> Result<Option<AppointmentRow>, CoreError> {
     let appt = Resource::new(json)?;
-    // Proposed appointments may lack times; they are not on anyone's day yet.
-    if appt.get("start").is_none() && appt.str("status") == Some("proposed") {
+    // Proposed, cancelled and waitlisted appointments may lack times (FHIR app-3); they are
+    // not on anyone's day.
+    if appt.get("start").is_none()
+        && matches!(
+            appt.str("status"),
+            Some("proposed" | "cancelled" | "waitlist")
+        )
+    {
         return Ok(None);
     }
     let start = appt.required_instant("start")?.with_timezone(&offset);

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Request to open a patient's chart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -6,8 +7,8 @@ pub struct ChartRequest {
     pub patient_id: String,
 }
 
-/// The banner every chart view starts with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The banner every chart view starts with. PHI: its `Debug` shows only the patient id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientBanner {
     pub patient_id: String,
     pub name: String,
@@ -76,6 +77,8 @@ pub struct LabResult {
     pub date: String,
     pub name: String,
     pub value: f64,
+    /// `<`, `<=`, `>=` or `>` when the value is a bound, not an exact result.
+    pub comparator: Option<String>,
     pub unit: String,
     pub range_low: Option<f64>,
     pub range_high: Option<f64>,
@@ -90,8 +93,9 @@ pub struct EncounterRow {
     pub modality: super::Modality,
 }
 
-/// A patient's chart as the centre region shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A patient's chart as the centre region shows it. PHI: its `Debug` shows only the patient
+/// id and how many entries each section has.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Chart {
     pub banner: PatientBanner,
     pub problems: Vec<Problem>,
@@ -104,4 +108,27 @@ pub struct Chart {
     pub encounters: Vec<EncounterRow>,
     /// Records that could not be shown, each naming the resource and field at fault.
     pub data_issues: Vec<String>,
+}
+
+impl fmt::Debug for PatientBanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatientBanner")
+            .field("patient_id", &self.patient_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Chart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chart")
+            .field("patient_id", &self.banner.patient_id)
+            .field("problems", &self.problems.len())
+            .field("medications", &self.medications.len())
+            .field("allergies", &self.allergies.len())
+            .field("vitals", &self.vitals.len())
+            .field("labs", &self.labs.len())
+            .field("encounters", &self.encounters.len())
+            .field("data_issues", &self.data_issues)
+            .finish()
+    }
 }

@@ -85,6 +85,55 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_phi_views_shows_ids_not_people() {
+        use crate::*;
+        let banner = PatientBanner {
+            patient_id: "p1".into(),
+            name: "Ada Lovelace".into(),
+            birth_date: Some("1815-12-10".into()),
+            age_years: Some(36),
+            sex: Some("female".into()),
+            mrn: Some("4100123".into()),
+            allergy_summary: vec!["Peanut".into()],
+        };
+        let row = AppointmentRow {
+            appointment_id: "a1".into(),
+            start: "2026-03-10T09:00:00-05:00".into(),
+            end: "2026-03-10T09:30:00-05:00".into(),
+            start_label: "09:00".into(),
+            duration_minutes: 30,
+            patient_id: "p1".into(),
+            patient_name: "Ada Lovelace".into(),
+            practitioner_id: "d1".into(),
+            practitioner_name: "Dr. Okafor".into(),
+            modality: Modality::Virtual,
+            status: VisitStatus::Booked,
+            reason: Some("Chest pain".into()),
+            location: None,
+        };
+        let chart = Chart {
+            banner: banner.clone(),
+            problems: vec![],
+            medications: vec![],
+            allergies: vec![],
+            vitals: vec![],
+            labs: vec![],
+            encounters: vec![],
+            data_issues: vec![],
+        };
+        for text in [
+            format!("{banner:?}"),
+            format!("{row:?}"),
+            format!("{chart:?}"),
+        ] {
+            for phi in ["Ada", "Lovelace", "1815", "4100123", "Peanut", "Chest pain"] {
+                assert!(!text.contains(phi), "{text} shows {phi}");
+            }
+            assert!(text.contains("p1"), "{text}");
+        }
+    }
+
+    #[test]
     fn ipc_error_round_trips() {
         let e = IpcError::new(ErrorCode::NotFound, "no patient with id p-1");
         let json = serde_json::to_string(&e).unwrap();

@@ -1,11 +1,12 @@
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// Request for one day's schedule. `date` is `YYYY-MM-DD`; `None` means today.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleRequest {
     pub date: Option<String>,
-    /// Limit to these practitioners (`Practitioner/<id>` ids); empty means everyone (the nurses'
-    /// shared view).
+    /// Limit to these practitioners (their FHIR ids, without `Practitioner/`); empty means
+    /// everyone (the nurses' shared view).
     #[serde(default)]
     pub practitioner_ids: Vec<String>,
 }
@@ -35,8 +36,9 @@ pub enum VisitStatus {
     Cancelled,
 }
 
-/// One appointment line in the schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One appointment line in the schedule. PHI: its `Debug` leaves out the patient's name and
+/// the reason for the visit.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppointmentRow {
     pub appointment_id: String,
     /// RFC 3339 start and end.
@@ -70,4 +72,17 @@ pub struct ScheduleDay {
     pub appointments: Vec<AppointmentRow>,
     /// Records that could not be shown, each naming the resource and field at fault.
     pub data_issues: Vec<String>,
+}
+
+impl fmt::Debug for AppointmentRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppointmentRow")
+            .field("appointment_id", &self.appointment_id)
+            .field("start", &self.start)
+            .field("patient_id", &self.patient_id)
+            .field("practitioner_id", &self.practitioner_id)
+            .field("modality", &self.modality)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }

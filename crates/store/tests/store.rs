@@ -1,6 +1,9 @@
 //! The encrypted store against real SQLCipher files on disk.
 
-#![allow(clippy::unwrap_used, reason = "a test file: a failed unwrap is the test failing")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
 
 use hearth_store::{
     migrations, DbKey, Method, OutboxWrite, Projection, ResourceRow, Store, StoreError,
