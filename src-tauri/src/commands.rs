@@ -2,13 +2,13 @@
 //! No domain logic here. Names match `hearth_ipc::command`; permissions are in
 //! `permissions/workstation.toml`.
 
-use hearth_core::Workstation;
+use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{AppStatus, Chart, ChartRequest, IpcError, ScheduleDay, ScheduleRequest};
 use tauri::State;
 
 #[tauri::command]
 pub async fn app_status(workstation: State<'_, Workstation>) -> Result<AppStatus, IpcError> {
-    Ok(workstation.status()?)
+    workstation.status().map_err(ipc)
 }
 
 #[tauri::command]
@@ -16,7 +16,7 @@ pub async fn schedule_day(
     workstation: State<'_, Workstation>,
     request: ScheduleRequest,
 ) -> Result<ScheduleDay, IpcError> {
-    Ok(workstation.schedule(&request)?)
+    workstation.schedule(&request).map_err(ipc)
 }
 
 #[tauri::command]
@@ -24,5 +24,10 @@ pub async fn open_chart(
     workstation: State<'_, Workstation>,
     request: ChartRequest,
 ) -> Result<Chart, IpcError> {
-    Ok(workstation.chart(&request)?)
+    workstation.chart(&request).map_err(ipc)
+}
+
+/// A core error as the UI receives it: the stable code and the message.
+fn ipc(e: CoreError) -> IpcError {
+    IpcError::new(e.code(), e.to_string())
 }

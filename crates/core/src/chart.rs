@@ -262,28 +262,38 @@ fn observation(
         .to_string();
 
     if is_vital {
-        let mut add = |code: &str, q: Option<&Value>| {
+        // A trend is drawn in one unit: a measurement in another unit is named, not mixed in.
+        let mut add = |code: &str, q: Option<&Value>| -> Result<(), CoreError> {
             let Some((label, (value, unit))) = VITALS
                 .iter()
                 .find(|(c, _)| *c == code)
                 .map(|(_, l)| *l)
                 .zip(quantity(q))
             else {
-                return;
+                return Ok(());
             };
-            vitals
+            let series = vitals
                 .entry(code.to_string())
                 .or_insert_with(|| VitalSeries {
                     code: code.to_string(),
                     label: label.to_string(),
-                    unit,
+                    unit: unit.clone(),
                     points: Vec::new(),
-                })
-                .points
-                .push(VitalPoint {
-                    date: date.clone(),
-                    value,
                 });
+            if series.unit != unit {
+                return Err(r.error(
+                    "valueQuantity.unit",
+                    &format!(
+                        "is {unit:?}, unlike the {:?} of earlier measurements",
+                        series.unit
+                    ),
+                ));
+            }
+            series.points.push(VitalPoint {
+                date: date.clone(),
+                value,
+            });
+            Ok(())
         };
         if loinc == BP_PANEL {
             for c in r
@@ -293,11 +303,11 @@ fn observation(
                 .flatten()
             {
                 if let Some(cc) = concept_code(c.get("code"), LOINC) {
-                    add(cc, c.get("valueQuantity"));
+                    add(cc, c.get("valueQuantity"))?;
                 }
             }
         } else {
-            add(loinc, r.get("valueQuantity"));
+            add(loinc, r.get("valueQuantity"))?;
         }
         return Ok(None);
     }
@@ -457,6 +467,33 @@ mod tests {
         assert_eq!(c.vitals[0].label, "Systolic BP");
         let values: Vec<f64> = c.vitals[0].points.iter().map(|p| p.value).collect();
         assert_eq!(values, [140.0, 150.0]);
+    }
+
+    #[test]
+    fn a_vital_sign_in_another_unit_is_named_not_mixed_into_the_trend() {
+        let s = store();
+        for (id, value, unit) in [
+            ("w1", 80.0, "kg"),
+            ("w2", 81.0, "kg"),
+            ("w3", 180.0, "[lb_av]"),
+        ] {
+            s.upsert(json!({
+                "resourceType": "Observation", "id": id, "status": "final", "subject": subject(),
+                "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": LOINC, "code": "29463-7"}]},
+                "effectiveDateTime": format!("2025-01-0{}", &id[1..]),
+                "valueQuantity": {"value": value, "unit": unit}
+            }))
+            .unwrap();
+        }
+        let c = chart(&s, "p1", today()).unwrap();
+        assert_eq!(c.vitals[0].points.len(), 2);
+        assert_eq!(c.data_issues.len(), 1);
+        assert!(
+            c.data_issues[0].starts_with("Observation/w3: field `valueQuantity.unit`"),
+            "{:?}",
+            c.data_issues
+        );
     }
 
     #[test]

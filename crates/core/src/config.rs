@@ -58,6 +58,17 @@ pub struct DemoConfig {
     pub seed: Option<u64>,
 }
 
+/// What is wrong with a configuration text, naming the key (or line) at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
+    }
+}
+
 /// Where IT puts the machine-wide configuration on this platform.
 pub fn default_path() -> PathBuf {
     if cfg!(target_os = "windows") {
@@ -78,13 +89,14 @@ impl MachineConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(config_error(path, format!("cannot be read: {e}"))),
         };
-        Self::parse(&text).map_err(|problem| config_error(path, problem))
+        Self::parse(&text).map_err(|problem| config_error(path, problem.0))
     }
 
     /// Parses and validates configuration text; the error names the key that is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
-        config.validate()?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim().to_string()))?;
+        config.validate().map_err(ConfigError)?;
         Ok(config)
     }
 

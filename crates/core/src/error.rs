@@ -1,4 +1,4 @@
-use hearth_ipc::{ErrorCode, IpcError};
+use hearth_ipc::ErrorCode;
 
 /// Errors of the application core. Messages name records by type and id and fields by path,
 /// never by clinical content, so they are safe to log and to show.
@@ -61,12 +61,6 @@ impl From<hearth_store::StoreError> for CoreError {
     }
 }
 
-impl From<CoreError> for IpcError {
-    fn from(e: CoreError) -> Self {
-        IpcError::new(e.code(), e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,10 +68,9 @@ mod tests {
     #[test]
     fn invalid_data_names_resource_and_field() {
         let e = CoreError::invalid_data("Appointment/a1", "start", "is not an RFC 3339 instant");
-        let ipc = IpcError::from(e);
-        assert_eq!(ipc.code, ErrorCode::InvalidData);
+        assert_eq!(e.code(), ErrorCode::InvalidData);
         assert_eq!(
-            ipc.message,
+            e.to_string(),
             "Appointment/a1: field `start` is not an RFC 3339 instant"
         );
     }
