@@ -11,9 +11,11 @@
 //! nothing decrypted is spilled to temp files.
 
 mod key;
+mod keychain;
 pub mod migrations;
 
 pub use key::DbKey;
+pub use keychain::Keychain;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
@@ -43,6 +45,10 @@ pub enum StoreError {
     NoSuchOutboxEntry { seq: i64 },
     #[error("cannot generate a database key: {0}")]
     Random(String),
+    #[error("the OS keychain cannot be used ({0}); Hearth keeps its database key only there. Unlock or set up the keychain (on Linux, a Secret Service such as GNOME Keyring) and start Hearth again")]
+    Keychain(String),
+    #[error("the key of {path} is missing from the OS keychain; the local data cannot be read without it (sign in again to re-sync from the EHR after IT removes the old file)")]
+    KeyMissing { path: String },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -175,6 +181,22 @@ impl Store {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the database at `path` with its key from the OS keychain. A new database gets a
+    /// new random key, saved to the keychain before the file exists; an existing database
+    /// whose key is gone is an error, never a fresh key over old data.
+    pub fn open_with_keychain(path: &Path, keychain: &Keychain) -> Result<Self> {
+        let key = match keychain.load()? {
+            Some(key) => key,
+            None if path.exists() => {
+                return Err(StoreError::KeyMissing {
+                    path: path.display().to_string(),
+                })
+            }
+            None => keychain.create()?,
+        };
+        Self::open(path, &key)
     }
 
     /// The schema version of the open database.

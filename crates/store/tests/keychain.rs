@@ -1,0 +1,162 @@
+//! The database key in a real Secret Service: each test runs itself again inside its own
+//! session bus (dbus-run-session) with its own unlocked GNOME Keyring and home folder, so
+//! nothing touches the user's keychain and tests do not see each other.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
+
+use hearth_store::{Keychain, ResourceRow, Store, StoreError};
+use std::path::Path;
+use std::process::Command;
+
+const CHILD: &str = "HEARTH_KEYCHAIN_TEST_CHILD";
+const SENTINEL: &str = "Sentinel-Patient-Quokka";
+
+/// Runs test `name` of this binary again on a private session bus; with `keyring`, an
+/// unlocked GNOME Keyring serves the Secret Service there. Panics with the child's output
+/// if the child fails.
+fn run_isolated(name: &str, keyring: bool) {
+    let home = tempfile::tempdir().unwrap();
+    let start_keyring = if keyring {
+        "printf hearth-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90;"
+    } else {
+        ""
+    };
+    let script = format!("{start_keyring} exec \"$0\" --exact \"$1\" --nocapture --test-threads 1");
+    let out = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", &script])
+        .arg(std::env::current_exe().unwrap())
+        .arg(name)
+        .env(CHILD, home.path())
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_RUNTIME_DIR", home.path())
+        .output()
+        .expect(
+            "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
+        );
+    assert!(
+        out.status.success(),
+        "the isolated run of {name} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Inside the isolated run: the per-test folder. Outside: `None` (the caller re-runs itself).
+fn isolated_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os(CHILD).map(Into::into)
+}
+
+fn account(dir: &Path) -> String {
+    // Unique per run: the kernel keyutils cache outlives one process.
+    format!("test-{}", dir.display())
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
+    let Some(home) = isolated_dir() else {
+        return run_isolated(
+            "a_new_database_gets_a_key_that_lives_only_in_the_keychain",
+            true,
+        );
+    };
+    let data = home.join("profile");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("hearth.db");
+    let keychain = Keychain::new("org.hearth.workstation.test", &account(&home));
+    assert_eq!(keychain.load().unwrap(), None);
+
+    {
+        let store = Store::open_with_keychain(&db, &keychain).unwrap();
+        store
+            .put_resources(&[ResourceRow {
+                resource_type: "Patient".into(),
+                id: "p1".into(),
+                version_id: None,
+                last_updated: None,
+                patient_id: None,
+                json: format!(
+                    r#"{{"resourceType":"Patient","id":"p1","name":[{{"text":"{SENTINEL}"}}]}}"#
+                ),
+                index: hearth_store::Projection::None,
+            }])
+            .unwrap();
+    }
+    let key = keychain
+        .load()
+        .unwrap()
+        .expect("the key is in the keychain");
+
+    // Reopening finds the same key and the data.
+    let store = Store::open_with_keychain(&db, &keychain).unwrap();
+    assert!(store
+        .resource("Patient", "p1")
+        .unwrap()
+        .unwrap()
+        .contains(SENTINEL));
+    drop(store);
+
+    // The key is nowhere on disk in the profile, as hex or as bytes; nor is the patient.
+    assert_eq!(
+        files_contain(&data, key.hex().as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        files_contain(&data, SENTINEL.as_bytes()),
+        Vec::<String>::new()
+    );
+
+    // Without the key, the database is refused with a clear error, and no new key is made
+    // over the old data.
+    keychain.forget().unwrap();
+    match Store::open_with_keychain(&db, &keychain) {
+        Err(StoreError::KeyMissing { path }) => assert!(path.ends_with("hearth.db")),
+        other => panic!("expected KeyMissing, got {other:?}"),
+    }
+    assert_eq!(keychain.load().unwrap(), None);
+}
+
+#[test]
+fn without_a_secret_service_hearth_says_so_and_writes_no_key_anywhere() {
+    let Some(home) = isolated_dir() else {
+        return run_isolated(
+            "without_a_secret_service_hearth_says_so_and_writes_no_key_anywhere",
+            false,
+        );
+    };
+    let data = home.join("profile");
+    std::fs::create_dir_all(&data).unwrap();
+    let db = data.join("hearth.db");
+    let keychain = Keychain::new("org.hearth.workstation.test", &account(&home));
+    match Store::open_with_keychain(&db, &keychain) {
+        Err(e @ StoreError::Keychain(_)) => {
+            assert!(e.to_string().contains("keychain"), "{e}");
+        }
+        other => panic!("expected a keychain error, got {other:?}"),
+    }
+    assert!(!db.exists(), "a database was created without a kept key");
+}
