@@ -52,9 +52,31 @@ fn isolated_dir() -> Option<std::path::PathBuf> {
     std::env::var_os(CHILD).map(Into::into)
 }
 
-fn account(dir: &Path) -> String {
-    // Unique per run: the kernel keyutils cache outlives one process.
-    format!("test-{}", dir.display())
+/// A test's profile inside its isolated run.
+struct Profile {
+    data: std::path::PathBuf,
+    db: std::path::PathBuf,
+    keychain: Keychain,
+}
+
+/// Outside the isolated run: runs test `name` isolated and returns `None` (the test is then
+/// done). Inside it: the test's profile folder, database path and keychain entry.
+fn isolated(name: &str, keyring: bool) -> Option<Profile> {
+    let Some(home) = isolated_dir() else {
+        run_isolated(name, keyring);
+        return None;
+    };
+    let data = home.join("profile");
+    std::fs::create_dir_all(&data).unwrap();
+    Some(Profile {
+        db: data.join("hearth.db"),
+        data,
+        // Unique per run: the kernel keyutils cache outlives one process.
+        keychain: Keychain::new(
+            "org.hearth.workstation.test",
+            &format!("test-{}", home.display()),
+        ),
+    })
 }
 
 fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
@@ -78,16 +100,12 @@ fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
-    let Some(home) = isolated_dir() else {
-        return run_isolated(
-            "a_new_database_gets_a_key_that_lives_only_in_the_keychain",
-            true,
-        );
+    let Some(Profile { data, db, keychain }) = isolated(
+        "a_new_database_gets_a_key_that_lives_only_in_the_keychain",
+        true,
+    ) else {
+        return;
     };
-    let data = home.join("profile");
-    std::fs::create_dir_all(&data).unwrap();
-    let db = data.join("hearth.db");
-    let keychain = Keychain::new("org.hearth.workstation.test", &account(&home));
     assert_eq!(keychain.load().unwrap(), None);
 
     {
@@ -142,16 +160,12 @@ fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
 
 #[test]
 fn without_a_secret_service_hearth_says_so_and_writes_no_key_anywhere() {
-    let Some(home) = isolated_dir() else {
-        return run_isolated(
-            "without_a_secret_service_hearth_says_so_and_writes_no_key_anywhere",
-            false,
-        );
+    let Some(Profile { db, keychain, .. }) = isolated(
+        "without_a_secret_service_hearth_says_so_and_writes_no_key_anywhere",
+        false,
+    ) else {
+        return;
     };
-    let data = home.join("profile");
-    std::fs::create_dir_all(&data).unwrap();
-    let db = data.join("hearth.db");
-    let keychain = Keychain::new("org.hearth.workstation.test", &account(&home));
     match Store::open_with_keychain(&db, &keychain) {
         Err(e @ StoreError::Keychain(_)) => {
             assert!(e.to_string().contains("keychain"), "{e}");
