@@ -84,6 +84,11 @@ async fn window_opens_in_demo_mode_and_lists_todays_demo_appointments() -> Resul
             summary.starts_with(&format!("{} visits", expected.len())),
             "{summary:?}"
         );
+        let label = demo_day(&[])?.date_label;
+        app.text_when("#schedule-date", "today's date over the schedule", |t| {
+            t == label
+        })
+        .await?;
         let path = app.screenshot("schedule").await?;
         println!("screenshot: {}", path.display());
         Ok(())

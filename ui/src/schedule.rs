@@ -71,6 +71,7 @@ pub fn schedule_view(props: &ScheduleProps) -> Html {
                             }) }
                         </select>
                     </label>
+                    <p class="muted" id="schedule-date">{ &day.date_label }</p>
                     <p class="summary" id="schedule-summary">
                         { format!("{} visits", day.appointments.len()) }
                         if waiting > 0 {

@@ -96,6 +96,7 @@ pub fn day(
     practitioners.sort_by(|a, b| a.display_name.cmp(&b.display_name));
     Ok(ScheduleDay {
         date: date.to_string(),
+        date_label: date.format("%A %-d %B %Y").to_string(),
         practitioners,
         appointments: rows,
         data_issues,
@@ -311,6 +312,7 @@ mod tests {
         assert_eq!(d.appointments[1].modality, Modality::InPerson);
         assert_eq!(d.appointments[1].status, VisitStatus::Booked);
         assert_eq!(d.practitioners.len(), 1);
+        assert_eq!(d.date_label, "Tuesday 10 March 2026");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct PractitionerSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleDay {
     pub date: String,
+    /// The date as people read it, e.g. "Tuesday 10 March 2026".
+    pub date_label: String,
     pub practitioners: Vec<PractitionerSummary>,
     pub appointments: Vec<AppointmentRow>,
     /// Records that could not be shown, each naming the resource and field at fault.
