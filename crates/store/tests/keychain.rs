@@ -8,8 +8,9 @@
     reason = "a test file: a failed unwrap is the test failing"
 )]
 
+mod common;
+
 use hearth_store::{Keychain, ResourceRow, Store, StoreError};
-use std::path::Path;
 use std::process::Command;
 
 const CHILD: &str = "HEARTH_KEYCHAIN_TEST_CHILD";
@@ -79,25 +80,6 @@ fn isolated(name: &str, keyring: bool) -> Option<Profile> {
     })
 }
 
-fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle))
-                .unwrap_or(false)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 #[test]
 fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
     let Some(Profile { data, db, keychain }) = isolated(
@@ -140,11 +122,11 @@ fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
 
     // The key is nowhere on disk in the profile, as hex or as bytes; nor is the patient.
     assert_eq!(
-        files_contain(&data, key.hex().as_bytes()),
+        common::files_containing(&data, key.hex().as_bytes()),
         Vec::<String>::new()
     );
     assert_eq!(
-        files_contain(&data, SENTINEL.as_bytes()),
+        common::files_containing(&data, SENTINEL.as_bytes()),
         Vec::<String>::new()
     );
 

@@ -5,6 +5,8 @@
     reason = "a test file: a failed unwrap is the test failing"
 )]
 
+mod common;
+
 use hearth_store::{
     migrations, DbKey, Method, OutboxWrite, Projection, ResourceRow, Store, StoreError,
 };
@@ -101,17 +103,9 @@ fn resources_come_back_byte_for_byte_and_by_projection() {
     assert_eq!(store.resource_count().unwrap(), rows.len());
 }
 
-fn file_contains(path: &Path, needle: &[u8]) -> bool {
-    std::fs::read(path)
-        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
-        .unwrap_or(false)
-}
-
 #[test]
 fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hearth.db");
-    let key = DbKey::generate().unwrap();
+    let (dir, path, key) = common::fresh_db();
     {
         let store = Store::open(&path, &key).unwrap();
         store
@@ -141,14 +135,9 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
             files.iter().any(|f| f.to_string_lossy().ends_with("-wal")),
             "{files:?}"
         );
-        for f in &files {
-            for needle in [SENTINEL_NAME, SENTINEL_MRN, "Patient", "resourceType"] {
-                assert!(
-                    !file_contains(f, needle.as_bytes()),
-                    "{} holds {needle:?}",
-                    f.display()
-                );
-            }
+        for needle in [SENTINEL_NAME, SENTINEL_MRN, "Patient", "resourceType"] {
+            let hits = common::files_containing(dir.path(), needle.as_bytes());
+            assert!(hits.is_empty(), "{hits:?} hold {needle:?}");
         }
     }
 
@@ -189,9 +178,7 @@ fn keyed(path: &Path, key: &DbKey) -> Connection {
 #[test]
 fn every_earlier_schema_migrates_to_the_latest() {
     for from in 0..migrations::latest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hearth.db");
-        let key = DbKey::generate().unwrap();
+        let (_dir, path, key) = common::fresh_db();
         let mut conn = keyed(&path, &key);
         migrations::migrate_to(&mut conn, "test", from).unwrap();
         drop(conn);
@@ -207,9 +194,7 @@ fn every_earlier_schema_migrates_to_the_latest() {
 
 #[test]
 fn a_database_from_a_newer_hearth_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hearth.db");
-    let key = DbKey::generate().unwrap();
+    let (_dir, path, key) = common::fresh_db();
     drop(Store::open(&path, &key).unwrap());
     keyed(&path, &key)
         .pragma_update(None, "user_version", 99)
@@ -233,9 +218,7 @@ fn write(key: &str) -> OutboxWrite {
 
 #[test]
 fn the_outbox_is_durable_ordered_and_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hearth.db");
-    let key = DbKey::generate().unwrap();
+    let (_dir, path, key) = common::fresh_db();
     {
         let store = Store::open(&path, &key).unwrap();
         let a = store.enqueue(&write("note-1"), "Practitioner/d1").unwrap();
@@ -279,9 +262,7 @@ fn the_outbox_is_durable_ordered_and_idempotent() {
 
 #[test]
 fn the_audit_log_is_a_chain_that_shows_tampering() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hearth.db");
-    let key = DbKey::generate().unwrap();
+    let (_dir, path, key) = common::fresh_db();
     let store = Store::open(&path, &key).unwrap();
     store
         .audit("Practitioner/d1", "read", "Patient/p1")
