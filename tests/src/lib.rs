@@ -342,36 +342,25 @@ impl Desktop {
 
     /// Presses a key chord on the keyboard (modifiers first, released in reverse order).
     pub async fn press(&self, keys: &[Key]) -> Result<()> {
-        let mut actions = KeyActions::new("keyboard".into());
-        for k in keys {
-            actions = actions.then(KeyAction::Down {
-                value: char::from(*k),
-            });
-        }
-        for k in keys.iter().rev() {
-            actions = actions.then(KeyAction::Up {
-                value: char::from(*k),
-            });
-        }
-        self.client.perform_actions(actions).await?;
-        Ok(())
+        self.chord(keys.iter().map(|k| char::from(*k)).collect())
+            .await
     }
 
     /// Presses an ordinary character key with modifiers held, e.g. Alt+2.
     pub async fn press_char(&self, modifiers: &[Key], c: char) -> Result<()> {
+        let mut keys: Vec<char> = modifiers.iter().map(|k| char::from(*k)).collect();
+        keys.push(c);
+        self.chord(keys).await
+    }
+
+    /// Holds `keys` down in order, then releases them in reverse order.
+    async fn chord(&self, keys: Vec<char>) -> Result<()> {
         let mut actions = KeyActions::new("keyboard".into());
-        for k in modifiers {
-            actions = actions.then(KeyAction::Down {
-                value: char::from(*k),
-            });
+        for &value in &keys {
+            actions = actions.then(KeyAction::Down { value });
         }
-        actions = actions
-            .then(KeyAction::Down { value: c })
-            .then(KeyAction::Up { value: c });
-        for k in modifiers.iter().rev() {
-            actions = actions.then(KeyAction::Up {
-                value: char::from(*k),
-            });
+        for &value in keys.iter().rev() {
+            actions = actions.then(KeyAction::Up { value });
         }
         self.client.perform_actions(actions).await?;
         Ok(())

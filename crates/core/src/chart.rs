@@ -1,7 +1,7 @@
 //! The patient chart: banner, problems, medications, allergies, vital-sign trends, labs with
 //! reference ranges, and encounters, projected from the FHIR resources in the store.
 
-use crate::fhir::{concept_code, concept_has, concept_text, human_name, Resource};
+use crate::fhir::{concept_code, concept_has, concept_text, first_code, human_name, Resource};
 use crate::store::ClinicalStore;
 use crate::CoreError;
 use chrono::{Datelike, NaiveDate};
@@ -158,10 +158,7 @@ pub fn age(birth: NaiveDate, today: NaiveDate) -> Option<u32> {
 
 /// The code of a status CodeableConcept (its first coding), as FHIR defines it.
 fn status_code<'a>(r: &Resource<'a>, field: &str) -> Option<&'a str> {
-    r.get(field)
-        .and_then(|c| c.get("coding"))
-        .and_then(Value::as_array)
-        .and_then(|codings| codings.iter().find_map(|c| c.get("code")?.as_str()))
+    first_code(r.get(field))
 }
 
 /// Entries voided or disproved by the EHR are not shown (FHIR con-5 / ait-2: such entries

@@ -126,6 +126,11 @@ pub fn concept_code<'a>(concept: Option<&'a Value>, system: &str) -> Option<&'a 
         .and_then(|c| c.get("code").and_then(Value::as_str))
 }
 
+/// The code of a concept's first coding that has one (status concepts: `active`, ...).
+pub fn first_code(concept: Option<&Value>) -> Option<&str> {
+    codings(concept).find_map(|c| c.get("code")?.as_str())
+}
+
 fn codings(concept: Option<&Value>) -> impl Iterator<Item = &Value> {
     concept
         .and_then(|c| c.get("coding"))

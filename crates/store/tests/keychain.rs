@@ -10,7 +10,7 @@
 
 mod common;
 
-use hearth_store::{Keychain, ResourceRow, Store, StoreError};
+use hearth_store::{Keychain, Store, StoreError};
 use std::process::Command;
 
 const CHILD: &str = "HEARTH_KEYCHAIN_TEST_CHILD";
@@ -93,17 +93,7 @@ fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
     {
         let store = Store::open_with_keychain(&db, &keychain).unwrap();
         store
-            .put_resources(&[ResourceRow {
-                resource_type: "Patient".into(),
-                id: "p1".into(),
-                version_id: None,
-                last_updated: None,
-                patient_id: None,
-                json: format!(
-                    r#"{{"resourceType":"Patient","id":"p1","name":[{{"text":"{SENTINEL}"}}]}}"#
-                ),
-                index: hearth_store::Projection::None,
-            }])
+            .put_resources(&[common::patient_row("p1", SENTINEL, "4100123")])
             .unwrap();
     }
     let key = keychain

@@ -16,21 +16,6 @@ use std::path::Path;
 const SENTINEL_NAME: &str = "Zebulon Quixotic-Sentinel";
 const SENTINEL_MRN: &str = "MRN-SENTINEL-90210";
 
-fn patient_row(id: &str, name: &str, mrn: &str) -> ResourceRow {
-    let json = format!(
-        r#"{{"resourceType":"Patient","id":"{id}","meta":{{"versionId":"3","lastUpdated":"2026-01-02T03:04:05.678Z"}},"name":[{{"text":"{name}"}}],"identifier":[{{"value":"{mrn}"}}],"extension":[{{"url":"urn:x-unknown","valueString":"kept – ✓"}}],"unknownElement":{{"nested":[1,2.50,true]}}}}"#
-    );
-    ResourceRow {
-        resource_type: "Patient".into(),
-        id: id.into(),
-        version_id: Some("3".into()),
-        last_updated: Some("2026-01-02T03:04:05.678Z".into()),
-        patient_id: None,
-        json,
-        index: Projection::None,
-    }
-}
-
 fn observation_row(id: &str, patient: &str, code: &str, when: &str) -> ResourceRow {
     ResourceRow {
         resource_type: "Observation".into(),
@@ -67,7 +52,7 @@ fn appointment_row(id: &str, start_utc: &str) -> ResourceRow {
 fn resources_come_back_byte_for_byte_and_by_projection() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("hearth.db"), &DbKey::generate().unwrap()).unwrap();
-    let patient = patient_row("p1", "Ada Lovelace", "4100123");
+    let patient = common::patient_row("p1", "Ada Lovelace", "4100123");
     let rows = [
         patient.clone(),
         observation_row("o2", "p1", "8867-4", "2025-02-01"),
@@ -109,7 +94,11 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
     {
         let store = Store::open(&path, &key).unwrap();
         store
-            .put_resources(&[patient_row("p-sentinel", SENTINEL_NAME, SENTINEL_MRN)])
+            .put_resources(&[common::patient_row(
+                "p-sentinel",
+                SENTINEL_NAME,
+                SENTINEL_MRN,
+            )])
             .unwrap();
         store
             .enqueue(
@@ -188,7 +177,9 @@ fn every_earlier_schema_migrates_to_the_latest() {
             migrations::latest(),
             "from {from}"
         );
-        store.put_resources(&[patient_row("p1", "A", "1")]).unwrap();
+        store
+            .put_resources(&[common::patient_row("p1", "A", "1")])
+            .unwrap();
     }
 }
 
