@@ -1,0 +1,394 @@
+//! Reading what a FHIR server sends, keeping each resource's JSON text exactly as served.
+//!
+//! A Bundle is parsed only as far as Hearth needs it (entries, links, deletions); each
+//! entry's resource stays the server's own bytes (`RawValue`), so unknown elements and
+//! extensions reach the store untouched. A malformed entry is reported (naming the resource
+//! and field) without spoiling the entries around it.
+
+use crate::FhirError;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A resource as served: its identity, version, and its JSON text byte for byte.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawResource {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: Option<String>,
+    pub last_updated: Option<String>,
+    /// The JSON text as the server sent it.
+    pub json: String,
+}
+
+impl RawResource {
+    /// `Type/id`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.resource_type, self.id)
+    }
+
+    /// Reads a single resource (a response body, or one bundle entry's text).
+    pub fn parse(json: &str) -> Result<Self, FhirError> {
+        Self::parse_at(json, "resource")
+    }
+
+    fn parse_at(json: &str, place: &str) -> Result<Self, FhirError> {
+        #[derive(Deserialize)]
+        struct Meta {
+            #[serde(rename = "versionId")]
+            version_id: Option<serde_json::Value>,
+            #[serde(rename = "lastUpdated")]
+            last_updated: Option<serde_json::Value>,
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "resourceType")]
+            resource_type: Option<serde_json::Value>,
+            id: Option<serde_json::Value>,
+            meta: Option<serde_json::Value>,
+        }
+        let head: Head = serde_json::from_str(json).map_err(|e| {
+            FhirError::malformed(place, "(document)", format!("is not a JSON object: {e}"))
+        })?;
+        let resource_type = match head.resource_type {
+            Some(serde_json::Value::String(t)) if is_type_name(&t) => t,
+            Some(_) => {
+                return Err(FhirError::malformed(
+                    place,
+                    "resourceType",
+                    "is not a resource type name",
+                ))
+            }
+            None => return Err(FhirError::malformed(place, "resourceType", "is missing")),
+        };
+        let id = match head.id {
+            Some(serde_json::Value::String(id)) if is_id(&id) => id,
+            Some(_) => {
+                return Err(FhirError::malformed(
+                    &resource_type,
+                    "id",
+                    "is not a FHIR id (1-64 of A-Z a-z 0-9 - .)",
+                ))
+            }
+            None => return Err(FhirError::malformed(&resource_type, "id", "is missing")),
+        };
+        let what = format!("{resource_type}/{id}");
+        let (version_id, last_updated) = match head.meta {
+            None => (None, None),
+            Some(m @ serde_json::Value::Object(_)) => {
+                let meta: Meta = serde_json::from_value(m)
+                    .map_err(|e| FhirError::malformed(&what, "meta", e.to_string()))?;
+                let version_id = match meta.version_id {
+                    None => None,
+                    Some(serde_json::Value::String(v)) if !v.is_empty() => Some(v),
+                    Some(_) => {
+                        return Err(FhirError::malformed(
+                            &what,
+                            "meta.versionId",
+                            "is not a non-empty string",
+                        ))
+                    }
+                };
+                let last_updated = match meta.last_updated {
+                    None => None,
+                    Some(serde_json::Value::String(v))
+                        if chrono::DateTime::parse_from_rfc3339(&v).is_ok() =>
+                    {
+                        Some(v)
+                    }
+                    Some(_) => {
+                        return Err(FhirError::malformed(
+                            &what,
+                            "meta.lastUpdated",
+                            "is not an instant (RFC 3339 with time zone)",
+                        ))
+                    }
+                };
+                (version_id, last_updated)
+            }
+            Some(_) => return Err(FhirError::malformed(&what, "meta", "is not an object")),
+        };
+        Ok(Self {
+            resource_type,
+            id,
+            version_id,
+            last_updated,
+            json: json.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Debug for RawResource {
+    /// Identity only: the JSON is clinical content.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawResource")
+            .field("resource_type", &self.resource_type)
+            .field("id", &self.id)
+            .field("version_id", &self.version_id)
+            .field(
+                "json",
+                &format_args!("<{} bytes redacted>", self.json.len()),
+            )
+            .finish()
+    }
+}
+
+fn is_type_name(t: &str) -> bool {
+    let mut chars = t.chars();
+    chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+        && t.len() <= 64
+}
+
+fn is_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// One entry of a searchset or history Bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A resource (in a history Bundle, its newest-listed version).
+    Resource(RawResource),
+    /// A history entry recording a deletion.
+    Deleted {
+        resource_type: String,
+        id: String,
+        last_updated: Option<String>,
+    },
+}
+
+/// A page of a Bundle: its entries (each read on its own), and the `next` link.
+#[derive(Debug)]
+pub struct Page {
+    pub entries: Vec<Result<Entry, FhirError>>,
+    pub next: Option<String>,
+    pub total: Option<u64>,
+    /// `Bundle.meta.lastUpdated` or `Bundle.timestamp`, when the server gave one.
+    pub timestamp: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BundleWire<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: String,
+    #[serde(rename = "type")]
+    bundle_type: Option<String>,
+    #[serde(default)]
+    total: Option<u64>,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    meta: Option<BundleMeta>,
+    #[serde(default)]
+    link: Vec<Link>,
+    #[serde(default, borrow)]
+    entry: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct BundleMeta {
+    #[serde(rename = "lastUpdated")]
+    last_updated: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Link {
+    relation: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct EntryWire<'a> {
+    #[serde(rename = "fullUrl")]
+    full_url: Option<String>,
+    #[serde(default, borrow)]
+    resource: Option<&'a RawValue>,
+    #[serde(default)]
+    request: Option<RequestWire>,
+    #[serde(default)]
+    response: Option<ResponseWire>,
+    #[serde(default)]
+    search: Option<SearchWire>,
+}
+
+#[derive(Deserialize)]
+struct RequestWire {
+    method: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct ResponseWire {
+    status: String,
+    #[serde(rename = "lastModified")]
+    last_modified: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SearchWire {
+    mode: Option<String>,
+}
+
+/// Reads a searchset or history Bundle. Errors only when the Bundle itself is unusable; a bad
+/// entry becomes an `Err` in [`Page::entries`] and the rest are still read. OperationOutcome
+/// entries (`search.mode = outcome`) are left out.
+pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
+    let wire: BundleWire<'_> = serde_json::from_str(body)
+        .map_err(|e| FhirError::malformed("Bundle", "(document)", e.to_string()))?;
+    if wire.resource_type != "Bundle" {
+        return Err(FhirError::malformed(
+            "Bundle",
+            "resourceType",
+            format!("is {:?}, not Bundle", wire.resource_type),
+        ));
+    }
+    if let Some(t) = wire.bundle_type.as_deref() {
+        if !matches!(t, "searchset" | "history" | "collection") {
+            return Err(FhirError::malformed(
+                "Bundle",
+                "type",
+                format!("is {t:?}; a search or history Bundle was expected"),
+            ));
+        }
+    }
+    let next = wire
+        .link
+        .iter()
+        .find(|l| l.relation == "next")
+        .map(|l| l.url.clone());
+    let entries = wire
+        .entry
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| parse_entry(i, raw).transpose())
+        .collect();
+    Ok(Page {
+        entries,
+        next,
+        total: wire.total,
+        timestamp: wire.meta.and_then(|m| m.last_updated).or(wire.timestamp),
+    })
+}
+
+fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
+    let place = format!("Bundle entry {i}");
+    let e: EntryWire<'_> = serde_json::from_str(raw.get())
+        .map_err(|err| FhirError::malformed(&place, "(entry)", err.to_string()))?;
+    if e.search.and_then(|s| s.mode).as_deref() == Some("outcome") {
+        return Ok(None);
+    }
+    let deleted = e.request.as_ref().is_some_and(|r| r.method == "DELETE")
+        || (e.resource.is_none()
+            && e.response
+                .as_ref()
+                .is_some_and(|r| r.status.starts_with("410") || r.status.starts_with("204")));
+    if deleted {
+        let (resource_type, id) = e
+            .request
+            .as_ref()
+            .and_then(|r| split_reference(&r.url))
+            .or_else(|| e.full_url.as_deref().and_then(split_reference))
+            .ok_or_else(|| {
+                FhirError::malformed(&place, "request.url", "does not name the deleted resource")
+            })?;
+        return Ok(Some(Entry::Deleted {
+            resource_type,
+            id,
+            last_updated: e.response.and_then(|r| r.last_modified),
+        }));
+    }
+    match e.resource {
+        Some(r) => {
+            let res = RawResource::parse_at(r.get(), &place)?;
+            Ok(Some(Entry::Resource(res)))
+        }
+        None => Err(FhirError::malformed(&place, "resource", "is missing")),
+    }
+}
+
+/// `[base/]Type/id[/_history/v]` → `(Type, id)`.
+fn split_reference(url: &str) -> Option<(String, String)> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let at = parts
+        .iter()
+        .rposition(|p| is_type_name(p) && *p != "_history")?;
+    let ty = parts[at];
+    let id = parts.get(at + 1)?;
+    (is_id(id) && *id != "_history").then(|| (ty.to_string(), id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_keep_the_servers_bytes_and_bad_ones_do_not_spoil_the_rest() {
+        let body = r#"{"resourceType":"Bundle","type":"searchset","total":3,
+          "link":[{"relation":"self","url":"x"},{"relation":"next","url":"http://h/fhir/Patient?page=2"}],
+          "entry":[
+            {"resource":{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"2026-01-01T00:00:00Z"},"extension":[{"url":"urn:x","valueString":"k"}],  "zz":1}},
+            {"resource":{"resourceType":"Patient","id":"bad id!"}},
+            {"resource":{"resourceType":"Patient","id":"p3","meta":{"lastUpdated":"yesterday"}}},
+            {"resource":{"resourceType":"OperationOutcome","id":"oo"},"search":{"mode":"outcome"}}
+          ]}"#;
+        let page = parse_bundle(body).unwrap();
+        assert_eq!(page.next.as_deref(), Some("http://h/fhir/Patient?page=2"));
+        assert_eq!(page.entries.len(), 3);
+        let Ok(Entry::Resource(p1)) = &page.entries[0] else {
+            panic!("first entry unreadable: {:?}", page.entries[0])
+        };
+        assert_eq!(p1.version_id.as_deref(), Some("3"));
+        assert!(p1.json.ends_with(r#""valueString":"k"}],  "zz":1}"#));
+        assert_eq!(
+            page.entries[1].as_ref().unwrap_err().to_string(),
+            "Patient: field `id` is not a FHIR id (1-64 of A-Z a-z 0-9 - .)"
+        );
+        assert_eq!(
+            page.entries[2].as_ref().unwrap_err().to_string(),
+            "Patient/p3: field `meta.lastUpdated` is not an instant (RFC 3339 with time zone)"
+        );
+    }
+
+    #[test]
+    fn history_deletions_are_entries_too() {
+        let body = r#"{"resourceType":"Bundle","type":"history","entry":[
+            {"fullUrl":"http://h/fhir/Observation/o1","request":{"method":"DELETE","url":"Observation/o1"},
+             "response":{"status":"204 No Content","lastModified":"2026-01-01T00:00:00Z"}}]}"#;
+        let page = parse_bundle(body).unwrap();
+        assert_eq!(
+            page.entries[0].as_ref().unwrap(),
+            &Entry::Deleted {
+                resource_type: "Observation".into(),
+                id: "o1".into(),
+                last_updated: Some("2026-01-01T00:00:00Z".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_bundle_is_refused_by_name() {
+        assert_eq!(
+            parse_bundle(r#"{"resourceType":"Patient","id":"x"}"#)
+                .unwrap_err()
+                .to_string(),
+            "Bundle: field `resourceType` is \"Patient\", not Bundle"
+        );
+        assert!(parse_bundle("[1,2]").is_err());
+        assert!(parse_bundle(r#"{"resourceType":"Bundle","entry":[7]}"#)
+            .unwrap()
+            .entries[0]
+            .is_err());
+    }
+
+    #[test]
+    fn the_debug_form_of_a_resource_shows_no_content() {
+        let r = RawResource::parse(
+            r#"{"resourceType":"Patient","id":"p","name":[{"family":"Quokka"}]}"#,
+        )
+        .unwrap();
+        assert!(!format!("{r:?}").contains("Quokka"));
+    }
+}
