@@ -43,6 +43,8 @@ pub enum StoreError {
     AuditTampered { seq: i64 },
     #[error("no outbox entry {seq}")]
     NoSuchOutboxEntry { seq: i64 },
+    #[error("no open conflict {id}")]
+    NoSuchConflict { id: i64 },
     #[error("cannot generate a database key: {0}")]
     Random(String),
     #[error("the OS keychain cannot be used ({0}); Hearth keeps its database key only there. Unlock or set up the keychain (on Linux, a Secret Service such as GNOME Keyring) and start Hearth again")]
@@ -130,6 +132,58 @@ pub struct OutboxEntry {
     pub state: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// The earlier queued write to the same resource this one builds on: it is sent with
+    /// `If-Match` on the version that write produced.
+    pub after_seq: Option<i64>,
+    /// The version the server gave this write once sent.
+    pub result_version: Option<String>,
+}
+
+/// A write the EHR refused because the resource had changed there: both versions.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub id: i64,
+    pub outbox_seq: i64,
+    pub resource_type: String,
+    pub resource_id: String,
+    /// What the user wrote (the body Hearth tried to send).
+    pub local_json: String,
+    /// The server's current version, when it could be read.
+    pub server_json: Option<String>,
+    pub server_version: Option<String>,
+    pub detected_at: String,
+}
+
+impl std::fmt::Debug for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conflict")
+            .field("id", &self.id)
+            .field("outbox_seq", &self.outbox_seq)
+            .field(
+                "resource",
+                &format_args!("{}/{}", self.resource_type, self.resource_id),
+            )
+            .field("server_version", &self.server_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user's choice for a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Send my version again, over the server's current one.
+    KeepMine,
+    /// Drop my change; keep the server's version.
+    TakeTheirs,
+}
+
+/// How many writes wait, and how many need the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub pending: usize,
+    pub conflicts: usize,
+    pub failed: usize,
+    pub sent: usize,
 }
 
 /// The encrypted store. One connection, shared behind a mutex.
@@ -154,6 +208,8 @@ impl Store {
     /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
     pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
         let conn = Connection::open(path)?;
+        // Another process of the same profile (the sync tool) may hold the write lock briefly.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;
         let display = path.display().to_string();
         // The first read tells whether the key fits.
@@ -213,44 +269,7 @@ impl Store {
     ) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut n = 0;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT OR REPLACE INTO resource (type, id, version_id, last_updated, patient_id, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut appt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO appointment_index (id, start_utc, practitioner_id) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut obs = tx.prepare_cached(
-                "INSERT OR REPLACE INTO observation_index (id, patient_id, code, effective) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for row in rows {
-                put.execute(params![
-                    row.resource_type,
-                    row.id,
-                    row.version_id,
-                    row.last_updated,
-                    row.patient_id,
-                    row.json
-                ])?;
-                match &row.index {
-                    Projection::None => {}
-                    Projection::Appointment {
-                        start_utc,
-                        practitioner_id,
-                    } => {
-                        appt.execute(params![row.id, start_utc, practitioner_id])?;
-                    }
-                    Projection::Observation { code, effective } => {
-                        if let Some(patient) = &row.patient_id {
-                            obs.execute(params![row.id, patient, code, effective])?;
-                        }
-                    }
-                }
-                n += 1;
-            }
-        }
+        let n = put_rows(&tx, rows)?;
         tx.commit()?;
         Ok(n)
     }
@@ -323,6 +342,18 @@ impl Store {
     /// Queues a user's write, durably (`synchronous = FULL`), with its audit entry, in one
     /// transaction. Queuing the same idempotency key again returns the first entry's number.
     pub fn enqueue(&self, write: &OutboxWrite, actor: &str) -> Result<i64> {
+        self.record_local_change(None, write, actor)
+    }
+
+    /// A user's change: the local copy of the resource (shown at once) and the write that
+    /// carries it to the EHR, in one durable transaction (`synchronous = FULL`) with its audit
+    /// entry. A write to a resource that already has queued writes builds on the last of them.
+    pub fn record_local_change(
+        &self,
+        local: Option<&ResourceRow>,
+        write: &OutboxWrite,
+        actor: &str,
+    ) -> Result<i64> {
         let mut conn = self.conn();
         conn.execute_batch("PRAGMA synchronous = FULL")?;
         let result = (|| {
@@ -337,9 +368,21 @@ impl Store {
             if let Some(seq) = existing {
                 return Ok(seq);
             }
+            let after_seq: Option<i64> = match &write.resource_id {
+                None => None,
+                Some(id) => tx
+                    .query_row(
+                        "SELECT max(seq) FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
+                         AND state IN ('pending', 'conflict', 'failed')",
+                        params![write.resource_type, id],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .flatten(),
+            };
             tx.execute(
-                "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at, after_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     write.idempotency_key,
                     write.resource_type,
@@ -347,10 +390,14 @@ impl Store {
                     write.method.as_str(),
                     write.if_match,
                     write.body,
-                    now()
+                    now(),
+                    after_seq
                 ],
             )?;
             let seq = tx.last_insert_rowid();
+            if let Some(row) = local {
+                put_rows(&tx, std::iter::once(row))?;
+            }
             let entity = match &write.resource_id {
                 Some(id) => format!("{}/{id}", write.resource_type),
                 None => write.resource_type.clone(),
@@ -370,12 +417,29 @@ impl Store {
 
     /// Writes still to send, oldest first.
     pub fn pending(&self) -> Result<Vec<OutboxEntry>> {
+        self.outbox_where("state = 'pending'", [])
+    }
+
+    /// Writes the EHR refused (not conflicts), oldest first.
+    pub fn outbox_failed(&self) -> Result<Vec<OutboxEntry>> {
+        self.outbox_where("state = 'failed'", [])
+    }
+
+    /// One outbox entry, whatever its state.
+    pub fn outbox_entry(&self, seq: i64) -> Result<OutboxEntry> {
+        self.outbox_where("seq = ?1", [seq])?
+            .pop()
+            .ok_or(StoreError::NoSuchOutboxEntry { seq })
+    }
+
+    fn outbox_where(&self, cond: &str, args: impl rusqlite::Params) -> Result<Vec<OutboxEntry>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, idempotency_key, resource_type, resource_id, method, if_match, body, state, attempts, last_error
-             FROM outbox WHERE state = 'pending' ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT seq, idempotency_key, resource_type, resource_id, method, if_match, body, state,
+                    attempts, last_error, after_seq, result_version
+             FROM outbox WHERE {cond} ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             Ok(OutboxEntry {
                 seq: r.get(0)?,
                 write: OutboxWrite {
@@ -389,9 +453,268 @@ impl Store {
                 state: r.get(7)?,
                 attempts: r.get(8)?,
                 last_error: r.get(9)?,
+                after_seq: r.get(10)?,
+                result_version: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Counts of the outbox by state.
+    pub fn outbox_summary(&self) -> Result<OutboxSummary> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
+        let mut rows = stmt.query([])?;
+        let mut sum = OutboxSummary::default();
+        while let Some(r) = rows.next()? {
+            let n = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+            match r.get::<_, String>(0)?.as_str() {
+                "pending" => sum.pending = n,
+                "conflict" => sum.conflicts = n,
+                "failed" => sum.failed = n,
+                _ => sum.sent = n,
+            }
+        }
+        Ok(sum)
+    }
+
+    /// A write reached the EHR: marks it sent with the version the server gave it and keeps
+    /// the server's representation of the resource, in one transaction.
+    pub fn mark_sent(
+        &self,
+        seq: i64,
+        result_version: Option<&str>,
+        server_copy: Option<&ResourceRow>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_error = NULL,
+                    result_version = ?2, sent_at = ?3 WHERE seq = ?1",
+            params![seq, result_version, now()],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchOutboxEntry { seq });
+        }
+        if let Some(row) = server_copy {
+            // Only when no later local change to the resource waits: that one stays shown.
+            let later: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
+                 AND seq > ?3 AND state IN ('pending', 'conflict', 'failed'))",
+                params![row.resource_type, row.id, seq],
+                |r| r.get(0),
+            )?;
+            if !later {
+                put_rows(&tx, std::iter::once(row))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The EHR refused a write because the resource changed there: the write stops (it is
+    /// not retried) and both versions are kept for the user.
+    pub fn mark_conflict(
+        &self,
+        seq: i64,
+        server_json: Option<&str>,
+        server_version: Option<&str>,
+    ) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (ty, id, body): (String, Option<String>, Option<String>) = tx
+            .query_row(
+                "SELECT resource_type, resource_id, body FROM outbox WHERE seq = ?1",
+                params![seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or(StoreError::NoSuchOutboxEntry { seq })?;
+        tx.execute(
+            "UPDATE outbox SET state = 'conflict', attempts = attempts + 1,
+                    last_error = 'changed at the EHR by someone else' WHERE seq = ?1",
+            params![seq],
+        )?;
+        tx.execute(
+            "INSERT INTO conflict (outbox_seq, resource_type, resource_id, local_json, server_json, server_version, detected_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (outbox_seq) DO UPDATE SET server_json = excluded.server_json,
+                server_version = excluded.server_version, detected_at = excluded.detected_at,
+                resolution = NULL, resolved_at = NULL",
+            params![seq, ty, id.unwrap_or_default(), body.unwrap_or_default(), server_json, server_version, now()],
+        )?;
+        let conflict_id = tx.query_row(
+            "SELECT id FROM conflict WHERE outbox_seq = ?1",
+            params![seq],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(conflict_id)
+    }
+
+    /// Conflicts the user has not resolved yet, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, outbox_seq, resource_type, resource_id, local_json, server_json, server_version, detected_at
+             FROM conflict WHERE resolution IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Conflict {
+                id: r.get(0)?,
+                outbox_seq: r.get(1)?,
+                resource_type: r.get(2)?,
+                resource_id: r.get(3)?,
+                local_json: r.get(4)?,
+                server_json: r.get(5)?,
+                server_version: r.get(6)?,
+                detected_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Applies the user's choice, durably and audited. Keep mine: the write is queued again
+    /// with `If-Match` on the server's version. Take theirs: the write is dropped and
+    /// `theirs` (the server's version, as a row) becomes the local copy; later writes that
+    /// built on mine are sent against the old version, so they come back as conflicts too.
+    pub fn resolve_conflict(
+        &self,
+        conflict_id: i64,
+        choice: Resolution,
+        theirs: Option<&ResourceRow>,
+        actor: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (seq, ty, id, server_version): (i64, String, String, Option<String>) = tx
+                .query_row(
+                    "SELECT outbox_seq, resource_type, resource_id, server_version FROM conflict
+                     WHERE id = ?1 AND resolution IS NULL",
+                    params![conflict_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NoSuchConflict { id: conflict_id })?;
+            let label = match choice {
+                Resolution::KeepMine => "keep-mine",
+                Resolution::TakeTheirs => "take-theirs",
+            };
+            tx.execute(
+                "UPDATE conflict SET resolution = ?2, resolved_at = ?3 WHERE id = ?1",
+                params![conflict_id, label, now()],
+            )?;
+            match choice {
+                Resolution::KeepMine => {
+                    tx.execute(
+                        "UPDATE outbox SET state = 'pending', after_seq = NULL, last_error = NULL,
+                                if_match = ?2 WHERE seq = ?1",
+                        params![seq, server_version.map(|v| format!("W/\"{v}\""))],
+                    )?;
+                }
+                Resolution::TakeTheirs => {
+                    let stale: Option<String> = tx.query_row(
+                        "SELECT coalesce(if_match, (SELECT 'W/\"' || p.result_version || '\"' FROM outbox p WHERE p.seq = o.after_seq))
+                         FROM outbox o WHERE seq = ?1",
+                        params![seq],
+                        |r| r.get(0),
+                    )?;
+                    tx.execute(
+                        "UPDATE outbox SET after_seq = NULL, if_match = ?2 WHERE after_seq = ?1",
+                        params![seq, stale],
+                    )?;
+                    if let Some(row) = theirs {
+                        put_rows(&tx, std::iter::once(row))?;
+                    }
+                }
+            }
+            append_audit(
+                &tx,
+                actor,
+                &format!("resolve-{label}"),
+                &format!("{ty}/{id}"),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result
+    }
+
+    /// Stores resources pulled from the EHR, except those with local changes still waiting
+    /// (the user's version stays shown until its write is settled). Returns how many were
+    /// stored and how many were held back.
+    pub fn ingest<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a ResourceRow>,
+    ) -> Result<(usize, usize)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut held = 0;
+        let mut fresh = Vec::new();
+        {
+            let mut waiting = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
+                 AND state IN ('pending', 'conflict', 'failed'))",
+            )?;
+            let any_waiting: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'conflict', 'failed') AND resource_id IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )?;
+            for row in rows {
+                if any_waiting
+                    && waiting
+                        .query_row(params![row.resource_type, row.id], |r| r.get::<_, bool>(0))?
+                {
+                    held += 1;
+                } else {
+                    fresh.push(row);
+                }
+            }
+        }
+        let stored = put_rows(&tx, fresh)?;
+        tx.commit()?;
+        Ok((stored, held))
+    }
+
+    /// Removes resources deleted at the EHR (and their projections).
+    pub fn delete_resources(&self, keys: &[(String, String)]) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        for (ty, id) in keys {
+            n += tx.execute(
+                "DELETE FROM resource WHERE type = ?1 AND id = ?2",
+                params![ty, id],
+            )?;
+            match ty.as_str() {
+                "Appointment" => {
+                    tx.execute("DELETE FROM appointment_index WHERE id = ?1", params![id])?;
+                }
+                "Observation" => {
+                    tx.execute("DELETE FROM observation_index WHERE id = ?1", params![id])?;
+                }
+                _ => {}
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The stored version of a resource.
+    pub fn version_of(&self, resource_type: &str, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT version_id FROM resource WHERE type = ?1 AND id = ?2",
+                params![resource_type, id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Records the outcome of a send attempt: `sent`, `conflict`, `failed`, or back to
@@ -457,6 +780,49 @@ impl Store {
         }
         Ok(n)
     }
+}
+
+fn put_rows<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: impl IntoIterator<Item = &'a ResourceRow>,
+) -> Result<usize> {
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO resource (type, id, version_id, last_updated, patient_id, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut appt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO appointment_index (id, start_utc, practitioner_id) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut obs = tx.prepare_cached(
+        "INSERT OR REPLACE INTO observation_index (id, patient_id, code, effective) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut n = 0;
+    for row in rows {
+        put.execute(params![
+            row.resource_type,
+            row.id,
+            row.version_id,
+            row.last_updated,
+            row.patient_id,
+            row.json
+        ])?;
+        match &row.index {
+            Projection::None => {}
+            Projection::Appointment {
+                start_utc,
+                practitioner_id,
+            } => {
+                appt.execute(params![row.id, start_utc, practitioner_id])?;
+            }
+            Projection::Observation { code, effective } => {
+                if let Some(patient) = &row.patient_id {
+                    obs.execute(params![row.id, patient, code, effective])?;
+                }
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -5,7 +5,10 @@ use crate::{Result, StoreError};
 use rusqlite::Connection;
 
 /// `(version, SQL)`, in order. The version a database has after the migration runs.
-pub const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_sync.sql")),
+];
 
 /// The newest schema this build knows.
 pub fn latest() -> u32 {
