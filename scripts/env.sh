@@ -5,3 +5,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME}/.cache/hearth/target}"
 export PATH="${HOME}/.cargo/bin:${PATH}"
 export TAURI_DRIVER_VERSION="2.1.0"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Test peers installed from the registries (the FHIR server, ...).
+export HEARTH_PEERS="${HEARTH_PEERS:-${HOME}/.cache/hearth/peers}"

@@ -1,0 +1,646 @@
+//! The sync engine: initial sync, push of the outbox, pull of changes.
+
+use crate::{Result, SyncError};
+use hearth_core::config::{PatientScope, SyncConfig};
+use hearth_core::store::resource_row_raw;
+use hearth_core::sync_link::EhrLink;
+use hearth_core::CoreError;
+use hearth_fhir::{Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource};
+use hearth_ipc::{ProblemView, SyncProgress};
+use hearth_store::{Method, OutboxEntry, ResourceRow, Store};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The identifier system of resources Hearth creates: the value is the write's idempotency
+/// key, and the create is conditional on it.
+pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
+
+const CURSOR_SINCE: &str = "pull.since";
+const CURSOR_INITIAL: &str = "initial.completed";
+/// At most this many unreadable records are listed (the count goes on).
+const MAX_PROBLEMS: usize = 200;
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub poll_interval: Duration,
+    pub scope: PatientScope,
+    pub schedule_days_back: u32,
+    pub schedule_days_ahead: u32,
+    pub page_size: u32,
+    /// How far back each pull reaches before the cursor, against late commits.
+    pub overlap: chrono::Duration,
+    /// Who the audit log names for the engine's own writes.
+    pub actor: String,
+}
+
+impl EngineConfig {
+    pub fn from_settings(s: &SyncConfig) -> Self {
+        Self {
+            poll_interval: Duration::from_secs(u64::from(s.poll_interval_seconds)),
+            scope: s.patients,
+            schedule_days_back: s.schedule_days_back,
+            schedule_days_ahead: s.schedule_days_ahead,
+            page_size: 200,
+            overlap: chrono::Duration::seconds(2),
+            actor: "hearth-sync".into(),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    pub stored: usize,
+    pub deleted: usize,
+    pub sent: usize,
+    pub conflicts: usize,
+    pub failed: usize,
+    pub unreadable: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub online: Option<bool>,
+    pub last_success: Option<String>,
+    pub progress: Option<SyncProgress>,
+    pub unreadable: Vec<ProblemView>,
+    pub unreadable_total: usize,
+    pub last_error: Option<String>,
+    pub initial_done: bool,
+}
+
+/// What the UI and the user's actions share with a running engine.
+#[derive(Clone)]
+pub struct SyncHandle {
+    pub(crate) store: Arc<Store>,
+    pub(crate) state: Arc<Mutex<State>>,
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    pub(crate) client: Client,
+}
+
+impl SyncHandle {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the engine to run a round now (a write was queued).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// Keeps one store in step with one EHR.
+pub struct Engine {
+    handle: SyncHandle,
+    config: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(client: Client, store: Arc<Store>, config: EngineConfig) -> Self {
+        Self {
+            handle: SyncHandle {
+                store,
+                state: Arc::default(),
+                wake: Arc::default(),
+                client,
+            },
+            config,
+        }
+    }
+
+    /// The engine for a workstation connected to an EHR.
+    pub fn for_workstation(link: &EhrLink, tokens: Arc<dyn TokenSource>) -> Result<Self> {
+        let client = Client::new(&link.fhir_base_url, tokens, RetryPolicy::default())?;
+        Ok(Self::new(
+            client,
+            link.store.clone(),
+            EngineConfig::from_settings(&link.sync),
+        ))
+    }
+
+    pub fn handle(&self) -> SyncHandle {
+        self.handle.clone()
+    }
+
+    fn client(&self) -> &Client {
+        &self.handle.client
+    }
+
+    fn store(&self) -> &Store {
+        &self.handle.store
+    }
+
+    /// Runs rounds until `shutdown` completes: every poll interval, and at once when woken.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let _ = self.round().await;
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                () = self.handle.wake.notified() => {}
+            }
+        }
+    }
+
+    /// One round: the initial sync if not done yet, then push, then pull. The state the top
+    /// bar shows is updated either way.
+    pub async fn round(&self) -> Result<Round> {
+        let result = self.round_inner().await;
+        let mut st = self.handle.state();
+        match &result {
+            Ok(_) => {
+                st.online = Some(true);
+                st.last_success = Some(now_rfc3339());
+                st.last_error = None;
+            }
+            Err(e) => {
+                if e.is_offline() {
+                    st.online = Some(false);
+                }
+                st.last_error = Some(e.for_people());
+            }
+        }
+        st.progress = None;
+        result
+    }
+
+    async fn round_inner(&self) -> Result<Round> {
+        let mut round = Round::default();
+        if self.store().cursor(CURSOR_INITIAL)?.is_none() {
+            self.initial_sync(&mut round).await?;
+        }
+        self.handle.state().initial_done = true;
+        self.push(&mut round).await?;
+        self.pull(&mut round).await?;
+        Ok(round)
+    }
+
+    fn progress(&self, done: usize, total: usize, label: &str) {
+        self.handle.state().progress = Some(SyncProgress {
+            done: u32::try_from(done).unwrap_or(u32::MAX),
+            total: u32::try_from(total).unwrap_or(u32::MAX),
+            label: label.to_string(),
+        });
+    }
+
+    /// Downloads the working set. Resumable: a patient already complete is not fetched twice
+    /// after a restart mid-way, and the pull cursor is set from the server's clock at the
+    /// start, so nothing changed meanwhile is missed.
+    pub async fn initial_sync(&self, round: &mut Round) -> Result<()> {
+        let client = self.client();
+        let size = self.config.page_size.to_string();
+        self.progress(0, 1, "Connecting to the EHR");
+        // The server's clock at the start (from the first answer), minus the overlap.
+        let first = client.search("Schedule", &[("_count", &size)]).await?;
+        let started = first.timestamp.clone().unwrap_or_else(now_rfc3339);
+        let mut patients = BTreeSet::new();
+        self.ingest_all(first, round, &mut patients).await?;
+
+        let today = chrono::Utc::now().date_naive();
+        let from = today - chrono::Days::new(u64::from(self.config.schedule_days_back));
+        let to = today + chrono::Days::new(u64::from(self.config.schedule_days_ahead) + 1);
+        let (ge, lt) = (format!("ge{from}"), format!("lt{to}"));
+        self.progress(0, 1, "Schedule");
+        let appts = client
+            .search(
+                "Appointment",
+                &[("date", &ge), ("date", &lt), ("_count", &size)],
+            )
+            .await?;
+        self.ingest_all(appts, round, &mut patients).await?;
+        let slots = client
+            .search("Slot", &[("start", &ge), ("start", &lt), ("_count", &size)])
+            .await?;
+        self.ingest_all(slots, round, &mut patients).await?;
+
+        if self.config.scope == PatientScope::All {
+            self.progress(0, 1, "Patient list");
+            let page = client.search("Patient", &[("_count", &size)]).await?;
+            self.ingest_all(page, round, &mut patients).await?;
+        }
+        let total = patients.len();
+        for (done, patient) in patients.iter().enumerate() {
+            self.progress(done, total, "Patient records");
+            let cursor = format!("initial.patient.{patient}");
+            if self.store().cursor(&cursor)?.is_some() {
+                continue;
+            }
+            self.pull_patient(patient, round).await?;
+            self.store().set_cursor(&cursor, "done")?;
+        }
+        self.progress(total, total, "Patient records");
+        let since = shift(&started, -self.config.overlap);
+        self.store().set_cursor(CURSOR_SINCE, &since)?;
+        self.store().set_cursor(CURSOR_INITIAL, &now_rfc3339())?;
+        Ok(())
+    }
+
+    /// Everything in one patient's compartment (and what it references).
+    async fn pull_patient(&self, patient: &str, round: &mut Round) -> Result<()> {
+        let url_id = patient.to_string();
+        let page = self
+            .client()
+            .search(&format!("Patient/{url_id}/$everything"), &[])
+            .await?;
+        let mut sink = BTreeSet::new();
+        self.ingest_all(page, round, &mut sink).await
+    }
+
+    /// Stores every page of a search, collecting the patients it mentions.
+    async fn ingest_all(
+        &self,
+        mut page: Page,
+        round: &mut Round,
+        patients: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        loop {
+            let mut rows = Vec::new();
+            for entry in std::mem::take(&mut page.entries) {
+                match entry {
+                    Ok(Entry::Resource(r)) => match self.row(&r) {
+                        Some(row) => {
+                            if row.resource_type == "Patient" {
+                                patients.insert(row.id.clone());
+                            } else if let Some(p) = &row.patient_id {
+                                patients.insert(p.clone());
+                            }
+                            rows.push(row);
+                        }
+                        None => round.unreadable += 1,
+                    },
+                    Ok(Entry::Deleted { .. }) => {}
+                    Err(e) => {
+                        self.problem(&e);
+                        round.unreadable += 1;
+                    }
+                }
+            }
+            round.stored += self.store().ingest(&rows)?.0;
+            match self.client().next_page(&page).await? {
+                Some(next) => page = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// The store's row for a served resource; a resource the views cannot index is reported
+    /// (naming it and the field) and left out.
+    fn row(&self, r: &RawResource) -> Option<ResourceRow> {
+        match resource_row_raw(&r.json) {
+            Ok(row) => Some(row),
+            Err(e) => {
+                self.problem_data(&r.reference(), &e);
+                None
+            }
+        }
+    }
+
+    fn problem(&self, e: &FhirError) {
+        let (record, message) = match e {
+            FhirError::Malformed {
+                what,
+                field,
+                problem,
+            } => (what.clone(), format!("field `{field}` {problem}")),
+            other => (String::new(), other.to_string()),
+        };
+        self.record_problem(record, message);
+    }
+
+    fn problem_data(&self, reference: &str, e: &CoreError) {
+        let message = match e {
+            CoreError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
+            other => other.to_string(),
+        };
+        self.record_problem(reference.to_string(), message);
+    }
+
+    fn record_problem(&self, record: String, message: String) {
+        let mut st = self.handle.state();
+        st.unreadable
+            .retain(|p| p.record != record || record.is_empty());
+        st.unreadable_total += 1;
+        if st.unreadable.len() < MAX_PROBLEMS {
+            st.unreadable.push(ProblemView { record, message });
+        }
+    }
+
+    /// Pulls what changed at the server since the cursor.
+    pub async fn pull(&self, round: &mut Round) -> Result<()> {
+        let since = match self.store().cursor(CURSOR_SINCE)? {
+            Some(s) => s,
+            None => return Ok(()),
+        };
+        let client = self.client();
+        let mut page = client
+            .history_since(Some(&since), self.config.page_size)
+            .await?;
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        let mut deleted = Vec::new();
+        let mut newest: Option<String> = None;
+        let mut new_patients = BTreeSet::new();
+        loop {
+            for entry in std::mem::take(&mut page.entries) {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.problem(&e);
+                        round.unreadable += 1;
+                        continue;
+                    }
+                };
+                let (ty, id, last_updated) = match &entry {
+                    Entry::Resource(r) => (&r.resource_type, &r.id, r.last_updated.clone()),
+                    Entry::Deleted {
+                        resource_type,
+                        id,
+                        last_updated,
+                    } => (resource_type, id, last_updated.clone()),
+                };
+                if let Some(lu) = last_updated {
+                    if newest.as_ref().is_none_or(|n| later(&lu, n)) {
+                        newest = Some(lu);
+                    }
+                }
+                // History lists newest first: the first entry for a resource is its state.
+                if !seen.insert((ty.clone(), id.clone())) {
+                    continue;
+                }
+                match entry {
+                    Entry::Deleted {
+                        resource_type, id, ..
+                    } => deleted.push((resource_type, id)),
+                    Entry::Resource(r) => {
+                        if self.store().version_of(&r.resource_type, &r.id)? == r.version_id
+                            && r.version_id.is_some()
+                        {
+                            continue;
+                        }
+                        let Some(row) = self.row(&r) else {
+                            round.unreadable += 1;
+                            continue;
+                        };
+                        if !self.in_working_set(&row, &mut new_patients)? {
+                            continue;
+                        }
+                        rows.push(row);
+                    }
+                }
+            }
+            match client.next_page(&page).await? {
+                Some(next) => page = next,
+                None => break,
+            }
+        }
+        round.stored += self.store().ingest(&rows)?.0;
+        round.deleted += self.store().delete_resources(&deleted)?;
+        for p in new_patients {
+            self.pull_patient(&p, round).await?;
+        }
+        if let Some(n) = newest {
+            let next = shift(&n, -self.config.overlap);
+            if later(&next, &since) {
+                self.store().set_cursor(CURSOR_SINCE, &next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With the schedule scope, only records of patients already kept (and shared records such
+    /// as practitioners) are taken; an appointment for a new patient brings that patient's
+    /// records.
+    fn in_working_set(
+        &self,
+        row: &ResourceRow,
+        new_patients: &mut BTreeSet<String>,
+    ) -> Result<bool> {
+        if self.config.scope == PatientScope::All {
+            return Ok(true);
+        }
+        let patient = match (row.resource_type.as_str(), &row.patient_id) {
+            ("Patient", _) => Some(row.id.clone()),
+            (_, Some(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let Some(patient) = patient else {
+            return Ok(true);
+        };
+        if self.store().resource("Patient", &patient)?.is_some() {
+            return Ok(true);
+        }
+        if row.resource_type == "Appointment" {
+            new_patients.insert(patient);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Sends the outbox, oldest first. A resource whose earlier write is in conflict or
+    /// failed gets no later write sent until the user settles it. Stops at the first sign the
+    /// EHR is unreachable (the rest stay queued).
+    pub async fn push(&self, round: &mut Round) -> Result<()> {
+        let mut blocked: HashSet<(String, String)> = HashSet::new();
+        for entry in self.store().pending()? {
+            let key = (
+                entry.write.resource_type.clone(),
+                entry.write.resource_id.clone().unwrap_or_default(),
+            );
+            if entry.write.resource_id.is_some() && blocked.contains(&key) {
+                continue;
+            }
+            let if_match = match entry.after_seq {
+                None => entry.write.if_match.clone(),
+                Some(prev) => {
+                    let prev = self.store().outbox_entry(prev)?;
+                    match (prev.state.as_str(), &prev.result_version) {
+                        ("sent", Some(v)) => Some(format!("W/\"{v}\"")),
+                        ("sent", None) => None,
+                        _ => {
+                            blocked.insert(key);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match self.send(&entry, if_match.as_deref()).await {
+                Ok(Sent::Done(resource)) => {
+                    let row = resource.as_ref().and_then(|r| self.row(r));
+                    let version = resource.as_ref().and_then(|r| r.version_id.clone());
+                    self.store()
+                        .mark_sent(entry.seq, version.as_deref(), row.as_ref())?;
+                    round.sent += 1;
+                }
+                Ok(Sent::Conflict(current)) => {
+                    self.store().mark_conflict(
+                        entry.seq,
+                        current.as_ref().map(|r| r.json.as_str()),
+                        current.as_ref().and_then(|r| r.version_id.as_deref()),
+                    )?;
+                    blocked.insert(key);
+                    round.conflicts += 1;
+                }
+                Err(e) if e.is_transient() => {
+                    self.store()
+                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
+                    return Err(e.into());
+                }
+                Err(e @ (FhirError::Unauthorized(_) | FhirError::Auth(_))) => {
+                    self.store()
+                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    self.store()
+                        .record_attempt(entry.seq, "failed", Some(&e.to_string()))?;
+                    blocked.insert(key);
+                    round.failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        entry: &OutboxEntry,
+        if_match: Option<&str>,
+    ) -> std::result::Result<Sent, FhirError> {
+        let w = &entry.write;
+        let body = w.body.as_deref().unwrap_or("");
+        let client = self.client();
+        match (w.method, &w.resource_id) {
+            (Method::Create, _) => {
+                let cond = format!("identifier={HEARTH_WRITE_SYSTEM}|{}", w.idempotency_key);
+                let written = client.create(&w.resource_type, body, Some(&cond)).await?;
+                Ok(Sent::Done(Some(written.resource)))
+            }
+            (Method::Update, Some(id)) => {
+                match client.update(&w.resource_type, id, body, if_match).await {
+                    Ok(written) => Ok(Sent::Done(Some(written.resource))),
+                    Err(FhirError::VersionConflict { .. }) => {
+                        // Ours already, from a send whose answer was lost (crash, dropped
+                        // connection)? Then it landed once; otherwise it is a conflict.
+                        if let Some(mine) = self
+                            .find_own_version(&w.resource_type, id, &w.idempotency_key)
+                            .await?
+                        {
+                            return Ok(Sent::Done(Some(mine)));
+                        }
+                        let current = match client.read(&w.resource_type, id).await {
+                            Ok(r) => Some(r),
+                            Err(FhirError::Gone { .. } | FhirError::NotFound { .. }) => None,
+                            Err(e) => return Err(e),
+                        };
+                        Ok(Sent::Conflict(current))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Method::Delete, Some(id)) => {
+                client.delete(&w.resource_type, id).await?;
+                Ok(Sent::Done(None))
+            }
+            (_, None) => Err(FhirError::Invalid(format!(
+                "outbox entry {} has no resource id",
+                entry.seq
+            ))),
+        }
+    }
+
+    /// The version of a resource that carries our write's `meta.source`, if any.
+    async fn find_own_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        key: &str,
+    ) -> std::result::Result<Option<RawResource>, FhirError> {
+        let source = format!("\"urn:uuid:{key}\"");
+        let mut page = self.client().instance_history(resource_type, id).await?;
+        loop {
+            for entry in page.entries.iter().flatten() {
+                if let Entry::Resource(r) = entry {
+                    if r.json.contains(&source) {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&r.json).unwrap_or_default();
+                        if v.pointer("/meta/source").and_then(|s| s.as_str())
+                            == Some(&source[1..source.len() - 1])
+                        {
+                            // The newest version is what the store should show.
+                            let current = self.client().read(resource_type, id).await?;
+                            return Ok(Some(current));
+                        }
+                    }
+                }
+            }
+            match self.client().next_page(&page).await? {
+                Some(next) => page = next,
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+enum Sent {
+    /// Applied: the server's copy (none for a delete).
+    Done(Option<RawResource>),
+    /// 412 from someone else's change: the server's current version, if it still exists.
+    Conflict(Option<RawResource>),
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Whether instant `a` is after `b` (both RFC 3339; unparsable compares as text).
+fn later(a: &str, b: &str) -> bool {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => a > b,
+    }
+}
+
+/// `instant + by`, as RFC 3339 UTC with milliseconds.
+fn shift(instant: &str, by: chrono::Duration) -> String {
+    chrono::DateTime::parse_from_rfc3339(instant)
+        .map(|t| {
+            (t.with_timezone(&chrono::Utc) + by)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        })
+        .unwrap_or_else(|_| instant.to_string())
+}
+
+impl From<SyncError> for CoreError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Data(c) => c,
+            SyncError::Store(s) => CoreError::Store(s.to_string()),
+            SyncError::Fhir(f) => CoreError::Unavailable(format!("the EHR ({})", f.code())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_compare_as_times_and_shift() {
+        assert!(later("2026-01-01T00:00:01Z", "2026-01-01T00:00:00.500Z"));
+        assert!(!later("2026-01-01T01:00:00+02:00", "2026-01-01T00:00:00Z"));
+        assert_eq!(
+            shift("2026-01-01T00:00:01.000Z", chrono::Duration::seconds(-2)),
+            "2025-12-31T23:59:59.000Z"
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! The sync engine against a real FHIR server (sekmet-fhir on loopback) loaded with the 20
+//! Synthea patients and a schedule for today.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
+
+mod common;
+
+use common::*;
+use hearth_core::config::PatientScope;
+use hearth_core::sync_link::SyncLink;
+use hearth_ipc::{ConflictChoice, ResolveConflictRequest};
+use hearth_sync::Round;
+use hearth_testkit::wait_until;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const NO_POLL: Duration = Duration::from_secs(3600);
+
+/// Every resource the server holds, newest version, by `Type/id`, as the server serves it.
+fn everything_on(server: &hearth_testkit::FhirServer) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut path = "/fhir/_history?_count=500".to_string();
+    loop {
+        let page: Value = serde_json::from_str(&server.get_json(&path)).unwrap();
+        for e in page["entry"].as_array().into_iter().flatten() {
+            if let Some(r) = e.get("resource") {
+                let key = format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap(),
+                    r["id"].as_str().unwrap()
+                );
+                out.entry(key).or_insert_with(|| r.clone());
+            }
+        }
+        let next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+        match next {
+            Some(url) => path = url[url.find("/fhir").unwrap()..].to_string(),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn initial_sync_keeps_every_resource_byte_for_byte_and_encrypted() {
+    let Some((server, clinic)) =
+        server_with_clinic("initial_sync_keeps_every_resource_byte_for_byte_and_encrypted")
+    else {
+        return;
+    };
+    let (dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, PatientScope::All, NO_POLL);
+    let rt = runtime();
+    let round = rt.block_on(engine.round()).unwrap();
+    assert_eq!(round.unreadable, 0, "{round:?}");
+
+    let on_server = everything_on(&server);
+    assert!(
+        on_server.len() > 1600,
+        "the server holds {}",
+        on_server.len()
+    );
+    let mut missing = Vec::new();
+    for (key, served) in &on_server {
+        let (ty, id) = key.split_once('/').unwrap();
+        match local(&store, ty, id) {
+            Some(mine) => assert_eq!(&mine, served, "{key} differs"),
+            None => missing.push(key.clone()),
+        }
+    }
+    assert!(missing.is_empty(), "not synced: {missing:?}");
+    assert_eq!(store.resource_count().unwrap(), on_server.len());
+
+    // Byte for byte: the stored text is exactly what a direct read serves; field by field on
+    // a patient with its US Core extensions, and an appointment with an unknown element.
+    let patient = &clinic.patients[0];
+    let (_, direct) = server
+        .request("GET", &format!("/fhir/Patient/{patient}"), None)
+        .unwrap();
+    assert_eq!(store.resource("Patient", patient).unwrap().unwrap(), direct);
+    let mine = local(&store, "Patient", patient).unwrap();
+    let served: Value = serde_json::from_str(&direct).unwrap();
+    assert!(mine["extension"].as_array().unwrap().len() >= 2);
+    for field in [
+        "extension",
+        "identifier",
+        "name",
+        "address",
+        "telecom",
+        "birthDate",
+        "meta",
+    ] {
+        assert_eq!(mine[field], served[field], "Patient.{field}");
+    }
+    let appt = local(&store, "Appointment", &clinic.appointments[0]).unwrap();
+    assert_eq!(appt["hearthTestUnknownElement"]["kept"], true);
+    assert!(appt["extension"][0]["valueString"]
+        .as_str()
+        .unwrap()
+        .starts_with("Room"));
+
+    // Encrypted at rest: no patient's name or MRN anywhere in the profile folder's files.
+    let family = served["name"][0]["family"].as_str().unwrap().to_string();
+    let mrn = served["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"]["coding"][0]["code"] == "MR")
+        .map(|i| i["value"].as_str().unwrap().to_string())
+        .unwrap();
+    for needle in [family.as_str(), mrn.as_str()] {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds a patient identifier in the clear",
+                path.display()
+            );
+        }
+    }
+    let plain = rusqlite_plain_open(&dir.path().join("hearth.db"));
+    assert!(plain.is_err(), "the database opened without its key");
+}
+
+/// Opening the file as plain SQLite (no key) must fail.
+fn rusqlite_plain_open(path: &std::path::Path) -> Result<i64, String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from sqlite_master').fetchone()[0])"])
+        .arg(path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(-1))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+#[test]
+fn changes_and_deletions_at_the_server_arrive_by_polling_and_a_missed_poll_is_caught_up() {
+    // The engine reaches the EHR through a link the test can cut.
+    let link = hearth_testkit::Proxy::reserve();
+    let Some((server, clinic)) = server_with_clinic_at(
+        "changes_and_deletions_at_the_server_arrive_by_polling_and_a_missed_poll_is_caught_up",
+        Some(link.port),
+    ) else {
+        return;
+    };
+    link.forward_to(server.port);
+    let (_dir, store) = fresh_store();
+    let poll = Duration::from_millis(300);
+    let engine = engine(&server.base_url, &store, PatientScope::Schedule, poll);
+    let handle = engine.handle();
+    let rt = runtime();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(engine.run(async {
+        let _ = stopped.await;
+    }));
+    wait_until(Duration::from_secs(60), "the initial sync", || {
+        handle.summary().1.last_success.is_some()
+    });
+    // The schedule scope: the six booked patients, not the other fourteen.
+    let booked = &clinic.patients[0];
+    assert!(local(&store, "Patient", booked).is_some());
+    assert!(local(&store, "Patient", &clinic.patients[19]).is_none());
+
+    // Another client's updates arrive within a few poll intervals.
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let t0 = Instant::now();
+        let v = update_at_server(&server, "Patient", booked, |p| {
+            p["active"] = Value::Bool(i % 2 == 0);
+        });
+        wait_until(
+            Duration::from_secs(10),
+            "the server's change to reach the store",
+            || store.version_of("Patient", booked).unwrap().as_deref() == Some(v.as_str()),
+        );
+        latencies.push(t0.elapsed());
+    }
+    eprintln!("server change → local store, poll {poll:?}: {latencies:?}");
+
+    // A deletion at the server removes the local copy.
+    let obs = store.resources_for_patient("Observation", booked).unwrap();
+    let obs_id = serde_json::from_str::<Value>(&obs[0]).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = server
+        .request("DELETE", &format!("/fhir/Observation/{obs_id}"), None)
+        .unwrap();
+    assert_eq!(status, 200);
+    wait_until(
+        Duration::from_secs(10),
+        "the deletion to reach the store",
+        || store.resource("Observation", &obs_id).unwrap().is_none(),
+    );
+
+    // The link drops: the top bar says offline; polls fail, so the change another client
+    // makes meanwhile is missed, and caught up when the link is back.
+    link.set_cut(true);
+    wait_until(
+        Duration::from_secs(20),
+        "the top bar to say offline",
+        || handle.summary().0 == hearth_ipc::Connectivity::Offline,
+    );
+    let v = update_at_server(&server, "Patient", booked, |p| {
+        p["gender"] = Value::String("unknown".into());
+    });
+    link.set_cut(false);
+    wait_until(
+        Duration::from_secs(20),
+        "the catch-up after the outage",
+        || store.version_of("Patient", booked).unwrap().as_deref() == Some(v.as_str()),
+    );
+    assert_eq!(
+        local(&store, "Patient", booked).unwrap()["gender"],
+        "unknown"
+    );
+    let _ = stop.send(());
+    rt.block_on(task).unwrap();
+}
+
+#[test]
+fn a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritten() {
+    let Some((server, clinic)) = server_with_clinic(
+        "a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritten",
+    ) else {
+        return;
+    };
+    let (_dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
+    let handle = engine.handle();
+    let rt = runtime();
+    rt.block_on(engine.round()).unwrap();
+    let appt = &clinic.appointments[1];
+
+    // The nurse marks the patient arrived; before it is sent, the front desk cancels at the EHR.
+    handle
+        .set_appointment_status(appt, "arrived", "Practitioner/nurse")
+        .unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "arrived"
+    );
+    let theirs = update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("cancelled".into());
+    });
+    let mut round = Round::default();
+    rt.block_on(engine.push(&mut round)).unwrap();
+    assert_eq!(round.conflicts, 1, "{round:?}");
+    // Nothing overwritten: the EHR keeps its version, the workstation keeps the nurse's.
+    let at_server = server_resource(&server, "Appointment", appt);
+    assert_eq!(at_server["status"], "cancelled");
+    assert_eq!(at_server["meta"]["versionId"], theirs.as_str());
+    rt.block_on(engine.pull(&mut Round::default())).unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "arrived"
+    );
+
+    // The panel shows both versions side by side.
+    let panel = handle.panel().unwrap();
+    assert_eq!(panel.summary.conflicts, 1);
+    let c = &panel.conflicts[0];
+    let status = c.fields.iter().find(|f| f.field == "status").unwrap();
+    assert_eq!(
+        (status.mine.as_str(), status.theirs.as_str()),
+        ("arrived", "cancelled")
+    );
+    assert!(c.fields.iter().all(|f| !f.field.starts_with("meta")));
+
+    // Keep mine: sent again over their version, with every unknown element intact.
+    handle
+        .resolve(&ResolveConflictRequest {
+            conflict_id: c.id,
+            choice: ConflictChoice::KeepMine,
+        })
+        .unwrap();
+    let mut round = Round::default();
+    rt.block_on(engine.push(&mut round)).unwrap();
+    assert_eq!(round.sent, 1, "{round:?}");
+    let at_server = server_resource(&server, "Appointment", appt);
+    assert_eq!(at_server["status"], "arrived");
+    assert_eq!(at_server["hearthTestUnknownElement"]["kept"], true);
+    assert!(at_server["extension"][0]["valueString"].is_string());
+    assert_eq!(handle.panel().unwrap().conflicts.len(), 0);
+
+    // Take theirs: the local copy becomes the EHR's.
+    handle
+        .set_appointment_status(appt, "fulfilled", "Practitioner/nurse")
+        .unwrap();
+    update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("noshow".into());
+    });
+    rt.block_on(engine.push(&mut Round::default())).unwrap();
+    let c = handle.panel().unwrap().conflicts.remove(0);
+    handle
+        .resolve(&ResolveConflictRequest {
+            conflict_id: c.id,
+            choice: ConflictChoice::TakeTheirs,
+        })
+        .unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "noshow"
+    );
+    assert_eq!(
+        server_resource(&server, "Appointment", appt)["status"],
+        "noshow"
+    );
+    assert_eq!(store.outbox_summary().unwrap().pending, 0);
+    store.verify_audit().unwrap();
+}
+
+#[test]
+fn two_queued_changes_to_one_record_go_in_order_without_a_false_conflict() {
+    let Some((server, clinic)) =
+        server_with_clinic("two_queued_changes_to_one_record_go_in_order_without_a_false_conflict")
+    else {
+        return;
+    };
+    let (_dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
+    let handle = engine.handle();
+    let rt = runtime();
+    rt.block_on(engine.round()).unwrap();
+    let appt = &clinic.appointments[2];
+    handle
+        .set_appointment_status(appt, "arrived", "Practitioner/nurse")
+        .unwrap();
+    handle
+        .set_appointment_status(appt, "fulfilled", "Practitioner/nurse")
+        .unwrap();
+    let mut round = Round::default();
+    rt.block_on(engine.push(&mut round)).unwrap();
+    assert_eq!((round.sent, round.conflicts), (2, 0), "{round:?}");
+    assert_eq!(
+        server_resource(&server, "Appointment", appt)["status"],
+        "fulfilled"
+    );
+    assert_eq!(
+        server_resource(&server, "Appointment", appt)["meta"]["versionId"],
+        "3"
+    );
+}
+
+#[test]
+fn a_malformed_record_is_named_and_the_rest_still_syncs() {
+    let Some((server, clinic)) =
+        server_with_clinic("a_malformed_record_is_named_and_the_rest_still_syncs")
+    else {
+        return;
+    };
+    // A faulty EHR serves an appointment whose start is not a time.
+    let bad = &clinic.appointments[3];
+    update_at_server(&server, "Appointment", bad, |a| {
+        a["start"] = Value::String("after lunch".into());
+    });
+    let (_dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, PatientScope::All, NO_POLL);
+    let handle = engine.handle();
+    let rt = runtime();
+    let round = rt.block_on(engine.round()).unwrap();
+    assert!(round.unreadable >= 1, "{round:?}");
+    assert!(store.resource("Appointment", bad).unwrap().is_none());
+    for good in clinic.appointments.iter().filter(|a| *a != bad) {
+        assert!(
+            store.resource("Appointment", good).unwrap().is_some(),
+            "{good}"
+        );
+    }
+    assert!(store.resource_count().unwrap() > 1600);
+    let panel = handle.panel().unwrap();
+    let problem = panel
+        .unreadable
+        .iter()
+        .find(|p| p.record == format!("Appointment/{bad}"))
+        .unwrap_or_else(|| panic!("{:?}", panel.unreadable));
+    assert_eq!(problem.message, "field `start` is not an RFC 3339 instant");
+    assert_eq!(
+        panel.summary.unreadable_records,
+        u32::try_from(round.unreadable).unwrap()
+    );
+}
