@@ -20,6 +20,40 @@ pub struct MachineConfig {
     pub session: SessionConfig,
     #[serde(default)]
     pub demo: DemoConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// How Hearth keeps its local copy in step with the EHR.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Seconds between pulls of changes when the EHR offers no websocket subscription.
+    pub poll_interval_seconds: u32,
+    /// Whose records are kept offline: `"schedule"` (the patients on the schedule window) or
+    /// `"all"` (every patient the EHR lets this user see; small practices).
+    pub patients: PatientScope,
+    /// The schedule window kept offline, in days before and after today.
+    pub schedule_days_back: u32,
+    pub schedule_days_ahead: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_seconds: 15,
+            patients: PatientScope::Schedule,
+            schedule_days_back: 1,
+            schedule_days_ahead: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientScope {
+    Schedule,
+    All,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -109,6 +143,18 @@ impl MachineConfig {
             if id.client_id.trim().is_empty() {
                 return Err("key `identity.client_id` must not be empty".into());
             }
+        }
+        if !(1..=3600).contains(&self.sync.poll_interval_seconds) {
+            return Err(format!(
+                "key `sync.poll_interval_seconds` must be between 1 and 3600, not {}",
+                self.sync.poll_interval_seconds
+            ));
+        }
+        if self.sync.schedule_days_back > 366 || self.sync.schedule_days_ahead > 366 {
+            return Err(
+                "keys `sync.schedule_days_back` and `sync.schedule_days_ahead` must be at most 366"
+                    .into(),
+            );
         }
         if !(1..=240).contains(&self.session.idle_lock_minutes) {
             return Err(format!(

@@ -16,7 +16,8 @@ pub mod launch;
 pub mod schedule;
 pub mod sensitive;
 pub mod store;
+pub mod sync_link;
 mod workstation;
 
 pub use error::CoreError;
-pub use workstation::Workstation;
+pub use workstation::{Workstation, KEYCHAIN_SERVICE};

@@ -61,6 +61,14 @@ fn owning_patient(r: &Resource<'_>) -> Option<String> {
     }
     reference_id(r.get("subject"), "Patient")
         .or_else(|| reference_id(r.get("patient"), "Patient"))
+        .or_else(|| {
+            // Appointment: the patient among the participants.
+            r.get("participant")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|p| reference_id(p.get("actor"), "Patient"))
+        })
         .map(str::to_string)
 }
 
@@ -121,8 +129,20 @@ impl ClinicalStore for MemoryStore {
     }
 }
 
-/// The row the encrypted store keeps for a resource: its raw JSON and projection fields.
+/// The row the encrypted store keeps for a resource: its JSON and projection fields.
 pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreError> {
+    row_with_text(resource, resource.to_string())
+}
+
+/// The row for a resource as the server sent it: `json` is kept byte for byte.
+pub fn resource_row_raw(json: &str) -> Result<hearth_store::ResourceRow, CoreError> {
+    let value: Value = serde_json::from_str(json).map_err(|e| {
+        CoreError::invalid_data("resource", "(document)", format!("is not JSON: {e}"))
+    })?;
+    row_with_text(&value, json.to_string())
+}
+
+fn row_with_text(resource: &Value, json: String) -> Result<hearth_store::ResourceRow, CoreError> {
     use hearth_store::Projection;
     let r = Resource::new(resource)?;
     let index = match r.resource_type() {
@@ -154,7 +174,7 @@ pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreE
         version_id: r.str("meta.versionId").map(str::to_string),
         last_updated: r.str("meta.lastUpdated").map(str::to_string),
         patient_id: owning_patient(&r),
-        json: resource.to_string(),
+        json,
         index,
     })
 }

@@ -2,13 +2,17 @@ use crate::clock::Clock;
 use crate::config::MachineConfig;
 use crate::launch::LaunchOptions;
 use crate::store::{ClinicalStore, MemoryStore};
+use crate::sync_link::{EhrLink, SyncLink};
 use crate::{chart, schedule, CoreError};
 use chrono::NaiveDate;
 use hearth_ipc::{
-    AppStatus, Chart, ChartRequest, Connectivity, DataMode, ScheduleDay, ScheduleRequest,
-    SyncSummary,
+    AppStatus, Chart, ChartRequest, Connectivity, DataMode, ResolveConflictRequest, ScheduleDay,
+    ScheduleRequest, SyncPanel, SyncSummary,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The keychain service under which database keys are kept.
+pub const KEYCHAIN_SERVICE: &str = "org.hearth.workstation";
 
 /// The application: one per window, shared by every command.
 ///
@@ -17,11 +21,14 @@ use std::sync::Arc;
 pub struct Workstation {
     clock: Arc<dyn Clock>,
     state: Result<Ready, CoreError>,
+    sync: OnceLock<Arc<dyn SyncLink>>,
 }
 
 struct Ready {
     mode: DataMode,
     store: Arc<dyn ClinicalStore>,
+    /// EHR mode: the encrypted store and what the sync engine needs.
+    ehr: Option<EhrLink>,
 }
 
 impl Workstation {
@@ -29,7 +36,75 @@ impl Workstation {
     pub fn start(options: &LaunchOptions, clock: Arc<dyn Clock>) -> Self {
         let state = MachineConfig::load(&options.config_path)
             .and_then(|config| Ready::open(&config, options, clock.as_ref()));
-        Self { clock, state }
+        Self {
+            clock,
+            state,
+            sync: OnceLock::new(),
+        }
+    }
+
+    /// In EHR mode, what the sync engine needs (the encrypted store, the EHR, the settings).
+    pub fn ehr_link(&self) -> Option<EhrLink> {
+        self.state.as_ref().ok().and_then(|r| r.ehr.clone())
+    }
+
+    /// Connects the sync engine; the top bar and sync panel then show its state.
+    pub fn attach_sync(&self, link: Arc<dyn SyncLink>) {
+        let _ = self.sync.set(link);
+    }
+
+    /// The sync panel: queue, conflicts with both versions, problems in words.
+    pub fn sync_panel(&self) -> Result<SyncPanel, CoreError> {
+        self.ready()?;
+        match self.sync.get() {
+            Some(link) => link.panel(),
+            None => {
+                let (_, summary) = self.local_summary()?;
+                Ok(SyncPanel {
+                    summary,
+                    conflicts: Vec::new(),
+                    failed: Vec::new(),
+                    unreadable: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Applies the user's choice for a conflict.
+    pub fn resolve_conflict(&self, request: &ResolveConflictRequest) -> Result<(), CoreError> {
+        self.ready()?;
+        self.sync
+            .get()
+            .ok_or_else(|| CoreError::NotFound {
+                what: format!("conflict {}", request.conflict_id),
+            })?
+            .resolve(request)
+    }
+
+    fn local_summary(&self) -> Result<(Connectivity, SyncSummary), CoreError> {
+        let ready = self.ready()?;
+        let (connectivity, description) = match &ready.mode {
+            DataMode::Demo { .. } => (
+                Connectivity::NotApplicable,
+                "Demo data: nothing to synchronise".to_string(),
+            ),
+            DataMode::Ehr { .. } => (
+                Connectivity::Offline,
+                "Not yet connected to the EHR".to_string(),
+            ),
+        };
+        Ok((
+            connectivity,
+            SyncSummary {
+                queued_writes: 0,
+                last_success: None,
+                description,
+                conflicts: 0,
+                failed_writes: 0,
+                unreadable_records: 0,
+                progress: None,
+            },
+        ))
     }
 
     /// A workstation over an existing store; for tests and tools.
@@ -40,7 +115,12 @@ impl Workstation {
     ) -> Self {
         Self {
             clock,
-            state: Ok(Ready { mode, store }),
+            state: Ok(Ready {
+                mode,
+                store,
+                ehr: None,
+            }),
+            sync: OnceLock::new(),
         }
     }
 
@@ -54,25 +134,15 @@ impl Workstation {
 
     pub fn status(&self) -> Result<AppStatus, CoreError> {
         let ready = self.ready()?;
-        let (connectivity, description) = match &ready.mode {
-            DataMode::Demo { .. } => (
-                Connectivity::NotApplicable,
-                "Demo data: nothing to synchronise".to_string(),
-            ),
-            DataMode::Ehr { .. } => (
-                Connectivity::Offline,
-                "Not yet connected to the EHR".to_string(),
-            ),
+        let (connectivity, sync) = match self.sync.get() {
+            Some(link) => link.summary(),
+            None => self.local_summary()?,
         };
         Ok(AppStatus {
             mode: ready.mode.clone(),
             user: None,
             connectivity,
-            sync: SyncSummary {
-                queued_writes: 0,
-                last_success: None,
-                description,
-            },
+            sync,
             today: self.today().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
@@ -110,24 +180,46 @@ impl Ready {
         options: &LaunchOptions,
         clock: &dyn Clock,
     ) -> Result<Self, CoreError> {
+        if let Some(ehr) = &config.ehr {
+            // The encrypted store, its key in the OS keychain (one key per profile folder).
+            let dir = options.data_dir.as_ref().ok_or_else(|| {
+                CoreError::Unavailable("the profile folder (no --data-dir given)".into())
+            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CoreError::Store(format!("cannot create {}: {e}", dir.display())))?;
+            let path = dir.join("hearth.db");
+            let keychain = hearth_store::Keychain::new(
+                KEYCHAIN_SERVICE,
+                &format!("database-key:{}", path.display()),
+            );
+            let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
+            return Ok(Self {
+                mode: DataMode::Ehr {
+                    fhir_base_url: ehr.fhir_base_url.clone(),
+                },
+                store: sql.clone(),
+                ehr: Some(EhrLink {
+                    fhir_base_url: ehr.fhir_base_url.clone(),
+                    store: sql,
+                    sync: config.sync.clone(),
+                }),
+            });
+        }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
-        let mode = match &config.ehr {
-            Some(ehr) => DataMode::Ehr {
-                fhir_base_url: ehr.fhir_base_url.clone(),
-            },
-            None => {
-                let seed = options
-                    .demo_seed
-                    .or(config.demo.seed)
-                    .unwrap_or(hearth_demo::DEFAULT_SEED);
-                let opts = hearth_demo::DemoOptions::new(seed, clock.now());
-                for resource in hearth_demo::generate(&opts) {
-                    store.upsert(resource)?;
-                }
-                DataMode::Demo { seed }
-            }
-        };
-        Ok(Self { mode, store })
+        let seed = options
+            .demo_seed
+            .or(config.demo.seed)
+            .unwrap_or(hearth_demo::DEFAULT_SEED);
+        let opts = hearth_demo::DemoOptions::new(seed, clock.now());
+        for resource in hearth_demo::generate(&opts) {
+            store.upsert(resource)?;
+        }
+        let mode = DataMode::Demo { seed };
+        Ok(Self {
+            mode,
+            store,
+            ehr: None,
+        })
     }
 }
 

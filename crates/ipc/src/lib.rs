@@ -10,11 +10,13 @@ pub mod chart;
 pub mod error;
 pub mod schedule;
 pub mod status;
+pub mod sync;
 
 pub use chart::*;
 pub use error::*;
 pub use schedule::*;
 pub use status::*;
+pub use sync::*;
 
 /// The names of the commands the shell exposes. The UI invokes them by these names and the
 /// shell's capability files grant them; a test checks that both agree.
@@ -22,6 +24,14 @@ pub mod command {
     pub const APP_STATUS: &str = "app_status";
     pub const SCHEDULE_DAY: &str = "schedule_day";
     pub const OPEN_CHART: &str = "open_chart";
+    pub const SYNC_PANEL: &str = "sync_panel";
+    pub const RESOLVE_CONFLICT: &str = "resolve_conflict";
     /// All commands, in the order they are registered.
-    pub const ALL: &[&str] = &[APP_STATUS, SCHEDULE_DAY, OPEN_CHART];
+    pub const ALL: &[&str] = &[
+        APP_STATUS,
+        SCHEDULE_DAY,
+        OPEN_CHART,
+        SYNC_PANEL,
+        RESOLVE_CONFLICT,
+    ];
 }

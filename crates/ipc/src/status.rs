@@ -29,6 +29,27 @@ pub struct SyncSummary {
     pub last_success: Option<String>,
     /// A sentence for people, e.g. "Demo data — nothing to synchronise".
     pub description: String,
+    /// Writes the EHR refused because the record changed there: the user must choose.
+    #[serde(default)]
+    pub conflicts: u32,
+    /// Writes the EHR refused for another reason (shown with the reason).
+    #[serde(default)]
+    pub failed_writes: u32,
+    /// Records from the EHR that could not be read (kept out of the store, named in the panel).
+    #[serde(default)]
+    pub unreadable_records: u32,
+    /// The first download, while it runs.
+    #[serde(default)]
+    pub progress: Option<SyncProgress>,
+}
+
+/// How far the first download has got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub done: u32,
+    pub total: u32,
+    /// What is being fetched, e.g. "Patient records".
+    pub label: String,
 }
 
 /// The signed-in user as shown in the top bar.

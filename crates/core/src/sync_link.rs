@@ -1,0 +1,24 @@
+//! The seam between the workstation and the sync engine (which lives in `hearth-sync`, above
+//! this crate): the top bar and the sync panel read through it, conflicts are resolved
+//! through it.
+
+use crate::CoreError;
+use hearth_ipc::{Connectivity, ResolveConflictRequest, SyncPanel, SyncSummary};
+
+/// What the sync engine shows and accepts.
+pub trait SyncLink: Send + Sync {
+    /// For the top bar.
+    fn summary(&self) -> (Connectivity, SyncSummary);
+    /// For the sync panel.
+    fn panel(&self) -> Result<SyncPanel, CoreError>;
+    /// Applies the user's choice for a conflict.
+    fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), CoreError>;
+}
+
+/// What the sync engine needs from a workstation connected to an EHR.
+#[derive(Debug, Clone)]
+pub struct EhrLink {
+    pub fhir_base_url: String,
+    pub store: std::sync::Arc<hearth_store::Store>,
+    pub sync: crate::config::SyncConfig,
+}
