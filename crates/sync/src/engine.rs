@@ -58,6 +58,9 @@ pub struct Round {
     pub conflicts: usize,
     pub failed: usize,
     pub unreadable: usize,
+    /// Writes found already applied at the EHR when sent again (an answer lost to a crash or
+    /// a dropped connection): recorded as sent, not applied twice.
+    pub replayed: usize,
 }
 
 #[derive(Default)]
@@ -471,7 +474,8 @@ impl Engine {
                 }
             };
             match self.send(&entry, if_match.as_deref()).await {
-                Ok(Sent::Done(resource)) => {
+                Ok(Sent::Done(resource, replayed)) => {
+                    round.replayed += usize::from(replayed);
                     let row = resource.as_ref().and_then(|r| self.row(r));
                     let version = resource.as_ref().and_then(|r| r.version_id.clone());
                     self.store()
@@ -520,11 +524,11 @@ impl Engine {
             (Method::Create, _) => {
                 let cond = format!("identifier={HEARTH_WRITE_SYSTEM}|{}", w.idempotency_key);
                 let written = client.create(&w.resource_type, body, Some(&cond)).await?;
-                Ok(Sent::Done(Some(written.resource)))
+                Ok(Sent::Done(Some(written.resource), !written.created))
             }
             (Method::Update, Some(id)) => {
                 match client.update(&w.resource_type, id, body, if_match).await {
-                    Ok(written) => Ok(Sent::Done(Some(written.resource))),
+                    Ok(written) => Ok(Sent::Done(Some(written.resource), false)),
                     Err(FhirError::VersionConflict { .. }) => {
                         // Ours already, from a send whose answer was lost (crash, dropped
                         // connection)? Then it landed once; otherwise it is a conflict.
@@ -532,7 +536,7 @@ impl Engine {
                             .find_own_version(&w.resource_type, id, &w.idempotency_key)
                             .await?
                         {
-                            return Ok(Sent::Done(Some(mine)));
+                            return Ok(Sent::Done(Some(mine), true));
                         }
                         let current = match client.read(&w.resource_type, id).await {
                             Ok(r) => Some(r),
@@ -546,7 +550,7 @@ impl Engine {
             }
             (Method::Delete, Some(id)) => {
                 client.delete(&w.resource_type, id).await?;
-                Ok(Sent::Done(None))
+                Ok(Sent::Done(None, false))
             }
             (_, None) => Err(FhirError::Invalid(format!(
                 "outbox entry {} has no resource id",
@@ -589,8 +593,9 @@ impl Engine {
 }
 
 enum Sent {
-    /// Applied: the server's copy (none for a delete).
-    Done(Option<RawResource>),
+    /// Applied: the server's copy (none for a delete), and whether it had been applied
+    /// already by an earlier send.
+    Done(Option<RawResource>, bool),
     /// 412 from someone else's change: the server's current version, if it still exists.
     Conflict(Option<RawResource>),
 }

@@ -362,6 +362,8 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // What the inner run reported (figures), shown with --nocapture.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     None
 }
 

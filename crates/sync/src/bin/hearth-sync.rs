@@ -110,8 +110,8 @@ fn main() -> ExitCode {
             };
             match &result {
                 Ok(r) => println!(
-                    "round: stored {} deleted {} sent {} conflicts {} failed {} unreadable {}",
-                    r.stored, r.deleted, r.sent, r.conflicts, r.failed, r.unreadable
+                    "round: stored {} deleted {} sent {} replayed {} conflicts {} failed {} unreadable {}",
+                    r.stored, r.deleted, r.sent, r.replayed, r.conflicts, r.failed, r.unreadable
                 ),
                 Err(e) => println!("round failed: {}", e.for_people()),
             }

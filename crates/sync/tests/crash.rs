@@ -1,0 +1,259 @@
+//! Writes survive killed processes and reach the EHR exactly once. The syncing process is the
+//! real `hearth-sync` binary, its store key in a real Secret Service (GNOME Keyring on a
+//! private session bus), killed with SIGKILL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
+
+mod common;
+
+use common::*;
+use hearth_core::config::PatientScope;
+use hearth_store::{Keychain, Store};
+use hearth_testkit::{wait_until, FhirServer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CHILD: &str = "HEARTH_SYNC_CRASH_TEST_CHILD";
+const NO_POLL: Duration = Duration::from_secs(3600);
+
+struct Profile {
+    db: PathBuf,
+    account: String,
+    /// Every run's stdout (one line per round), appended.
+    log: PathBuf,
+}
+
+impl Profile {
+    fn new(home: &Path) -> Self {
+        Self {
+            db: home.join("hearth.db"),
+            account: format!("test-{}", home.display()),
+            log: home.join("rounds.log"),
+        }
+    }
+
+    fn store(&self) -> Arc<Store> {
+        let keychain = Keychain::new(hearth_core::KEYCHAIN_SERVICE, &self.account);
+        Arc::new(Store::open_with_keychain(&self.db, &keychain).unwrap())
+    }
+
+    fn worker(&self, server: &FhirServer, extra: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_hearth-sync"))
+            .arg("--db")
+            .arg(&self.db)
+            .args([
+                "--fhir-base",
+                &server.base_url,
+                "--keychain-account",
+                &self.account,
+            ])
+            .args(["--poll-seconds", "1"])
+            .args(extra)
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs the sync process until its outbox is empty; panics if it fails.
+    fn sync_until_idle(&self, server: &FhirServer, extra: &[&str]) {
+        let mut args = vec!["--until-idle"];
+        args.extend_from_slice(extra);
+        let out = self.worker(server, &args).wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "hearth-sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// How many versions of a resource carry the `meta.source` of write `key`.
+fn versions_from_write(server: &FhirServer, ty: &str, id: &str, key: &str) -> usize {
+    let history: Value =
+        serde_json::from_str(&server.get_json(&format!("/fhir/{ty}/{id}/_history?_count=1000")))
+            .unwrap();
+    let source = format!("urn:uuid:{key}");
+    history["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["resource"]["meta"]["source"] == source.as_str())
+        .count()
+}
+
+/// How many resources of a type the write `key` created.
+fn created_by_write(server: &FhirServer, ty: &str, key: &str) -> u64 {
+    let found: Value = serde_json::from_str(&server.get_json(&format!(
+        "/fhir/{ty}?identifier=urn:hearth:write%7C{key}&_count=10"
+    )))
+    .unwrap();
+    found["total"].as_u64().unwrap()
+}
+
+#[test]
+fn an_offline_change_survives_a_killed_process_and_lands_exactly_once() {
+    let name = "an_offline_change_survives_a_killed_process_and_lands_exactly_once";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return;
+    };
+    let Some((mut server, clinic)) = server_with_clinic(name) else {
+        return;
+    };
+    let profile = Profile::new(&home);
+    profile.sync_until_idle(&server, &[]);
+
+    // The EHR is down; the nurse marks a patient arrived: saved and queued on this machine.
+    server.stop();
+    let appt = &clinic.appointments[0];
+    let key = {
+        let store = profile.store();
+        let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
+        engine
+            .handle()
+            .set_appointment_status(appt, "arrived", "Practitioner/nurse")
+            .unwrap()
+            .key
+    };
+    // The syncing process tries, fails, and is killed.
+    let mut worker = profile.worker(&server, &["--until-idle"]);
+    let store = profile.store();
+    wait_until(Duration::from_secs(30), "a failed attempt to send", || {
+        store.pending().unwrap()[0].attempts >= 1
+    });
+    kill9(&mut worker);
+    assert_eq!(
+        store.pending().unwrap().len(),
+        1,
+        "the queued change was lost"
+    );
+
+    // The EHR is back; the process starts again: the change lands, once.
+    server.resume();
+    profile.sync_until_idle(&server, &[]);
+    assert!(store.pending().unwrap().is_empty());
+    assert_eq!(
+        server_resource(&server, "Appointment", appt)["status"],
+        "arrived"
+    );
+    assert_eq!(versions_from_write(&server, "Appointment", appt, &key), 1);
+}
+
+#[test]
+fn killing_the_sync_process_at_random_points_loses_and_duplicates_nothing() {
+    let name = "killing_the_sync_process_at_random_points_loses_and_duplicates_nothing";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return;
+    };
+    let Some((server, clinic)) = server_with_clinic(name) else {
+        return;
+    };
+    let profile = Profile::new(&home);
+    profile.sync_until_idle(&server, &[]);
+    let store = profile.store();
+    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
+    let handle = engine.handle();
+
+    // Seeded, so a failure can be replayed: HEARTH_CRASH_SEED=<n>.
+    let seed = std::env::var("HEARTH_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_126_u64);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (mut creates, mut updates) = (Vec::new(), Vec::new());
+    let (mut kills, mut runs) = (0, 0);
+    while kills < 200 {
+        // Each round queues new work, so every kill can land mid-sync.
+        let note = json!({"resourceType": "Communication", "status": "completed",
+            "subject": {"reference": format!("Patient/{}", clinic.patients[runs % 6])},
+            "payload": [{"contentString": format!("crash-test message {runs}")}]});
+        creates.push(handle.queue_create(note, "Practitioner/nurse").unwrap().key);
+        if runs % 4 == 0 {
+            let appt = &clinic.appointments[runs % clinic.appointments.len()];
+            let status = ["arrived", "checked-in", "booked"][runs % 3];
+            let key = handle
+                .set_appointment_status(appt, status, "Practitioner/nurse")
+                .unwrap()
+                .key;
+            updates.push((appt.clone(), key));
+        }
+        runs += 1;
+        let mut worker = profile.worker(&server, &["--until-idle", "--push-only"]);
+        // A random point in the process's life: starting, opening the store, mid-request,
+        // between the server's answer and the local record of it.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..120)));
+        if let Ok(None) = worker.try_wait() {
+            kills += 1;
+        }
+        kill9(&mut worker);
+    }
+    profile.sync_until_idle(&server, &["--push-only"]);
+    // Writes whose answer a kill lost, found applied when sent again.
+    let replayed: usize = std::fs::read_to_string(&profile.log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split(" replayed ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    eprintln!(
+        "crash test (seed {seed}): {runs} runs, {kills} killed mid-run, {} creates, {} updates, \
+         {replayed} replays of writes already applied",
+        creates.len(),
+        updates.len()
+    );
+    assert!(
+        replayed > 0,
+        "no kill landed between a write and its local record"
+    );
+
+    assert!(store.pending().unwrap().is_empty(), "writes left unsent");
+    assert!(
+        store.conflicts().unwrap().is_empty(),
+        "a replay was taken for a conflict"
+    );
+    let lost_or_duplicated: Vec<_> = creates
+        .iter()
+        .map(|k| (k, created_by_write(&server, "Communication", k)))
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    assert!(
+        lost_or_duplicated.is_empty(),
+        "creates not made exactly once: {lost_or_duplicated:?}"
+    );
+    let bad_updates: Vec<_> = updates
+        .iter()
+        .map(|(id, k)| (k, versions_from_write(&server, "Appointment", id, k)))
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    assert!(
+        bad_updates.is_empty(),
+        "updates not applied exactly once: {bad_updates:?}"
+    );
+    store.verify_audit().unwrap();
+}
