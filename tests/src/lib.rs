@@ -8,11 +8,12 @@
 use anyhow::{anyhow, bail, Context, Result};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
+use hearth_testkit::KillOnDrop;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use fantoccini::key::Key;
@@ -32,28 +33,6 @@ pub struct Desktop {
     _xvfb: KillOnDrop,
     /// The profile folder given to the app with `--data-dir`.
     pub data_dir: tempfile::TempDir,
-}
-
-/// A child process stopped on drop: SIGTERM first, so tauri-driver can stop WebKitWebDriver
-/// and the app behind it (it does that only on a signal it can catch), then SIGKILL if it is
-/// still there after a few seconds.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// What to start the app with.

@@ -11,47 +11,9 @@
 mod common;
 
 use hearth_store::{Keychain, Store, StoreError};
-use std::process::Command;
 
 const CHILD: &str = "HEARTH_KEYCHAIN_TEST_CHILD";
 const SENTINEL: &str = "Sentinel-Patient-Quokka";
-
-/// Runs test `name` of this binary again on a private session bus; with `keyring`, an
-/// unlocked GNOME Keyring serves the Secret Service there. Panics with the child's output
-/// if the child fails.
-fn run_isolated(name: &str, keyring: bool) {
-    let home = tempfile::tempdir().unwrap();
-    let start_keyring = if keyring {
-        "printf hearth-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 90;"
-    } else {
-        ""
-    };
-    let script = format!("{start_keyring} exec \"$0\" --exact \"$1\" --nocapture --test-threads 1");
-    let out = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", &script])
-        .arg(std::env::current_exe().unwrap())
-        .arg(name)
-        .env(CHILD, home.path())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join("data"))
-        .env("XDG_RUNTIME_DIR", home.path())
-        .output()
-        .expect(
-            "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
-        );
-    assert!(
-        out.status.success(),
-        "the isolated run of {name} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Inside the isolated run: the per-test folder. Outside: `None` (the caller re-runs itself).
-fn isolated_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os(CHILD).map(Into::into)
-}
 
 /// A test's profile inside its isolated run.
 struct Profile {
@@ -63,10 +25,7 @@ struct Profile {
 /// Outside the isolated run: runs test `name` isolated and returns `None` (the test is then
 /// done). Inside it: the test's profile folder, database path and keychain entry.
 fn isolated(name: &str, keyring: bool) -> Option<Profile> {
-    let Some(home) = isolated_dir() else {
-        run_isolated(name, keyring);
-        return None;
-    };
+    let home = hearth_testkit::isolated(CHILD, name, keyring)?;
     let data = home.join("profile");
     std::fs::create_dir_all(&data).unwrap();
     Some(Profile {

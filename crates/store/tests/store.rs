@@ -170,6 +170,14 @@ fn every_earlier_schema_migrates_to_the_latest() {
         let (_dir, path, key) = common::fresh_db();
         let mut conn = keyed(&path, &key);
         migrations::migrate_to(&mut conn, "test", from).unwrap();
+        if from >= 1 {
+            // A write queued under the old schema must survive the upgrade and still be sent.
+            conn.execute_batch(
+                "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at)
+                 VALUES ('k-old', 'Appointment', 'a1', 'update', 'W/\"1\"', '{}', '2026-01-01T00:00:00Z')",
+            )
+            .unwrap();
+        }
         drop(conn);
         let store = Store::open(&path, &key).unwrap();
         assert_eq!(
@@ -177,6 +185,13 @@ fn every_earlier_schema_migrates_to_the_latest() {
             migrations::latest(),
             "from {from}"
         );
+        let pending = store.pending().unwrap();
+        assert_eq!(pending.len(), usize::from(from >= 1), "from {from}");
+        if let Some(old) = pending.first() {
+            assert_eq!(old.write.if_match.as_deref(), Some("W/\"1\""));
+            store.mark_sent(old.seq, Some("2"), None).unwrap();
+            assert_eq!(store.outbox_summary().unwrap().sent, 1);
+        }
         store
             .put_resources(&[common::patient_row("p1", "A", "1")])
             .unwrap();

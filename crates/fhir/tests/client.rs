@@ -1,0 +1,143 @@
+//! The FHIR client against a real FHIR server (sekmet-fhir on loopback), and its retry rules
+//! against a stub that answers what a busy server would.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test file: a failed unwrap is the test failing"
+)]
+
+use hearth_fhir::{Client, Entry, FhirError, NoToken, RetryPolicy};
+use hearth_testkit::FhirServer;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(base: &str) -> Client {
+    Client::new(base, Arc::new(NoToken), RetryPolicy::none()).unwrap()
+}
+
+#[test]
+fn search_pages_by_next_link_and_conditional_writes_are_idempotent() {
+    let server = FhirServer::start();
+    let c = client(&server.base_url);
+    let rt = rt();
+    rt.block_on(async {
+        for i in 0..7 {
+            let body = format!(r#"{{"resourceType":"Patient","identifier":[{{"system":"urn:t","value":"{i}"}}],"extension":[{{"url":"urn:x","valueInteger":{i}}}],"futureElement":{{"a":[1,2]}}}}"#);
+            let first = c.create("Patient", &body, Some(&format!("identifier=urn:t|{i}"))).await.unwrap();
+            assert!(first.created);
+            let again = c.create("Patient", &body, Some(&format!("identifier=urn:t|{i}"))).await.unwrap();
+            assert!(!again.created, "a replayed conditional create made a second patient");
+            assert_eq!(again.resource.id, first.resource.id);
+        }
+        // Three pages of three, by next link only.
+        let mut page = c.search("Patient", &[("_count", "3")]).await.unwrap();
+        let mut ids = Vec::new();
+        let mut pages = 1;
+        loop {
+            for e in &page.entries {
+                let Ok(Entry::Resource(r)) = e else { panic!("{e:?}") };
+                ids.push(r.id.clone());
+                // Unknown elements and extensions arrive as served.
+                assert!(r.json.contains(r#""futureElement":{"a":[1,2]}"#));
+            }
+            match c.next_page(&page).await.unwrap() {
+                Some(next) => {
+                    page = next;
+                    pages += 1;
+                }
+                None => break,
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!((ids.len(), pages), (7, 3));
+
+        // If-Match: the right version updates, a stale one is a typed conflict.
+        let p = c.read("Patient", &ids[0]).await.unwrap();
+        let v1 = p.version_id.clone().unwrap();
+        let updated = c.update("Patient", &p.id, &p.json, Some(&format!("W/\"{v1}\""))).await.unwrap();
+        assert_ne!(updated.resource.version_id.as_deref(), Some(v1.as_str()));
+        let stale = c.update("Patient", &p.id, &p.json, Some(&format!("W/\"{v1}\""))).await;
+        assert!(matches!(stale, Err(FhirError::VersionConflict { ref what }) if what == &format!("Patient/{}", p.id)), "{stale:?}");
+
+        // The server's OperationOutcome comes back in the error.
+        let bad = c.update("Patient", &p.id, r#"{"resourceType":"Observation","id":"x"}"#, None).await;
+        match bad {
+            Err(FhirError::Rejected { status: 400, outcome }) => {
+                assert!(outcome.summary().contains("does not match"), "{}", outcome.summary())
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(c.read("Patient", "nope").await, Err(FhirError::NotFound { .. })));
+    });
+}
+
+/// A stub HTTP server: answers each request with the next canned response; counts requests.
+fn stub(responses: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/fhir",
+        listener.local_addr().unwrap().port()
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    std::thread::spawn(move || {
+        for (stream, response) in listener.incoming().zip(responses) {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(response.as_bytes());
+        }
+    });
+    (base, count)
+}
+
+const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 40\r\nConnection: close\r\n\r\n{\"resourceType\":\"Patient\",\"id\":\"p-ok1\"}\n";
+const SLOW_DOWN: &str = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn busy_answers_are_retried_and_a_long_retry_after_is_not_waited_for() {
+    let policy = RetryPolicy {
+        attempts: 4,
+        base_delay: Duration::from_millis(10),
+        ..RetryPolicy::default()
+    };
+    let rt = rt();
+    let (base, count) = stub(vec![BUSY, BUSY, OK]);
+    let c = Client::new(&base, Arc::new(NoToken), policy).unwrap();
+    let p = rt.block_on(c.read("Patient", "p-ok1")).unwrap();
+    assert_eq!((p.id.as_str(), count.load(Ordering::SeqCst)), ("p-ok1", 3));
+
+    let (base, count) = stub(vec![SLOW_DOWN, OK]);
+    let c = Client::new(&base, Arc::new(NoToken), policy).unwrap();
+    let e = rt.block_on(c.read("Patient", "p-ok1")).unwrap_err();
+    assert!(matches!(e, FhirError::Server { status: 429, .. }), "{e:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+
+    // Nobody listening: unreachable, after the attempts.
+    let port = hearth_testkit::free_port();
+    let c = Client::new(
+        &format!("http://127.0.0.1:{port}/fhir"),
+        Arc::new(NoToken),
+        policy,
+    )
+    .unwrap();
+    let e = rt.block_on(c.read("Patient", "p")).unwrap_err();
+    assert!(
+        e.is_transient() && e.to_string().contains("cannot be reached"),
+        "{e}"
+    );
+}
