@@ -136,10 +136,54 @@ pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreE
 
 /// The row for a resource as the server sent it: `json` is kept byte for byte.
 pub fn resource_row_raw(json: &str) -> Result<hearth_store::ResourceRow, CoreError> {
-    let value: Value = serde_json::from_str(json).map_err(|e| {
+    resource_row_owned(json.to_string())
+}
+
+/// [`resource_row_raw`] taking the text by value (no copy).
+///
+/// Only the elements the projections read are materialised (the rest is skipped while
+/// parsing), which keeps a 190k-resource sync fast; anything unusual takes the full parse,
+/// so the errors are the same either way.
+pub fn resource_row_owned(json: String) -> Result<hearth_store::ResourceRow, CoreError> {
+    #[derive(serde::Deserialize)]
+    struct Projected {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<Value>,
+        id: Option<Value>,
+        meta: Option<Value>,
+        subject: Option<Value>,
+        patient: Option<Value>,
+        participant: Option<Value>,
+        start: Option<Value>,
+        code: Option<Value>,
+        #[serde(rename = "effectiveDateTime")]
+        effective_date_time: Option<Value>,
+        #[serde(rename = "effectivePeriod")]
+        effective_period: Option<Value>,
+    }
+    if let Ok(p) = serde_json::from_str::<Projected>(&json) {
+        let fields = [
+            ("resourceType", p.resource_type),
+            ("id", p.id),
+            ("meta", p.meta),
+            ("subject", p.subject),
+            ("patient", p.patient),
+            ("participant", p.participant),
+            ("start", p.start),
+            ("code", p.code),
+            ("effectiveDateTime", p.effective_date_time),
+            ("effectivePeriod", p.effective_period),
+        ];
+        let small: serde_json::Map<String, Value> = fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect();
+        return row_with_text(&Value::Object(small), json);
+    }
+    let value: Value = serde_json::from_str(&json).map_err(|e| {
         CoreError::invalid_data("resource", "(document)", format!("is not JSON: {e}"))
     })?;
-    row_with_text(&value, json.to_string())
+    row_with_text(&value, json)
 }
 
 fn row_with_text(resource: &Value, json: String) -> Result<hearth_store::ResourceRow, CoreError> {
@@ -291,6 +335,7 @@ mod tests {
             "start": "2026-03-10T09:00:00-05:00",
             "participant": [{"actor": {"reference": "Patient/p1"}}, {"actor": {"reference": "Practitioner/d1"}}]});
         let row = resource_row(&appt).unwrap();
+        assert_eq!(resource_row_raw(&appt.to_string()).unwrap(), row);
         assert_eq!(row.version_id.as_deref(), Some("2"));
         assert_eq!(
             row.index,
@@ -305,6 +350,18 @@ mod tests {
             resource_row(&bad).unwrap_err().to_string(),
             "Appointment/a2: field `start` is not an RFC 3339 instant"
         );
+        assert_eq!(
+            resource_row_raw(&bad.to_string()).unwrap_err(),
+            resource_row(&bad).unwrap_err()
+        );
+        // The row of every demo resource is the same by either path.
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-10T11:10:00-05:00").unwrap();
+        for r in hearth_demo::generate(&hearth_demo::DemoOptions::new(5, now)) {
+            assert_eq!(
+                resource_row_raw(&r.to_string()).unwrap(),
+                resource_row(&r).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -231,7 +231,8 @@ struct SearchWire {
     mode: Option<String>,
 }
 
-/// Reads a searchset or history Bundle. Errors only when the Bundle itself is unusable; a bad
+/// Reads a Bundle of resources (searchset, history; also collection, transaction, batch and
+/// document, whose entries are read the same way). Errors only when the Bundle itself is unusable; a bad
 /// entry becomes an `Err` in [`Page::entries`] and the rest are still read. OperationOutcome
 /// entries (`search.mode = outcome`) are left out.
 pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
@@ -245,11 +246,14 @@ pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
         ));
     }
     if let Some(t) = wire.bundle_type.as_deref() {
-        if !matches!(t, "searchset" | "history" | "collection") {
+        if !matches!(
+            t,
+            "searchset" | "history" | "collection" | "transaction" | "batch" | "document"
+        ) {
             return Err(FhirError::malformed(
                 "Bundle",
                 "type",
-                format!("is {t:?}; a search or history Bundle was expected"),
+                format!("is {t:?}; a Bundle of resources was expected"),
             ));
         }
     }

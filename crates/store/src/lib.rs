@@ -225,6 +225,8 @@ impl Store {
             "PRAGMA temp_store = MEMORY;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -65536;
+             PRAGMA wal_autocheckpoint = 16384;
              PRAGMA foreign_keys = ON;",
         )?;
         let mut conn = conn;
@@ -279,24 +281,25 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT json FROM resource WHERE type = ?1 AND id = ?2",
+                "SELECT codec, body FROM resource WHERE type = ?1 AND id = ?2",
                 params![resource_type, id],
-                |r| r.get(0),
+                decode,
             )
             .optional()?)
     }
 
+    /// The JSON of the resources a query selects (as `codec, body`).
     fn strings(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(args, |r| r.get(0))?;
+        let rows = stmt.query_map(args, decode)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every resource of a type, in id order.
     pub fn resources_of_type(&self, resource_type: &str) -> Result<Vec<String>> {
         self.strings(
-            "SELECT json FROM resource WHERE type = ?1 ORDER BY id",
+            "SELECT codec, body FROM resource WHERE type = ?1 ORDER BY id",
             params![resource_type],
         )
     }
@@ -308,7 +311,7 @@ impl Store {
         patient_id: &str,
     ) -> Result<Vec<String>> {
         self.strings(
-            "SELECT json FROM resource WHERE patient_id = ?1 AND type = ?2 ORDER BY id",
+            "SELECT codec, body FROM resource WHERE patient_id = ?1 AND type = ?2 ORDER BY id",
             params![patient_id, resource_type],
         )
     }
@@ -316,7 +319,7 @@ impl Store {
     /// Appointments starting in `[from_utc, to_utc)` (RFC 3339 UTC with `Z`).
     pub fn appointments_starting(&self, from_utc: &str, to_utc: &str) -> Result<Vec<String>> {
         self.strings(
-            "SELECT r.json FROM appointment_index a JOIN resource r ON r.type = 'Appointment' AND r.id = a.id
+            "SELECT r.codec, r.body FROM appointment_index a JOIN resource r ON r.type = 'Appointment' AND r.id = a.id
              WHERE a.start_utc >= ?1 AND a.start_utc < ?2 ORDER BY a.start_utc",
             params![from_utc, to_utc],
         )
@@ -325,7 +328,7 @@ impl Store {
     /// A patient's observations with one code, oldest first.
     pub fn observations(&self, patient_id: &str, code: &str) -> Result<Vec<String>> {
         self.strings(
-            "SELECT r.json FROM observation_index o JOIN resource r ON r.type = 'Observation' AND r.id = o.id
+            "SELECT r.codec, r.body FROM observation_index o JOIN resource r ON r.type = 'Observation' AND r.id = o.id
              WHERE o.patient_id = ?1 AND o.code = ?2 ORDER BY o.effective",
             params![patient_id, code],
         )
@@ -787,8 +790,8 @@ fn put_rows<'a>(
     rows: impl IntoIterator<Item = &'a ResourceRow>,
 ) -> Result<usize> {
     let mut put = tx.prepare_cached(
-        "INSERT OR REPLACE INTO resource (type, id, version_id, last_updated, patient_id, json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO resource (type, id, version_id, last_updated, patient_id, codec, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)",
     )?;
     let mut appt = tx.prepare_cached(
         "INSERT OR REPLACE INTO appointment_index (id, start_utc, practitioner_id) VALUES (?1, ?2, ?3)",
@@ -804,7 +807,7 @@ fn put_rows<'a>(
             row.version_id,
             row.last_updated,
             row.patient_id,
-            row.json
+            lz4_flex::compress_prepend_size(row.json.as_bytes())
         ])?;
         match &row.index {
             Projection::None => {}
@@ -823,6 +826,21 @@ fn put_rows<'a>(
         n += 1;
     }
     Ok(n)
+}
+
+/// A stored resource's JSON from its `codec, body` columns: 0 plain UTF-8, 1 LZ4.
+fn decode(r: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    let codec: i64 = r.get(0)?;
+    let body: Vec<u8> = r.get(1)?;
+    let bytes = match codec {
+        0 => body,
+        _ => lz4_flex::decompress_size_prepended(&body).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+        })?,
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -174,7 +174,9 @@ fn every_earlier_schema_migrates_to_the_latest() {
             // A write queued under the old schema must survive the upgrade and still be sent.
             conn.execute_batch(
                 "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at)
-                 VALUES ('k-old', 'Appointment', 'a1', 'update', 'W/\"1\"', '{}', '2026-01-01T00:00:00Z')",
+                 VALUES ('k-old', 'Appointment', 'a1', 'update', 'W/\"1\"', '{}', '2026-01-01T00:00:00Z');
+                 INSERT INTO resource (type, id, version_id, json)
+                 VALUES ('Patient', 'old', '1', '{\"resourceType\":\"Patient\",\"id\":\"old\"}');",
             )
             .unwrap();
         }
@@ -185,6 +187,14 @@ fn every_earlier_schema_migrates_to_the_latest() {
             migrations::latest(),
             "from {from}"
         );
+        if from >= 1 {
+            // A resource stored before compression reads back as it was.
+            assert_eq!(
+                store.resource("Patient", "old").unwrap().as_deref(),
+                Some(r#"{"resourceType":"Patient","id":"old"}"#),
+                "from {from}"
+            );
+        }
         let pending = store.pending().unwrap();
         assert_eq!(pending.len(), usize::from(from >= 1), "from {from}");
         if let Some(old) = pending.first() {

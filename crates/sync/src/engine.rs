@@ -2,7 +2,7 @@
 
 use crate::{Result, SyncError};
 use hearth_core::config::{PatientScope, SyncConfig};
-use hearth_core::store::resource_row_raw;
+use hearth_core::store::{resource_row_owned, resource_row_raw};
 use hearth_core::sync_link::EhrLink;
 use hearth_core::CoreError;
 use hearth_fhir::{Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource};
@@ -18,6 +18,8 @@ pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
 
 const CURSOR_SINCE: &str = "pull.since";
 const CURSOR_INITIAL: &str = "initial.completed";
+/// Rows per transaction during the initial sync.
+const INGEST_BATCH: usize = 5_000;
 /// At most this many unreadable records are listed (the count goes on).
 const MAX_PROBLEMS: usize = 200;
 
@@ -204,7 +206,8 @@ impl Engine {
         let first = client.search("Schedule", &[("_count", &size)]).await?;
         let started = first.timestamp.clone().unwrap_or_else(now_rfc3339);
         let mut patients = BTreeSet::new();
-        self.ingest_all(first, round, &mut patients).await?;
+        let rows = self.collect_all(first, round, &mut patients).await?;
+        self.store_rows(&rows, round)?;
 
         let today = chrono::Utc::now().date_naive();
         let from = today - chrono::Days::new(u64::from(self.config.schedule_days_back));
@@ -217,26 +220,44 @@ impl Engine {
                 &[("date", &ge), ("date", &lt), ("_count", &size)],
             )
             .await?;
-        self.ingest_all(appts, round, &mut patients).await?;
+        let rows = self.collect_all(appts, round, &mut patients).await?;
+        self.store_rows(&rows, round)?;
         let slots = client
             .search("Slot", &[("start", &ge), ("start", &lt), ("_count", &size)])
             .await?;
-        self.ingest_all(slots, round, &mut patients).await?;
+        let rows = self.collect_all(slots, round, &mut patients).await?;
+        self.store_rows(&rows, round)?;
 
         if self.config.scope == PatientScope::All {
             self.progress(0, 1, "Patient list");
             let page = client.search("Patient", &[("_count", &size)]).await?;
-            self.ingest_all(page, round, &mut patients).await?;
+            let rows = self.collect_all(page, round, &mut patients).await?;
+            self.store_rows(&rows, round)?;
         }
+        // Patients' records go to the store in large transactions (each commit rewrites the
+        // index pages it touched); a patient counts as done only once its records are stored.
         let total = patients.len();
+        let mut batch = Vec::new();
+        let mut batch_done = Vec::new();
         for (done, patient) in patients.iter().enumerate() {
             self.progress(done, total, "Patient records");
             let cursor = format!("initial.patient.{patient}");
             if self.store().cursor(&cursor)?.is_some() {
                 continue;
             }
-            self.pull_patient(patient, round).await?;
-            self.store().set_cursor(&cursor, "done")?;
+            batch.extend(self.fetch_patient(patient, round).await?);
+            batch_done.push(cursor);
+            if batch.len() >= INGEST_BATCH {
+                self.store_rows(&batch, round)?;
+                for c in batch_done.drain(..) {
+                    self.store().set_cursor(&c, "done")?;
+                }
+                batch.clear();
+            }
+        }
+        self.store_rows(&batch, round)?;
+        for c in batch_done {
+            self.store().set_cursor(&c, "done")?;
         }
         self.progress(total, total, "Patient records");
         let since = shift(&started, -self.config.overlap);
@@ -246,49 +267,45 @@ impl Engine {
     }
 
     /// Everything in one patient's compartment (and what it references).
-    async fn pull_patient(&self, patient: &str, round: &mut Round) -> Result<()> {
-        let url_id = patient.to_string();
+    async fn fetch_patient(&self, patient: &str, round: &mut Round) -> Result<Vec<ResourceRow>> {
         let page = self
             .client()
-            .search(&format!("Patient/{url_id}/$everything"), &[])
+            .search(&format!("Patient/{patient}/$everything"), &[])
             .await?;
         let mut sink = BTreeSet::new();
-        self.ingest_all(page, round, &mut sink).await
+        self.collect_all(page, round, &mut sink).await
     }
 
-    /// Stores every page of a search, collecting the patients it mentions.
-    async fn ingest_all(
+    fn store_rows(&self, rows: &[ResourceRow], round: &mut Round) -> Result<()> {
+        round.stored += self.store().ingest(rows)?.0;
+        Ok(())
+    }
+
+    /// The rows of every page of a search, collecting the patients it mentions.
+    async fn collect_all(
         &self,
         mut page: Page,
         round: &mut Round,
         patients: &mut BTreeSet<String>,
-    ) -> Result<()> {
+    ) -> Result<Vec<ResourceRow>> {
+        let mut all = Vec::new();
         loop {
-            let mut rows = Vec::new();
-            for entry in std::mem::take(&mut page.entries) {
-                match entry {
-                    Ok(Entry::Resource(r)) => match self.row(&r) {
-                        Some(row) => {
-                            if row.resource_type == "Patient" {
-                                patients.insert(row.id.clone());
-                            } else if let Some(p) = &row.patient_id {
-                                patients.insert(p.clone());
-                            }
-                            rows.push(row);
-                        }
-                        None => round.unreadable += 1,
-                    },
-                    Ok(Entry::Deleted { .. }) => {}
-                    Err(e) => {
-                        self.problem(&e);
-                        round.unreadable += 1;
-                    }
+            let (rows, problems) = rows_of(std::mem::take(&mut page.entries));
+            round.unreadable += problems.len();
+            for p in problems {
+                self.record_problem(p.record, p.message);
+            }
+            for row in &rows {
+                if row.resource_type == "Patient" {
+                    patients.insert(row.id.clone());
+                } else if let Some(p) = &row.patient_id {
+                    patients.insert(p.clone());
                 }
             }
-            round.stored += self.store().ingest(&rows)?.0;
+            all.extend(rows);
             match self.client().next_page(&page).await? {
                 Some(next) => page = next,
-                None => return Ok(()),
+                None => return Ok(all),
             }
         }
     }
@@ -296,33 +313,18 @@ impl Engine {
     /// The store's row for a served resource; a resource the views cannot index is reported
     /// (naming it and the field) and left out.
     fn row(&self, r: &RawResource) -> Option<ResourceRow> {
-        match resource_row_raw(&r.json) {
+        match row_of(r) {
             Ok(row) => Some(row),
-            Err(e) => {
-                self.problem_data(&r.reference(), &e);
+            Err(p) => {
+                self.record_problem(p.record, p.message);
                 None
             }
         }
     }
 
     fn problem(&self, e: &FhirError) {
-        let (record, message) = match e {
-            FhirError::Malformed {
-                what,
-                field,
-                problem,
-            } => (what.clone(), format!("field `{field}` {problem}")),
-            other => (String::new(), other.to_string()),
-        };
-        self.record_problem(record, message);
-    }
-
-    fn problem_data(&self, reference: &str, e: &CoreError) {
-        let message = match e {
-            CoreError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
-            other => other.to_string(),
-        };
-        self.record_problem(reference.to_string(), message);
+        let p = fhir_problem(e);
+        self.record_problem(p.record, p.message);
     }
 
     fn record_problem(&self, record: String, message: String) {
@@ -406,7 +408,8 @@ impl Engine {
         round.stored += self.store().ingest(&rows)?.0;
         round.deleted += self.store().delete_resources(&deleted)?;
         for p in new_patients {
-            self.pull_patient(&p, round).await?;
+            let rows = self.fetch_patient(&p, round).await?;
+            self.store_rows(&rows, round)?;
         }
         if let Some(n) = newest {
             let next = shift(&n, -self.config.overlap);
@@ -589,6 +592,62 @@ impl Engine {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+/// The store rows for a page's resources, and the problems of those that cannot be stored
+/// (each naming the record and the field). Deletions are skipped.
+pub fn rows_of(
+    entries: Vec<std::result::Result<Entry, FhirError>>,
+) -> (Vec<ResourceRow>, Vec<ProblemView>) {
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut problems = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(Entry::Resource(r)) => match row_of_owned(r) {
+                Ok(row) => rows.push(row),
+                Err(p) => problems.push(p),
+            },
+            Ok(Entry::Deleted { .. }) => {}
+            Err(e) => problems.push(fhir_problem(&e)),
+        }
+    }
+    (rows, problems)
+}
+
+fn row_of(r: &RawResource) -> std::result::Result<ResourceRow, ProblemView> {
+    resource_row_raw(&r.json).map_err(|e| data_problem(r.reference(), e))
+}
+
+fn row_of_owned(r: RawResource) -> std::result::Result<ResourceRow, ProblemView> {
+    let reference = r.reference();
+    resource_row_owned(r.json).map_err(|e| data_problem(reference, e))
+}
+
+fn data_problem(record: String, e: CoreError) -> ProblemView {
+    ProblemView {
+        record,
+        message: match e {
+            CoreError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
+            other => other.to_string(),
+        },
+    }
+}
+
+fn fhir_problem(e: &FhirError) -> ProblemView {
+    match e {
+        FhirError::Malformed {
+            what,
+            field,
+            problem,
+        } => ProblemView {
+            record: what.clone(),
+            message: format!("field `{field}` {problem}"),
+        },
+        other => ProblemView {
+            record: String::new(),
+            message: other.to_string(),
+        },
     }
 }
 

@@ -22,7 +22,7 @@ mod engine;
 mod panel;
 
 pub use change::QueuedWrite;
-pub use engine::{Engine, EngineConfig, Round, SyncHandle, HEARTH_WRITE_SYSTEM};
+pub use engine::{rows_of, Engine, EngineConfig, Round, SyncHandle, HEARTH_WRITE_SYSTEM};
 
 use hearth_core::CoreError;
 use hearth_fhir::FhirError;
