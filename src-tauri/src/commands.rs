@@ -3,7 +3,10 @@
 //! `permissions/workstation.toml`.
 
 use hearth_core::{CoreError, Workstation};
-use hearth_ipc::{AppStatus, Chart, ChartRequest, IpcError, ScheduleDay, ScheduleRequest};
+use hearth_ipc::{
+    AppStatus, Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
+    SyncPanel,
+};
 use tauri::State;
 
 #[tauri::command]
@@ -25,6 +28,19 @@ pub async fn open_chart(
     request: ChartRequest,
 ) -> Result<Chart, IpcError> {
     workstation.chart(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn sync_panel(workstation: State<'_, Workstation>) -> Result<SyncPanel, IpcError> {
+    workstation.sync_panel().map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn resolve_conflict(
+    workstation: State<'_, Workstation>,
+    request: ResolveConflictRequest,
+) -> Result<(), IpcError> {
+    workstation.resolve_conflict(&request).map_err(ipc)
 }
 
 /// A core error as the UI receives it: the stable code and the message.

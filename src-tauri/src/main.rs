@@ -23,22 +23,36 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workstation = Workstation::start(&options, Arc::new(SystemClock));
-    let data_dir = options.data_dir;
-
     let result = tauri::Builder::default()
-        .manage(workstation)
         .invoke_handler(tauri::generate_handler![
             commands::app_status,
             commands::schedule_day,
             commands::open_chart,
+            commands::sync_panel,
+            commands::resolve_conflict,
         ])
         .setup(move |app| {
-            let data_dir = match data_dir {
+            let data_dir = match options.data_dir.clone() {
                 Some(dir) => dir,
                 None => app.path().app_local_data_dir()?,
             };
             std::fs::create_dir_all(&data_dir)?;
+            let options = LaunchOptions {
+                data_dir: Some(data_dir.clone()),
+                ..options
+            };
+            let workstation = Workstation::start(&options, Arc::new(SystemClock));
+            // Connected to an EHR: the sync engine runs for the life of the app.
+            if let Some(link) = workstation.ehr_link() {
+                match hearth_sync::Engine::for_workstation(&link, Arc::new(hearth_fhir::NoToken)) {
+                    Ok(engine) => {
+                        workstation.attach_sync(Arc::new(engine.handle()));
+                        tauri::async_runtime::spawn(engine.run(std::future::pending()));
+                    }
+                    Err(e) => eprintln!("hearth: synchronisation cannot start: {e}"),
+                }
+            }
+            app.manage(workstation);
             WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
                 .title("Hearth")
                 .inner_size(1280.0, 800.0)

@@ -154,7 +154,17 @@ where
     }
 }
 
+/// The profile folder (`--data-dir`) inside a test's folder.
+fn profile_of(test_dir: &Path) -> PathBuf {
+    test_dir.join("profile")
+}
+
 impl Desktop {
+    /// The app's profile folder (`--data-dir`): its encrypted store is `hearth.db` there.
+    pub fn profile_dir(&self) -> PathBuf {
+        profile_of(self.data_dir.path())
+    }
+
     /// Starts Hearth in demo mode with a fresh profile.
     pub async fn launch(name: &str) -> Result<Self> {
         Self::launch_with(name, LaunchSpec::default()).await
@@ -223,7 +233,7 @@ impl Desktop {
 
         let mut args = vec![
             "--data-dir".to_string(),
-            data_dir.path().join("profile").display().to_string(),
+            profile_of(data_dir.path()).display().to_string(),
         ];
         args.extend(spec.args);
         let mut caps = serde_json::Map::new();

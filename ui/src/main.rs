@@ -6,6 +6,7 @@ mod bridge;
 mod chart;
 mod keyboard;
 mod schedule;
+mod sync;
 mod visit;
 
 use hearth_ipc::{
@@ -54,6 +55,7 @@ fn next_ticket(ticket: &std::rc::Rc<std::cell::RefCell<u64>>) -> u64 {
 #[function_component(App)]
 fn app() -> Html {
     let status = use_state(|| Load::<AppStatus>::Loading);
+    let panel_open = use_state(|| false);
     let schedule = use_state(|| Load::<ScheduleDay>::Loading);
     let practitioner = use_state(|| None::<String>);
     let selected = use_state(|| None::<AppointmentRow>);
@@ -62,40 +64,67 @@ fn app() -> Html {
     // a slow chart of the previous patient could replace the one just selected.
     let schedule_ticket = use_mut_ref(|| 0u64);
     let chart_ticket = use_mut_ref(|| 0u64);
+    let chart_patient = use_mut_ref(|| None::<String>);
 
     {
+        // The top bar follows the sync engine: the status (no PHI) is read every two seconds.
         let status = status.clone();
         use_effect_with((), move |_| {
             spawn_local(async move {
-                status.set(bridge::call_no_args(command::APP_STATUS).await.into());
-            });
-        });
-    }
-    {
-        let schedule = schedule.clone();
-        let ticket = schedule_ticket.clone();
-        use_effect_with((*practitioner).clone(), move |practitioner| {
-            let request = ScheduleRequest {
-                date: None,
-                practitioner_ids: practitioner.iter().cloned().collect(),
-            };
-            let mine = next_ticket(&ticket);
-            spawn_local(async move {
-                let answer = bridge::call(command::SCHEDULE_DAY, &request).await.into();
-                if *ticket.borrow() == mine {
-                    schedule.set(answer);
+                // Once connected to an EHR, polling goes on through passing errors.
+                let mut connected = false;
+                loop {
+                    let answer: Load<AppStatus> =
+                        bridge::call_no_args(command::APP_STATUS).await.into();
+                    connected |=
+                        matches!(&answer, Load::Ready(s) if matches!(s.mode, DataMode::Ehr { .. }));
+                    status.set(answer);
+                    if !connected {
+                        return;
+                    }
+                    gloo_timers::future::TimeoutFuture::new(2_000).await;
                 }
             });
         });
     }
+    // Each completed sync (or change in what waits) reloads the views that read the store.
+    let sync_generation = match &*status {
+        Load::Ready(s) => sync_generation(s),
+        _ => 0,
+    };
+    {
+        let schedule = schedule.clone();
+        let ticket = schedule_ticket.clone();
+        use_effect_with(
+            ((*practitioner).clone(), sync_generation),
+            move |(practitioner, _)| {
+                let request = ScheduleRequest {
+                    date: None,
+                    practitioner_ids: practitioner.iter().cloned().collect(),
+                };
+                let mine = next_ticket(&ticket);
+                spawn_local(async move {
+                    let answer = bridge::call(command::SCHEDULE_DAY, &request).await.into();
+                    if *ticket.borrow() == mine {
+                        schedule.set(answer);
+                    }
+                });
+            },
+        );
+    }
     {
         let chart = chart.clone();
         let ticket = chart_ticket.clone();
+        let shown = chart_patient.clone();
         let patient_id = selected.as_ref().map(|a| a.patient_id.clone());
-        use_effect_with(patient_id, move |patient_id| {
+        use_effect_with((patient_id, sync_generation), move |(patient_id, _)| {
             if let Some(patient_id) = patient_id.clone() {
                 let mine = next_ticket(&ticket);
-                chart.set(Some(Load::Loading));
+                // Another patient: never leave the previous patient's chart on screen.
+                if shown.borrow().as_deref() != Some(patient_id.as_str()) {
+                    chart.set(Some(Load::Loading));
+                    *shown.borrow_mut() = Some(patient_id.clone());
+                }
                 spawn_local(async move {
                     let request = ChartRequest { patient_id };
                     let answer = bridge::call(command::OPEN_CHART, &request).await.into();
@@ -130,9 +159,20 @@ fn app() -> Html {
     }
 
     let selected_id = selected.as_ref().map(|a| a.appointment_id.clone());
+    let open_sync = {
+        let panel_open = panel_open.clone();
+        Callback::from(move |()| panel_open.set(true))
+    };
+    let close_sync = {
+        let panel_open = panel_open.clone();
+        Callback::from(move |()| panel_open.set(false))
+    };
     html! {
         <div class="shell">
-            <TopBar status={(*status).clone()} />
+            <TopBar status={(*status).clone()} on_open_sync={open_sync} />
+            if *panel_open {
+                <sync::SyncPanelView on_close={close_sync} generation={sync_generation} />
+            }
             <div class="regions">
                 <section id="region-schedule" class="region schedule" tabindex="-1" aria-labelledby="schedule-heading" aria-keyshortcuts="Alt+1">
                     <schedule::ScheduleView
@@ -153,9 +193,25 @@ fn app() -> Html {
     }
 }
 
+/// Changes whenever a sync round completes or what waits changes.
+fn sync_generation(s: &AppStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &s.sync.last_success,
+        s.sync.queued_writes,
+        s.sync.conflicts,
+        s.sync.failed_writes,
+        s.sync.unreadable_records,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
 #[derive(Properties, PartialEq)]
 struct TopBarProps {
     status: Load<AppStatus>,
+    on_open_sync: Callback<()>,
 }
 
 #[function_component(TopBar)]
@@ -188,14 +244,26 @@ fn top_bar(props: &TopBarProps) -> Html {
                 <>
                     { mode }
                     <span class="spacer"></span>
-                    <span id="sync-state" class="sync" title={s.sync.description.clone()}>
+                    if let Some(p) = &s.sync.progress {
+                        <label id="sync-progress-label" class="progress">
+                            { format!("{} {}/{} ", p.label, p.done, p.total) }
+                            <progress id="sync-progress" max={p.total.max(1).to_string()} value={p.done.to_string()}></progress>
+                        </label>
+                    }
+                    <span id="sync-state" class="sync" title={s.sync.description.clone()} role="status">
                         <span class={classes!("dot", conn_class)} aria-hidden="true"></span>
                         { conn_text }
                         { format!(" · {} queued", s.sync.queued_writes) }
+                        if s.sync.conflicts > 0 {
+                            <span id="sync-conflicts" class="badge">{ format!(" · {} need you", s.sync.conflicts) }</span>
+                        }
                         if let Some(last) = &s.sync.last_success {
-                            { format!(" · last sync {last}") }
+                            { format!(" · last sync {}", clock_time(last)) }
                         }
                     </span>
+                    if matches!(s.mode, DataMode::Ehr { .. }) {
+                        <button id="sync-button" class="sync-button" onclick={props.on_open_sync.reform(|_: MouseEvent| ())}>{ "Sync details" }</button>
+                    }
                     <span id="current-user" class="user">{ user }</span>
                 </>
             }
@@ -207,6 +275,15 @@ fn top_bar(props: &TopBarProps) -> Html {
             { body }
         </header>
     }
+}
+
+/// `HH:MM:SS` of an RFC 3339 instant (UTC, as the core sends it), or the text as is.
+fn clock_time(instant: &str) -> String {
+    instant
+        .split('T')
+        .nth(1)
+        .map(|t| format!("{} UTC", &t[..t.len().min(8)]))
+        .unwrap_or_else(|| instant.to_string())
 }
 
 fn main() {

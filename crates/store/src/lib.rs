@@ -184,6 +184,8 @@ pub struct OutboxSummary {
     pub conflicts: usize,
     pub failed: usize,
     pub sent: usize,
+    /// Writes the user dropped in favour of the EHR's version.
+    pub discarded: usize,
 }
 
 /// The encrypted store. One connection, shared behind a mutex.
@@ -475,7 +477,8 @@ impl Store {
                 "pending" => sum.pending = n,
                 "conflict" => sum.conflicts = n,
                 "failed" => sum.failed = n,
-                _ => sum.sent = n,
+                "sent" => sum.sent = n,
+                _ => sum.discarded = n,
             }
         }
         Ok(sum)
@@ -578,7 +581,7 @@ impl Store {
     }
 
     /// Applies the user's choice, durably and audited. Keep mine: the write is queued again
-    /// with `If-Match` on the server's version. Take theirs: the write is dropped and
+    /// with `If-Match` on the server's version. Take theirs: the write is discarded and
     /// `theirs` (the server's version, as a row) becomes the local copy; later writes that
     /// built on mine are sent against the old version, so they come back as conflicts too.
     pub fn resolve_conflict(
@@ -627,6 +630,10 @@ impl Store {
                     tx.execute(
                         "UPDATE outbox SET after_seq = NULL, if_match = ?2 WHERE after_seq = ?1",
                         params![seq, stale],
+                    )?;
+                    tx.execute(
+                        "UPDATE outbox SET state = 'discarded', last_error = NULL WHERE seq = ?1",
+                        params![seq],
                     )?;
                     if let Some(row) = theirs {
                         put_rows(&tx, std::iter::once(row))?;

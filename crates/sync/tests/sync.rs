@@ -322,7 +322,20 @@ fn a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritte
         server_resource(&server, "Appointment", appt)["status"],
         "noshow"
     );
-    assert_eq!(store.outbox_summary().unwrap().pending, 0);
+    let outbox = store.outbox_summary().unwrap();
+    assert_eq!(
+        (outbox.pending, outbox.conflicts, outbox.discarded),
+        (0, 0, 1)
+    );
+    // Settled: the EHR's later changes reach the local copy again.
+    update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("booked".into());
+    });
+    rt.block_on(engine.pull(&mut Round::default())).unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "booked"
+    );
     store.verify_audit().unwrap();
 }
 

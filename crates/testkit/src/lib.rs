@@ -16,6 +16,8 @@
     reason = "test helpers: a failed expectation is the test failing, with its message"
 )]
 
+pub mod clinic;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
