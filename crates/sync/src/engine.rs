@@ -144,13 +144,17 @@ impl Engine {
     /// Runs rounds until `shutdown` completes: every poll interval, and at once when woken.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // Rounds start on a fixed beat (not a pause after each round), so a change at the EHR
+        // waits at most one interval for the round that fetches it.
+        let mut beat = tokio::time::interval(self.config.poll_interval);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let _ = self.round().await;
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = beat.tick() => {}
                 () = self.handle.wake.notified() => {}
             }
+            let _ = self.round().await;
         }
     }
 
