@@ -35,7 +35,41 @@ pub struct EngineConfig {
     pub overlap: chrono::Duration,
     /// Who the audit log names for the engine's own writes.
     pub actor: String,
+    /// How changes are pulled.
+    pub pull: PullMode,
 }
+
+/// How the engine asks the EHR what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullMode {
+    /// System history when the CapabilityStatement offers `history-system`, else searches.
+    Auto,
+    /// `GET [base]/_history?_since=`: one request, deletions included.
+    History,
+    /// `GET [base]/[type]?_lastUpdated=ge` for each type Hearth keeps (EHRs without system
+    /// history); deletions are not seen this way.
+    LastUpdated,
+}
+
+/// The types pulled one by one when the EHR has no system history.
+pub const PULL_TYPES: &[&str] = &[
+    "Patient",
+    "Appointment",
+    "Slot",
+    "Schedule",
+    "Encounter",
+    "Condition",
+    "MedicationRequest",
+    "AllergyIntolerance",
+    "Observation",
+    "DiagnosticReport",
+    "Procedure",
+    "Immunization",
+    "CarePlan",
+    "DocumentReference",
+    "Practitioner",
+    "Organization",
+];
 
 impl EngineConfig {
     pub fn from_settings(s: &SyncConfig) -> Self {
@@ -47,6 +81,7 @@ impl EngineConfig {
             page_size: 200,
             overlap: chrono::Duration::seconds(2),
             actor: "hearth-sync".into(),
+            pull: PullMode::Auto,
         }
     }
 }
@@ -104,6 +139,8 @@ impl SyncHandle {
 pub struct Engine {
     handle: SyncHandle,
     config: EngineConfig,
+    /// Whether the EHR offers system history (asked once).
+    history: std::sync::OnceLock<bool>,
 }
 
 impl Engine {
@@ -116,6 +153,22 @@ impl Engine {
                 client,
             },
             config,
+            history: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether changes are pulled from system history (else by `_lastUpdated` per type).
+    async fn pull_by_history(&self) -> Result<bool> {
+        match self.config.pull {
+            PullMode::History => Ok(true),
+            PullMode::LastUpdated => Ok(false),
+            PullMode::Auto => {
+                if let Some(h) = self.history.get() {
+                    return Ok(*h);
+                }
+                let h = self.client().capabilities().await?.history_system;
+                Ok(*self.history.get_or_init(|| h))
+            }
         }
     }
 
@@ -348,65 +401,80 @@ impl Engine {
             None => return Ok(()),
         };
         let client = self.client();
-        let mut page = client
-            .history_since(Some(&since), self.config.page_size)
-            .await?;
+        let mut sources = Vec::new();
+        if self.pull_by_history().await? {
+            sources.push(
+                client
+                    .history_since(Some(&since), self.config.page_size)
+                    .await?,
+            );
+        } else {
+            for ty in PULL_TYPES {
+                sources.push(
+                    client
+                        .changed_since(ty, &since, self.config.page_size)
+                        .await?,
+                );
+            }
+        }
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
         let mut deleted = Vec::new();
         let mut newest: Option<String> = None;
         let mut new_patients = BTreeSet::new();
-        loop {
-            for entry in std::mem::take(&mut page.entries) {
-                let entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.problem(&e);
-                        round.unreadable += 1;
-                        continue;
-                    }
-                };
-                let (ty, id, last_updated) = match &entry {
-                    Entry::Resource(r) => (&r.resource_type, &r.id, r.last_updated.clone()),
-                    Entry::Deleted {
-                        resource_type,
-                        id,
-                        last_updated,
-                    } => (resource_type, id, last_updated.clone()),
-                };
-                if let Some(lu) = last_updated {
-                    if newest.as_ref().is_none_or(|n| later(&lu, n)) {
-                        newest = Some(lu);
-                    }
-                }
-                // History lists newest first: the first entry for a resource is its state.
-                if !seen.insert((ty.clone(), id.clone())) {
-                    continue;
-                }
-                match entry {
-                    Entry::Deleted {
-                        resource_type, id, ..
-                    } => deleted.push((resource_type, id)),
-                    Entry::Resource(r) => {
-                        if self.store().version_of(&r.resource_type, &r.id)? == r.version_id
-                            && r.version_id.is_some()
-                        {
-                            continue;
-                        }
-                        let Some(row) = self.row(&r) else {
+        for mut page in sources {
+            loop {
+                for entry in std::mem::take(&mut page.entries) {
+                    let entry = match entry {
+                        Ok(e) => e,
+                        Err(e) => {
+                            self.problem(&e);
                             round.unreadable += 1;
                             continue;
-                        };
-                        if !self.in_working_set(&row, &mut new_patients)? {
-                            continue;
                         }
-                        rows.push(row);
+                    };
+                    let (ty, id, last_updated) = match &entry {
+                        Entry::Resource(r) => (&r.resource_type, &r.id, r.last_updated.clone()),
+                        Entry::Deleted {
+                            resource_type,
+                            id,
+                            last_updated,
+                        } => (resource_type, id, last_updated.clone()),
+                    };
+                    if let Some(lu) = last_updated {
+                        if newest.as_ref().is_none_or(|n| later(&lu, n)) {
+                            newest = Some(lu);
+                        }
+                    }
+                    // History lists newest first: the first entry for a resource is its state.
+                    if !seen.insert((ty.clone(), id.clone())) {
+                        continue;
+                    }
+                    match entry {
+                        Entry::Deleted {
+                            resource_type, id, ..
+                        } => deleted.push((resource_type, id)),
+                        Entry::Resource(r) => {
+                            if self.store().version_of(&r.resource_type, &r.id)? == r.version_id
+                                && r.version_id.is_some()
+                            {
+                                continue;
+                            }
+                            let Some(row) = self.row(&r) else {
+                                round.unreadable += 1;
+                                continue;
+                            };
+                            if !self.in_working_set(&row, &mut new_patients)? {
+                                continue;
+                            }
+                            rows.push(row);
+                        }
                     }
                 }
-            }
-            match client.next_page(&page).await? {
-                Some(next) => page = next,
-                None => break,
+                match client.next_page(&page).await? {
+                    Some(next) => page = next,
+                    None => break,
+                }
             }
         }
         round.stored += self.store().ingest(&rows)?.0;

@@ -9,7 +9,7 @@
 //!    recognised and lands exactly once. A 412 from someone else's change becomes a conflict
 //!    keeping both versions; nothing is overwritten.
 //! 3. **Pull** changes since the last cursor: the server's history (deletions included) when
-//!    it offers `history-system`, else a `_lastUpdated` search per type. The cursor is the
+//!    it offers `history-system`, else a `_lastUpdated` search per type ([`PULL_TYPES`]). The cursor is the
 //!    server's time, read back with an overlap, so a missed or failed poll is caught up on the
 //!    next one. Local records with writes still waiting are never replaced by a pull.
 //!
@@ -22,7 +22,9 @@ mod engine;
 mod panel;
 
 pub use change::QueuedWrite;
-pub use engine::{rows_of, Engine, EngineConfig, Round, SyncHandle, HEARTH_WRITE_SYSTEM};
+pub use engine::{
+    rows_of, Engine, EngineConfig, PullMode, Round, SyncHandle, HEARTH_WRITE_SYSTEM, PULL_TYPES,
+};
 
 use hearth_core::CoreError;
 use hearth_fhir::FhirError;

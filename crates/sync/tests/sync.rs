@@ -409,3 +409,43 @@ fn a_malformed_record_is_named_and_the_rest_still_syncs() {
         u32::try_from(round.unreadable).unwrap()
     );
 }
+
+#[test]
+fn without_system_history_changes_arrive_by_last_updated_searches() {
+    let Some((server, clinic)) =
+        server_with_clinic("without_system_history_changes_arrive_by_last_updated_searches")
+    else {
+        return;
+    };
+    let (_dir, store) = fresh_store();
+    let client = hearth_fhir::Client::new(
+        &server.base_url,
+        std::sync::Arc::new(hearth_fhir::NoToken),
+        hearth_fhir::RetryPolicy::none(),
+    )
+    .unwrap();
+    let mut config = hearth_sync::EngineConfig::from_settings(&Default::default());
+    config.pull = hearth_sync::PullMode::LastUpdated;
+    let engine = hearth_sync::Engine::new(client, store.clone(), config);
+    let rt = runtime();
+    rt.block_on(engine.round()).unwrap();
+    let patient = &clinic.patients[1];
+    let appt = &clinic.appointments[1];
+    let v_patient = update_at_server(&server, "Patient", patient, |p| {
+        p["active"] = Value::Bool(false);
+    });
+    let v_appt = update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("arrived".into());
+    });
+    let mut round = Round::default();
+    rt.block_on(engine.pull(&mut round)).unwrap();
+    assert_eq!(
+        store.version_of("Patient", patient).unwrap(),
+        Some(v_patient)
+    );
+    assert_eq!(store.version_of("Appointment", appt).unwrap(), Some(v_appt));
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "arrived"
+    );
+}
