@@ -312,16 +312,17 @@ fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
     }
 }
 
-/// `[base/]Type/id[/_history/v]` → `(Type, id)`.
+/// `[base/]Type/id[/_history/v]` → `(Type, id)`. (An id may itself look like a type name,
+/// `Patient/P123`: position decides, not spelling.)
 fn split_reference(url: &str) -> Option<(String, String)> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let at = parts
-        .iter()
-        .rposition(|p| is_type_name(p) && *p != "_history")?;
-    let ty = parts[at];
-    let id = parts.get(at + 1)?;
-    (is_id(id) && *id != "_history").then(|| (ty.to_string(), id.to_string()))
+    let end = match parts.iter().rposition(|p| *p == "_history") {
+        Some(h) => h,
+        None => parts.len(),
+    };
+    let (ty, id) = (parts.get(end.checked_sub(2)?)?, parts.get(end - 1)?);
+    (is_type_name(ty) && is_id(id)).then(|| (ty.to_string(), id.to_string()))
 }
 
 #[cfg(test)]
@@ -370,6 +371,26 @@ mod tests {
                 last_updated: Some("2026-01-01T00:00:00Z".into())
             }
         );
+    }
+
+    #[test]
+    fn deleted_references_are_read_by_position() {
+        for (url, want) in [
+            ("Patient/P123", ("Patient", "P123")),
+            (
+                "http://h/fhir/Observation/o1/_history/4",
+                ("Observation", "o1"),
+            ),
+            ("http://h/fhir/Encounter/E9", ("Encounter", "E9")),
+        ] {
+            assert_eq!(
+                split_reference(url),
+                Some((want.0.to_string(), want.1.to_string())),
+                "{url}"
+            );
+        }
+        assert_eq!(split_reference("Patient"), None);
+        assert_eq!(split_reference("_history/1"), None);
     }
 
     #[test]

@@ -18,3 +18,11 @@ DROP TABLE resource;
 ALTER TABLE resource_v3 RENAME TO resource;
 -- (patient, type, id): a patient's records of a type come out in id order, no sort, no scan.
 CREATE INDEX resource_by_patient ON resource (patient_id, type, id);
+
+-- Records whose newer server version was held back (a local change was waiting) or whose
+-- deletion was: fetched again once nothing of ours waits on them.
+CREATE TABLE refetch (
+    type TEXT NOT NULL,
+    id   TEXT NOT NULL,
+    PRIMARY KEY (type, id)
+) WITHOUT ROWID;

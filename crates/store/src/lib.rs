@@ -378,7 +378,7 @@ impl Store {
                 Some(id) => tx
                     .query_row(
                         "SELECT max(seq) FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
-                         AND state IN ('pending', 'conflict', 'failed')",
+                         AND state IN ('pending', 'conflict')",
                         params![write.resource_type, id],
                         |r| r.get(0),
                     )
@@ -506,7 +506,7 @@ impl Store {
             // Only when no later local change to the resource waits: that one stays shown.
             let later: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
-                 AND seq > ?3 AND state IN ('pending', 'conflict', 'failed'))",
+                 AND seq > ?3 AND state IN ('pending', 'conflict'))",
                 params![row.resource_type, row.id, seq],
                 |r| r.get(0),
             )?;
@@ -667,18 +667,21 @@ impl Store {
         {
             let mut waiting = tx.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
-                 AND state IN ('pending', 'conflict', 'failed'))",
+                 AND state IN ('pending', 'conflict'))",
             )?;
             let any_waiting: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'conflict', 'failed') AND resource_id IS NOT NULL)",
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE state IN ('pending', 'conflict') AND resource_id IS NOT NULL)",
                 [],
                 |r| r.get(0),
             )?;
+            let mut refetch =
+                tx.prepare_cached("INSERT OR IGNORE INTO refetch (type, id) VALUES (?1, ?2)")?;
             for row in rows {
                 if any_waiting
                     && waiting
                         .query_row(params![row.resource_type, row.id], |r| r.get::<_, bool>(0))?
                 {
+                    refetch.execute(params![row.resource_type, row.id])?;
                     held += 1;
                 } else {
                     fresh.push(row);
@@ -690,12 +693,26 @@ impl Store {
         Ok((stored, held))
     }
 
-    /// Removes resources deleted at the EHR (and their projections).
+    /// Removes resources deleted at the EHR (and their projections), except those with a
+    /// local change waiting: they are kept, and fetched again once it is settled.
     pub fn delete_resources(&self, keys: &[(String, String)]) -> Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut n = 0;
         for (ty, id) in keys {
+            let waiting: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
+                 AND state IN ('pending', 'conflict'))",
+                params![ty, id],
+                |r| r.get(0),
+            )?;
+            if waiting {
+                tx.execute(
+                    "INSERT OR IGNORE INTO refetch (type, id) VALUES (?1, ?2)",
+                    params![ty, id],
+                )?;
+                continue;
+            }
             n += tx.execute(
                 "DELETE FROM resource WHERE type = ?1 AND id = ?2",
                 params![ty, id],
@@ -712,6 +729,27 @@ impl Store {
         }
         tx.commit()?;
         Ok(n)
+    }
+
+    /// Records held back from a pull whose local changes are now settled: to fetch again.
+    pub fn refetch_ready(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT f.type, f.id FROM refetch f WHERE NOT EXISTS (
+                 SELECT 1 FROM outbox o WHERE o.resource_type = f.type AND o.resource_id = f.id
+                 AND o.state IN ('pending', 'conflict'))",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A held-back record was fetched again.
+    pub fn refetched(&self, resource_type: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM refetch WHERE type = ?1 AND id = ?2",
+            params![resource_type, id],
+        )?;
+        Ok(())
     }
 
     /// The stored version of a resource.

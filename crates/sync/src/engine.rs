@@ -18,6 +18,9 @@ pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
 
 const CURSOR_SINCE: &str = "pull.since";
 const CURSOR_INITIAL: &str = "initial.completed";
+const CURSOR_INITIAL_STARTED: &str = "initial.started";
+/// A write the EHR answers with a server error this many times is given up as failed (shown).
+const MAX_SERVER_ERRORS: u32 = 5;
 /// Rows per transaction during the initial sync.
 const INGEST_BATCH: usize = 5_000;
 /// At most this many unreadable records are listed (the count goes on).
@@ -241,6 +244,7 @@ impl Engine {
         self.handle.state().initial_done = true;
         self.push(&mut round).await?;
         self.pull(&mut round).await?;
+        self.refetch(&mut round).await?;
         Ok(round)
     }
 
@@ -261,7 +265,16 @@ impl Engine {
         self.progress(0, 1, "Connecting to the EHR");
         // The server's clock at the start (from the first answer), minus the overlap.
         let first = client.search("Schedule", &[("_count", &size)]).await?;
-        let started = first.timestamp.clone().unwrap_or_else(now_rfc3339);
+        // Kept from the first attempt: a resumed initial sync must not skip what changed
+        // between the attempts for the patients already fetched.
+        let started = match self.store().cursor(CURSOR_INITIAL_STARTED)? {
+            Some(s) => s,
+            None => {
+                let s = first.timestamp.clone().unwrap_or_else(now_rfc3339);
+                self.store().set_cursor(CURSOR_INITIAL_STARTED, &s)?;
+                s
+            }
+        };
         let mut patients = BTreeSet::new();
         let rows = self.collect_all(first, round, &mut patients).await?;
         self.store_rows(&rows, round)?;
@@ -402,6 +415,7 @@ impl Engine {
         };
         let client = self.client();
         let mut sources = Vec::new();
+        let mut searched_from = None;
         if self.pull_by_history().await? {
             sources.push(
                 client
@@ -416,6 +430,7 @@ impl Engine {
                         .await?,
                 );
             }
+            searched_from = sources.first().and_then(|p| p.timestamp.clone());
         }
         let mut seen = HashSet::new();
         let mut rows = Vec::new();
@@ -477,17 +492,44 @@ impl Engine {
                 }
             }
         }
-        round.stored += self.store().ingest(&rows)?.0;
-        round.deleted += self.store().delete_resources(&deleted)?;
+        // New patients first: if fetching one fails, their appointment is not stored either,
+        // so the next pull sees it again and tries again.
         for p in new_patients {
             let rows = self.fetch_patient(&p, round).await?;
             self.store_rows(&rows, round)?;
+        }
+        round.stored += self.store().ingest(&rows)?.0;
+        round.deleted += self.store().delete_resources(&deleted)?;
+        // Type by type, the searches ran one after another: the next pull starts from the
+        // server's time at the first of them, not from the newest change seen in any.
+        if let Some(first_search) = searched_from {
+            newest = Some(first_search);
         }
         if let Some(n) = newest {
             let next = shift(&n, -self.config.overlap);
             if later(&next, &since) {
                 self.store().set_cursor(CURSOR_SINCE, &next)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Fetches again the records a pull held back while a local change waited (or whose
+    /// deletion it held back), now that nothing of ours waits on them.
+    pub async fn refetch(&self, round: &mut Round) -> Result<()> {
+        for (ty, id) in self.store().refetch_ready()? {
+            match self.client().read(&ty, &id).await {
+                Ok(r) => {
+                    if let Some(row) = self.row(&r) {
+                        self.store_rows(&[row], round)?;
+                    }
+                }
+                Err(FhirError::Gone { .. } | FhirError::NotFound { .. }) => {
+                    round.deleted += self.store().delete_resources(&[(ty.clone(), id.clone())])?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.store().refetched(&ty, &id)?;
         }
         Ok(())
     }
@@ -540,7 +582,18 @@ impl Engine {
                     let prev = self.store().outbox_entry(prev)?;
                     match (prev.state.as_str(), &prev.result_version) {
                         ("sent", Some(v)) => Some(format!("W/\"{v}\"")),
-                        ("sent", None) => None,
+                        ("sent", None) => entry.write.if_match.clone(),
+                        ("failed", _) => {
+                            // Built on a change the EHR refused: refused too, and shown.
+                            self.store().record_attempt(
+                                entry.seq,
+                                "failed",
+                                Some("builds on an earlier change the EHR refused"),
+                            )?;
+                            blocked.insert(key);
+                            round.failed += 1;
+                            continue;
+                        }
                         _ => {
                             blocked.insert(key);
                             continue;
@@ -550,9 +603,13 @@ impl Engine {
             };
             match self.send(&entry, if_match.as_deref()).await {
                 Ok(Sent::Done(resource, replayed)) => {
-                    round.replayed += usize::from(replayed);
+                    round.replayed += usize::from(replayed.is_some());
                     let row = resource.as_ref().and_then(|r| self.row(r));
-                    let version = resource.as_ref().and_then(|r| r.version_id.clone());
+                    // A replay's result is the version that carries our write, not whatever
+                    // came after it: a later queued write must not skip someone's change.
+                    let version = replayed
+                        .flatten()
+                        .or_else(|| resource.as_ref().and_then(|r| r.version_id.clone()));
                     self.store()
                         .mark_sent(entry.seq, version.as_deref(), row.as_ref())?;
                     round.sent += 1;
@@ -565,6 +622,18 @@ impl Engine {
                     )?;
                     blocked.insert(key);
                     round.conflicts += 1;
+                }
+                Err(e @ FhirError::Server { .. }) if entry.attempts + 1 >= MAX_SERVER_ERRORS => {
+                    self.store()
+                        .record_attempt(entry.seq, "failed", Some(&e.to_string()))?;
+                    blocked.insert(key);
+                    round.failed += 1;
+                }
+                Err(e @ FhirError::Server { .. }) => {
+                    // This write makes the EHR fail: it waits for the next round, the rest go on.
+                    self.store()
+                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
+                    blocked.insert(key);
                 }
                 Err(e) if e.is_transient() => {
                     self.store()
@@ -599,19 +668,22 @@ impl Engine {
             (Method::Create, _) => {
                 let cond = format!("identifier={HEARTH_WRITE_SYSTEM}|{}", w.idempotency_key);
                 let written = client.create(&w.resource_type, body, Some(&cond)).await?;
-                Ok(Sent::Done(Some(written.resource), !written.created))
+                Ok(Sent::Done(
+                    Some(written.resource.clone()),
+                    (!written.created).then(|| written.resource.version_id.clone()),
+                ))
             }
             (Method::Update, Some(id)) => {
                 match client.update(&w.resource_type, id, body, if_match).await {
-                    Ok(written) => Ok(Sent::Done(Some(written.resource), false)),
+                    Ok(written) => Ok(Sent::Done(Some(written.resource), None)),
                     Err(FhirError::VersionConflict { .. }) => {
                         // Ours already, from a send whose answer was lost (crash, dropped
                         // connection)? Then it landed once; otherwise it is a conflict.
-                        if let Some(mine) = self
+                        if let Some((ours, current)) = self
                             .find_own_version(&w.resource_type, id, &w.idempotency_key)
                             .await?
                         {
-                            return Ok(Sent::Done(Some(mine), true));
+                            return Ok(Sent::Done(Some(current), Some(ours)));
                         }
                         let current = match client.read(&w.resource_type, id).await {
                             Ok(r) => Some(r),
@@ -625,7 +697,7 @@ impl Engine {
             }
             (Method::Delete, Some(id)) => {
                 client.delete(&w.resource_type, id).await?;
-                Ok(Sent::Done(None, false))
+                Ok(Sent::Done(None, None))
             }
             (_, None) => Err(FhirError::Invalid(format!(
                 "outbox entry {} has no resource id",
@@ -634,13 +706,14 @@ impl Engine {
         }
     }
 
-    /// The version of a resource that carries our write's `meta.source`, if any.
+    /// Whether a version of the resource carries our write's `meta.source`: then that
+    /// version's id, and the resource's current version.
     async fn find_own_version(
         &self,
         resource_type: &str,
         id: &str,
         key: &str,
-    ) -> std::result::Result<Option<RawResource>, FhirError> {
+    ) -> std::result::Result<Option<(Option<String>, RawResource)>, FhirError> {
         let source = format!("\"urn:uuid:{key}\"");
         let mut page = self.client().instance_history(resource_type, id).await?;
         loop {
@@ -652,9 +725,9 @@ impl Engine {
                         if v.pointer("/meta/source").and_then(|s| s.as_str())
                             == Some(&source[1..source.len() - 1])
                         {
-                            // The newest version is what the store should show.
+                            // Ours is that version; the newest is what the store should show.
                             let current = self.client().read(resource_type, id).await?;
-                            return Ok(Some(current));
+                            return Ok(Some((r.version_id.clone(), current)));
                         }
                     }
                 }
@@ -724,9 +797,9 @@ fn fhir_problem(e: &FhirError) -> ProblemView {
 }
 
 enum Sent {
-    /// Applied: the server's copy (none for a delete), and whether it had been applied
-    /// already by an earlier send.
-    Done(Option<RawResource>, bool),
+    /// Applied: the server's copy (none for a delete); for a replay (applied already by an
+    /// earlier send whose answer was lost), `Some(the version that carries our write)`.
+    Done(Option<RawResource>, Option<Option<String>>),
     /// 412 from someone else's change: the server's current version, if it still exists.
     Conflict(Option<RawResource>),
 }

@@ -308,6 +308,15 @@ fn a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritte
     });
     rt.block_on(engine.push(&mut Round::default())).unwrap();
     let c = handle.panel().unwrap().conflicts.remove(0);
+    // While the user decides, the EHR moves on again: the pull holds that version back.
+    update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("checked-in".into());
+    });
+    rt.block_on(engine.pull(&mut Round::default())).unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "fulfilled"
+    );
     handle
         .resolve(&ResolveConflictRequest {
             conflict_id: c.id,
@@ -318,9 +327,16 @@ fn a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritte
         local(&store, "Appointment", appt).unwrap()["status"],
         "noshow"
     );
+    // The next round fetches what was held back: the EHR's newest version, not the one the
+    // conflict was found with.
+    rt.block_on(engine.round()).unwrap();
+    assert_eq!(
+        local(&store, "Appointment", appt).unwrap()["status"],
+        "checked-in"
+    );
     assert_eq!(
         server_resource(&server, "Appointment", appt)["status"],
-        "noshow"
+        "checked-in"
     );
     let outbox = store.outbox_summary().unwrap();
     assert_eq!(
