@@ -58,7 +58,7 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A resource to store, with the fields the projections index.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ResourceRow {
     pub resource_type: String,
     pub id: String,
@@ -87,7 +87,7 @@ pub enum Projection {
 }
 
 /// A write waiting to reach the EHR.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboxWrite {
     /// Client-chosen key; the same key twice is one write.
     pub idempotency_key: String,
@@ -186,6 +186,40 @@ pub struct OutboxSummary {
     pub sent: usize,
     /// Writes the user dropped in favour of the EHR's version.
     pub discarded: usize,
+}
+
+// Rows carry clinical content: their Debug form shows identity only.
+impl std::fmt::Debug for ResourceRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceRow")
+            .field("resource_type", &self.resource_type)
+            .field("id", &self.id)
+            .field("version_id", &self.version_id)
+            .field(
+                "json",
+                &format_args!("<{} bytes redacted>", self.json.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OutboxWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxWrite")
+            .field("idempotency_key", &self.idempotency_key)
+            .field("resource_type", &self.resource_type)
+            .field("resource_id", &self.resource_id)
+            .field("method", &self.method)
+            .field("if_match", &self.if_match)
+            .field(
+                "body",
+                &format_args!(
+                    "<{} bytes redacted>",
+                    self.body.as_ref().map_or(0, String::len)
+                ),
+            )
+            .finish()
+    }
 }
 
 /// The encrypted store. One connection, shared behind a mutex.
@@ -928,4 +962,35 @@ fn append_audit(
         params![seq, fields[0], fields[1], fields[2], fields[3], prev, hash],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_writes_do_not_show_their_content_in_debug() {
+        let json = r#"{"resourceType":"Patient","id":"p","name":[{"family":"Quokka"}]}"#;
+        let row = ResourceRow {
+            resource_type: "Patient".into(),
+            id: "p".into(),
+            version_id: None,
+            last_updated: None,
+            patient_id: None,
+            json: json.into(),
+            index: Projection::None,
+        };
+        let write = OutboxWrite {
+            idempotency_key: "k".into(),
+            resource_type: "Patient".into(),
+            resource_id: Some("p".into()),
+            method: Method::Update,
+            if_match: None,
+            body: Some(json.into()),
+        };
+        for text in [format!("{row:?}"), format!("{write:?}")] {
+            assert!(!text.contains("Quokka"), "{text}");
+            assert!(text.contains("redacted"), "{text}");
+        }
+    }
 }
