@@ -39,9 +39,18 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
     };
     let app = Desktop::launch_with("ehr-sync", spec).await?;
     let outcome = async {
-        app.text_when("#sync-state", "the top bar to say online and synced", |t| {
-            t.contains("Online") && t.contains("last sync")
-        })
+        // Start-up includes the first download (keychain, new database, six patients).
+        wait_until(
+            hearth_e2e::STARTUP_TIMEOUT,
+            "the top bar to say online and synced",
+            || async {
+                let Ok(el) = app.client.find(Locator::Css("#sync-state")).await else {
+                    return Ok(None);
+                };
+                let text = el.text().await?;
+                Ok((text.contains("Online") && text.contains("last sync")).then_some(()))
+            },
+        )
         .await?;
         // The EHR's schedule for today, with its patients' names.
         let mut expected = Vec::new();
