@@ -107,7 +107,8 @@ pub fn sample_data(test: &str, name: &str) -> Option<PathBuf> {
             .append(true)
             .open(log)
         {
-            let _ = writeln!(f, "{line}");
+            // One write per line: tests running in parallel append to the same file.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
     None
