@@ -5,7 +5,7 @@
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
-    SyncPanel,
+    SettleFailedWriteRequest, SyncPanel,
 };
 use tauri::State;
 
@@ -41,6 +41,14 @@ pub async fn resolve_conflict(
     request: ResolveConflictRequest,
 ) -> Result<(), IpcError> {
     workstation.resolve_conflict(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn settle_failed_write(
+    workstation: State<'_, Workstation>,
+    request: SettleFailedWriteRequest,
+) -> Result<(), IpcError> {
+    workstation.settle_failed_write(&request).map_err(ipc)
 }
 
 /// A core error as the UI receives it: the stable code and the message.

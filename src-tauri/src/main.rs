@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             commands::open_chart,
             commands::sync_panel,
             commands::resolve_conflict,
+            commands::settle_failed_write,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {

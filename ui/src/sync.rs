@@ -3,7 +3,8 @@
 
 use crate::{bridge, error_notice, Load};
 use hearth_ipc::{
-    command, ConflictChoice, ConflictView, IpcError, ProblemView, ResolveConflictRequest, SyncPanel,
+    command, ConflictChoice, ConflictView, FailedWriteChoice, FailedWriteView, IpcError,
+    ProblemView, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel,
 };
 use wasm_bindgen_futures::spawn_local;
 use yew::prelude::*;
@@ -46,6 +47,21 @@ pub fn sync_panel(props: &SyncPanelProps) -> Html {
             });
         })
     };
+    let settle = {
+        let reload = reload.clone();
+        let action_error = action_error.clone();
+        Callback::from(move |(seq, choice): (i64, FailedWriteChoice)| {
+            let reload = reload.clone();
+            let action_error = action_error.clone();
+            spawn_local(async move {
+                let request = SettleFailedWriteRequest { seq, choice };
+                let answer: Result<(), IpcError> =
+                    bridge::call(command::SETTLE_FAILED_WRITE, &request).await;
+                action_error.set(answer.err());
+                reload.set(*reload + 1);
+            });
+        })
+    };
     let close = {
         let on_close = props.on_close.clone();
         Callback::from(move |_: MouseEvent| on_close.emit(()))
@@ -71,7 +87,10 @@ pub fn sync_panel(props: &SyncPanelProps) -> Html {
                 }
                 { for p.conflicts.iter().map(|c| conflict(c, &resolve)) }
                 <h3>{ format!("Changes the EHR refused ({})", p.failed.len()) }</h3>
-                { problems(&p.failed, "failed") }
+                if p.failed.is_empty() {
+                    <p class="muted">{ "None." }</p>
+                }
+                { for p.failed.iter().map(|f| failed(f, &settle)) }
                 <h3>{ format!("Records from the EHR that could not be read ({})", p.summary.unreadable_records) }</h3>
                 { problems(&p.unreadable, "unreadable") }
             </>
@@ -114,6 +133,23 @@ fn conflict(c: &ConflictView, resolve: &Callback<(i64, ConflictChoice)>) -> Html
             <div class="choices">
                 <button class="keep-mine" onclick={choose(ConflictChoice::KeepMine)}>{ "Send my version" }</button>
                 <button class="take-theirs" onclick={choose(ConflictChoice::TakeTheirs)}>{ "Keep the EHR's version" }</button>
+            </div>
+        </article>
+    }
+}
+
+fn failed(f: &FailedWriteView, settle: &Callback<(i64, FailedWriteChoice)>) -> Html {
+    let choose = |choice: FailedWriteChoice| {
+        let settle = settle.clone();
+        let seq = f.seq;
+        Callback::from(move |_: MouseEvent| settle.emit((seq, choice)))
+    };
+    html! {
+        <article class="failed" id={format!("failed-{}", f.seq)}>
+            <p><strong>{ &f.record }</strong>{ ": " }{ &f.message }</p>
+            <div class="choices">
+                <button class="retry" onclick={choose(FailedWriteChoice::Retry)}>{ "Try again" }</button>
+                <button class="discard" onclick={choose(FailedWriteChoice::Discard)}>{ "Drop my change" }</button>
             </div>
         </article>
     }

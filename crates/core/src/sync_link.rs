@@ -3,7 +3,9 @@
 //! through it.
 
 use crate::CoreError;
-use hearth_ipc::{Connectivity, ResolveConflictRequest, SyncPanel, SyncSummary};
+use hearth_ipc::{
+    Connectivity, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
+};
 
 /// What the sync engine shows and accepts.
 pub trait SyncLink: Send + Sync {
@@ -13,6 +15,8 @@ pub trait SyncLink: Send + Sync {
     fn panel(&self) -> Result<SyncPanel, CoreError>;
     /// Applies the user's choice for a conflict.
     fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), CoreError>;
+    /// Applies the user's choice for a change the EHR refused.
+    fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError>;
 }
 
 /// What the sync engine needs from a workstation connected to an EHR.

@@ -7,7 +7,7 @@ use crate::{chart, schedule, CoreError};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, ResolveConflictRequest, ScheduleDay,
-    ScheduleRequest, SyncPanel, SyncSummary,
+    ScheduleRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -79,6 +79,17 @@ impl Workstation {
                 what: format!("conflict {}", request.conflict_id),
             })?
             .resolve(request)
+    }
+
+    /// Applies the user's choice for a change the EHR refused.
+    pub fn settle_failed_write(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
+        self.ready()?;
+        self.sync
+            .get()
+            .ok_or_else(|| CoreError::NotFound {
+                what: format!("queued change {}", request.seq),
+            })?
+            .settle_failed(request)
     }
 
     fn local_summary(&self) -> Result<(Connectivity, SyncSummary), CoreError> {

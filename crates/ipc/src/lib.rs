@@ -26,6 +26,7 @@ pub mod command {
     pub const OPEN_CHART: &str = "open_chart";
     pub const SYNC_PANEL: &str = "sync_panel";
     pub const RESOLVE_CONFLICT: &str = "resolve_conflict";
+    pub const SETTLE_FAILED_WRITE: &str = "settle_failed_write";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -33,5 +34,6 @@ pub mod command {
         OPEN_CHART,
         SYNC_PANEL,
         RESOLVE_CONFLICT,
+        SETTLE_FAILED_WRITE,
     ];
 }

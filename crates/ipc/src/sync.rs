@@ -9,7 +9,7 @@ pub struct SyncPanel {
     pub summary: SyncSummary,
     pub conflicts: Vec<ConflictView>,
     /// Writes the EHR refused (not conflicts), with its reason in words.
-    pub failed: Vec<ProblemView>,
+    pub failed: Vec<FailedWriteView>,
     /// Records from the EHR that could not be read, naming the record and the field.
     pub unreadable: Vec<ProblemView>,
 }
@@ -41,6 +41,31 @@ pub struct ConflictField {
 pub struct ProblemView {
     pub record: String,
     pub message: String,
+}
+
+/// A change the EHR refused (not a conflict): the reason, and a choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedWriteView {
+    /// The outbox entry.
+    pub seq: i64,
+    pub record: String,
+    pub message: String,
+}
+
+/// What to do with a refused change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedWriteChoice {
+    /// Send it again (e.g. after the EHR was fixed).
+    Retry,
+    /// Drop it; the record shows the EHR's version again.
+    Discard,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleFailedWriteRequest {
+    pub seq: i64,
+    pub choice: FailedWriteChoice,
 }
 
 /// The user's choice for a conflict.

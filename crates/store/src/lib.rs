@@ -765,6 +765,49 @@ impl Store {
         Ok(n)
     }
 
+    /// A refused write, as the user decides: sent again (`retry`), or dropped, its record to
+    /// be fetched again from the EHR. Durable and audited.
+    pub fn settle_failed(&self, seq: i64, retry: bool, actor: &str) -> Result<()> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (ty, id): (String, Option<String>) = tx
+                .query_row(
+                    "SELECT resource_type, resource_id FROM outbox WHERE seq = ?1 AND state = 'failed'",
+                    params![seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NoSuchOutboxEntry { seq })?;
+            let state = if retry { "pending" } else { "discarded" };
+            tx.execute(
+                "UPDATE outbox SET state = ?2, last_error = NULL, attempts = 0 WHERE seq = ?1",
+                params![seq, state],
+            )?;
+            if let (false, Some(id)) = (retry, &id) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO refetch (type, id) VALUES (?1, ?2)",
+                    params![ty, id],
+                )?;
+            }
+            let entity = match &id {
+                Some(id) => format!("{ty}/{id}"),
+                None => ty.clone(),
+            };
+            let action = if retry {
+                "retry-refused"
+            } else {
+                "discard-refused"
+            };
+            append_audit(&tx, actor, action, &entity)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result
+    }
+
     /// Records held back from a pull whose local changes are now settled: to fetch again.
     pub fn refetch_ready(&self) -> Result<Vec<(String, String)>> {
         let conn = self.conn();

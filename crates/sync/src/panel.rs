@@ -5,8 +5,8 @@ use hearth_core::store::resource_row_raw;
 use hearth_core::sync_link::SyncLink;
 use hearth_core::CoreError;
 use hearth_ipc::{
-    ConflictChoice, ConflictField, ConflictView, Connectivity, ProblemView, ResolveConflictRequest,
-    SyncPanel, SyncSummary,
+    ConflictChoice, ConflictField, ConflictView, Connectivity, FailedWriteChoice, FailedWriteView,
+    ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
 use hearth_store::Resolution;
 use serde_json::Value;
@@ -170,7 +170,8 @@ impl SyncLink for SyncHandle {
             .store
             .outbox_failed()?
             .into_iter()
-            .map(|e| ProblemView {
+            .map(|e| FailedWriteView {
+                seq: e.seq,
                 record: match &e.write.resource_id {
                     Some(id) => format!("{}/{id}", e.write.resource_type),
                     None => format!("new {}", e.write.resource_type),
@@ -211,6 +212,20 @@ impl SyncLink for SyncHandle {
         };
         self.store
             .resolve_conflict(conflict.id, choice, theirs.as_ref(), "workstation-user")?;
+        self.wake();
+        Ok(())
+    }
+
+    fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
+        let retry = request.choice == FailedWriteChoice::Retry;
+        self.store
+            .settle_failed(request.seq, retry, "workstation-user")
+            .map_err(|e| match e {
+                hearth_store::StoreError::NoSuchOutboxEntry { seq } => CoreError::NotFound {
+                    what: format!("refused change {seq}"),
+                },
+                other => other.into(),
+            })?;
         self.wake();
         Ok(())
     }

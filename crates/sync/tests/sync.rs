@@ -465,3 +465,68 @@ fn without_system_history_changes_arrive_by_last_updated_searches() {
         "arrived"
     );
 }
+
+#[test]
+fn a_refused_change_is_shown_with_the_reason_and_can_be_dropped_or_tried_again() {
+    let Some((server, clinic)) = server_with_clinic(
+        "a_refused_change_is_shown_with_the_reason_and_can_be_dropped_or_tried_again",
+    ) else {
+        return;
+    };
+    let (_dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
+    let handle = engine.handle();
+    let rt = runtime();
+    rt.block_on(engine.round()).unwrap();
+    let appt = &clinic.appointments[4];
+    // A change the EHR cannot accept (its body is not an Appointment).
+    let bad = |key: &str| hearth_store::OutboxWrite {
+        idempotency_key: key.into(),
+        resource_type: "Appointment".into(),
+        resource_id: Some(appt.clone()),
+        method: hearth_store::Method::Update,
+        if_match: None,
+        body: Some(format!(r#"{{"resourceType":"Observation","id":"{appt}"}}"#)),
+    };
+    store
+        .enqueue(&bad("refused-1"), "Practitioner/nurse")
+        .unwrap();
+    let mut round = Round::default();
+    rt.block_on(engine.push(&mut round)).unwrap();
+    assert_eq!(round.failed, 1, "{round:?}");
+    let panel = handle.panel().unwrap();
+    assert_eq!(panel.summary.failed_writes, 1);
+    let failed = &panel.failed[0];
+    assert_eq!(failed.record, format!("Appointment/{appt}"));
+    assert!(failed.message.contains("400"), "{}", failed.message);
+
+    // Tried again: queued again (and refused again, still shown).
+    handle
+        .settle_failed(&hearth_ipc::SettleFailedWriteRequest {
+            seq: failed.seq,
+            choice: hearth_ipc::FailedWriteChoice::Retry,
+        })
+        .unwrap();
+    assert_eq!(store.outbox_summary().unwrap().pending, 1);
+    rt.block_on(engine.push(&mut Round::default())).unwrap();
+    // Dropped: gone from the panel, and the record follows the EHR.
+    handle
+        .settle_failed(&hearth_ipc::SettleFailedWriteRequest {
+            seq: failed.seq,
+            choice: hearth_ipc::FailedWriteChoice::Discard,
+        })
+        .unwrap();
+    let v = update_at_server(&server, "Appointment", appt, |a| {
+        a["status"] = Value::String("fulfilled".into());
+    });
+    rt.block_on(engine.round()).unwrap();
+    assert!(handle.panel().unwrap().failed.is_empty());
+    assert_eq!(store.version_of("Appointment", appt).unwrap(), Some(v));
+    assert!(handle
+        .settle_failed(&hearth_ipc::SettleFailedWriteRequest {
+            seq: failed.seq,
+            choice: hearth_ipc::FailedWriteChoice::Retry,
+        })
+        .is_err());
+    store.verify_audit().unwrap();
+}
