@@ -72,24 +72,23 @@ impl Workstation {
 
     /// Applies the user's choice for a conflict.
     pub fn resolve_conflict(&self, request: &ResolveConflictRequest) -> Result<(), CoreError> {
-        self.ready()?;
-        self.sync
-            .get()
-            .ok_or_else(|| CoreError::NotFound {
-                what: format!("conflict {}", request.conflict_id),
-            })?
+        self.sync_for(|| format!("conflict {}", request.conflict_id))?
             .resolve(request)
     }
 
     /// Applies the user's choice for a change the EHR refused.
     pub fn settle_failed_write(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
+        self.sync_for(|| format!("queued change {}", request.seq))?
+            .settle_failed(request)
+    }
+
+    /// The sync engine, for an action on `what`: without one (demo mode, or before it
+    /// started) there is nothing such to act on.
+    fn sync_for(&self, what: impl FnOnce() -> String) -> Result<&Arc<dyn SyncLink>, CoreError> {
         self.ready()?;
         self.sync
             .get()
-            .ok_or_else(|| CoreError::NotFound {
-                what: format!("queued change {}", request.seq),
-            })?
-            .settle_failed(request)
+            .ok_or_else(|| CoreError::NotFound { what: what() })
     }
 
     fn local_summary(&self) -> Result<(Connectivity, SyncSummary), CoreError> {

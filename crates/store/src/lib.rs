@@ -293,6 +293,21 @@ impl Store {
         Self::open(path, &key)
     }
 
+    /// Runs `f` in one immediate transaction committed with `synchronous = FULL`: what the
+    /// user did must survive a crash or power loss the moment Hearth says it is saved.
+    fn durably<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = FULL")?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        result
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self
@@ -393,10 +408,7 @@ impl Store {
         write: &OutboxWrite,
         actor: &str,
     ) -> Result<i64> {
-        let mut conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = FULL")?;
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.durably(|tx| {
             let existing: Option<i64> = tx
                 .query_row(
                     "SELECT seq FROM outbox WHERE idempotency_key = ?1",
@@ -447,11 +459,8 @@ impl Store {
                 &format!("queue-{}", write.method.as_str()),
                 &entity,
             )?;
-            tx.commit()?;
             Ok(seq)
-        })();
-        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        result
+        })
     }
 
     /// Writes still to send, oldest first.
@@ -625,10 +634,7 @@ impl Store {
         theirs: Option<&ResourceRow>,
         actor: &str,
     ) -> Result<()> {
-        let mut conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = FULL")?;
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.durably(|tx| {
             let (seq, ty, id, server_version): (i64, String, String, Option<String>) = tx
                 .query_row(
                     "SELECT outbox_seq, resource_type, resource_id, server_version FROM conflict
@@ -680,11 +686,8 @@ impl Store {
                 &format!("resolve-{label}"),
                 &format!("{ty}/{id}"),
             )?;
-            tx.commit()?;
             Ok(())
-        })();
-        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        result
+        })
     }
 
     /// Stores resources pulled from the EHR, except those with local changes still waiting
@@ -768,10 +771,7 @@ impl Store {
     /// A refused write, as the user decides: sent again (`retry`), or dropped, its record to
     /// be fetched again from the EHR. Durable and audited.
     pub fn settle_failed(&self, seq: i64, retry: bool, actor: &str) -> Result<()> {
-        let mut conn = self.conn();
-        conn.execute_batch("PRAGMA synchronous = FULL")?;
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.durably(|tx| {
             let (ty, id): (String, Option<String>) = tx
                 .query_row(
                     "SELECT resource_type, resource_id FROM outbox WHERE seq = ?1 AND state = 'failed'",
@@ -801,11 +801,8 @@ impl Store {
                 "discard-refused"
             };
             append_audit(&tx, actor, action, &entity)?;
-            tx.commit()?;
             Ok(())
-        })();
-        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        result
+        })
     }
 
     /// Records held back from a pull whose local changes are now settled: to fetch again.

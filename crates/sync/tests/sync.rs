@@ -236,16 +236,21 @@ fn changes_and_deletions_at_the_server_arrive_by_polling_and_a_missed_poll_is_ca
 
 #[test]
 fn a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritten() {
-    let Some((server, clinic)) = server_with_clinic(
+    let Some(Synced {
+        server,
+        clinic,
+        store,
+        engine,
+        handle,
+        rt,
+        ..
+    }) = synced(
         "a_stale_write_becomes_a_conflict_with_both_versions_and_nothing_is_overwritten",
-    ) else {
+        PatientScope::Schedule,
+    )
+    else {
         return;
     };
-    let (_dir, store) = fresh_store();
-    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
-    let handle = engine.handle();
-    let rt = runtime();
-    rt.block_on(engine.round()).unwrap();
     let appt = &clinic.appointments[1];
 
     // The nurse marks the patient arrived; before it is sent, the front desk cancels at the EHR.
@@ -468,16 +473,21 @@ fn without_system_history_changes_arrive_by_last_updated_searches() {
 
 #[test]
 fn a_refused_change_is_shown_with_the_reason_and_can_be_dropped_or_tried_again() {
-    let Some((server, clinic)) = server_with_clinic(
+    let Some(Synced {
+        server,
+        clinic,
+        store,
+        engine,
+        handle,
+        rt,
+        ..
+    }) = synced(
         "a_refused_change_is_shown_with_the_reason_and_can_be_dropped_or_tried_again",
-    ) else {
+        PatientScope::Schedule,
+    )
+    else {
         return;
     };
-    let (_dir, store) = fresh_store();
-    let engine = engine(&server.base_url, &store, PatientScope::Schedule, NO_POLL);
-    let handle = engine.handle();
-    let rt = runtime();
-    rt.block_on(engine.round()).unwrap();
     let appt = &clinic.appointments[4];
     // A change the EHR cannot accept (its body is not an Appointment).
     let bad = |key: &str| hearth_store::OutboxWrite {

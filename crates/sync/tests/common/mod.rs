@@ -76,3 +76,34 @@ pub fn local(store: &Store, ty: &str, id: &str) -> Option<Value> {
         .unwrap()
         .map(|j| serde_json::from_str(&j).unwrap())
 }
+
+/// A clinic on a real FHIR server, a fresh store, and an engine (polling off) that has done
+/// its first round.
+pub struct Synced {
+    pub server: FhirServer,
+    pub clinic: Clinic,
+    pub store: Arc<Store>,
+    pub engine: Engine,
+    pub handle: hearth_sync::SyncHandle,
+    pub rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+/// [`Synced`] for test `test`; `None` (skip reported) without the sample data.
+pub fn synced(test: &str, scope: PatientScope) -> Option<Synced> {
+    let (server, clinic) = server_with_clinic(test)?;
+    let (dir, store) = fresh_store();
+    let engine = engine(&server.base_url, &store, scope, Duration::from_secs(3600));
+    let handle = engine.handle();
+    let rt = runtime();
+    rt.block_on(engine.round()).unwrap();
+    Some(Synced {
+        server,
+        clinic,
+        store,
+        engine,
+        handle,
+        rt,
+        _dir: dir,
+    })
+}
