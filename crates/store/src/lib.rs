@@ -447,14 +447,14 @@ impl Store {
             )?;
             let seq = tx.last_insert_rowid();
             if let Some(row) = local {
-                put_rows(&tx, std::iter::once(row))?;
+                put_rows(tx, std::iter::once(row))?;
             }
             let entity = match &write.resource_id {
                 Some(id) => format!("{}/{id}", write.resource_type),
                 None => write.resource_type.clone(),
             };
             append_audit(
-                &tx,
+                tx,
                 actor,
                 &format!("queue-{}", write.method.as_str()),
                 &entity,
@@ -676,12 +676,12 @@ impl Store {
                         params![seq],
                     )?;
                     if let Some(row) = theirs {
-                        put_rows(&tx, std::iter::once(row))?;
+                        put_rows(tx, std::iter::once(row))?;
                     }
                 }
             }
             append_audit(
-                &tx,
+                tx,
                 actor,
                 &format!("resolve-{label}"),
                 &format!("{ty}/{id}"),
@@ -800,7 +800,7 @@ impl Store {
             } else {
                 "discard-refused"
             };
-            append_audit(&tx, actor, action, &entity)?;
+            append_audit(tx, actor, action, &entity)?;
             Ok(())
         })
     }
