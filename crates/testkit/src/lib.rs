@@ -83,9 +83,19 @@ pub fn sample_root() -> PathBuf {
     workspace_root().join("../shared/data")
 }
 
-/// The checkout's root folder.
+/// The checkout's root folder: the nearest folder holding `Cargo.lock` above the package
+/// under test. Read at run time (cargo sets `CARGO_MANIFEST_DIR` for each test), not baked in
+/// at compile time: a build reused from another clone must not look in that clone.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or(start)
 }
 
 /// The sample data set `name` (a file or folder under [`sample_root`]), or `None` after
