@@ -103,18 +103,7 @@ impl Workstation {
                 "Not yet connected to the EHR".to_string(),
             ),
         };
-        Ok((
-            connectivity,
-            SyncSummary {
-                queued_writes: 0,
-                last_success: None,
-                description,
-                conflicts: 0,
-                failed_writes: 0,
-                unreadable_records: 0,
-                progress: None,
-            },
-        ))
+        Ok((connectivity, SyncSummary::idle(description)))
     }
 
     /// A workstation over an existing store; for tests and tools.

@@ -281,8 +281,9 @@ impl Client {
                 i.iter()
                     .any(|x| x.get("code").and_then(|c| c.as_str()) == Some("history-system"))
             });
-        let websocket_subscriptions = v.to_string().contains("subscription-channel-type")
-            && v.to_string().contains("websocket");
+        let text = v.to_string();
+        let websocket_subscriptions =
+            text.contains("subscription-channel-type") && text.contains("websocket");
         Ok(Capabilities {
             fhir_version: v
                 .get("fhirVersion")

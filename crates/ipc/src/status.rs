@@ -43,6 +43,21 @@ pub struct SyncSummary {
     pub progress: Option<SyncProgress>,
 }
 
+impl SyncSummary {
+    /// Nothing queued, nothing synced yet: only a sentence for people.
+    pub fn idle(description: impl Into<String>) -> Self {
+        Self {
+            queued_writes: 0,
+            last_success: None,
+            description: description.into(),
+            conflicts: 0,
+            failed_writes: 0,
+            unreadable_records: 0,
+            progress: None,
+        }
+    }
+}
+
 /// How far the first download has got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncProgress {

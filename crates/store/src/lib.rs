@@ -826,6 +826,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the store holds a resource (without reading it).
+    pub fn contains(&self, resource_type: &str, id: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM resource WHERE type = ?1 AND id = ?2)",
+            params![resource_type, id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The stored version of a resource.
     pub fn version_of(&self, resource_type: &str, id: &str) -> Result<Option<String>> {
         Ok(self

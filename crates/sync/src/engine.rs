@@ -553,7 +553,7 @@ impl Engine {
         let Some(patient) = patient else {
             return Ok(true);
         };
-        if self.store().resource("Patient", &patient)?.is_some() {
+        if self.store().contains("Patient", &patient)? {
             return Ok(true);
         }
         if row.resource_type == "Appointment" {

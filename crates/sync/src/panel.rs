@@ -140,15 +140,7 @@ impl SyncLink for SyncHandle {
         self.summary_now().unwrap_or_else(|e| {
             (
                 Connectivity::Offline,
-                SyncSummary {
-                    queued_writes: 0,
-                    last_success: None,
-                    description: format!("The local data file cannot be read: {e}"),
-                    conflicts: 0,
-                    failed_writes: 0,
-                    unreadable_records: 0,
-                    progress: None,
-                },
+                SyncSummary::idle(format!("The local data file cannot be read: {e}")),
             )
         })
     }
