@@ -240,10 +240,26 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Opens a connection to the file at `path` (not yet keyed).
+///
+/// SQLCipher finishes its own set-up (`sqlcipher_extra_init`) after SQLite marks itself
+/// initialised, so a second thread opening its first connection at that moment sees
+/// "sqlcipher not initialized" and its `PRAGMA key` fails. The first connection of the process is
+/// therefore opened under a `Once`: every other opener waits until SQLCipher is ready.
+pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    static SQLCIPHER_READY: std::sync::Once = std::sync::Once::new();
+    SQLCIPHER_READY.call_once(|| {
+        // Opening any connection runs SQLite's and SQLCipher's initialisation on this thread to
+        // the end; a failure here shows up again, with its reason, in the open below.
+        drop(Connection::open_in_memory());
+    });
+    Connection::open(path)
+}
+
 impl Store {
     /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
     pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let conn = open_connection(path)?;
         // Another process of the same profile (the sync tool) may hold the write lock briefly.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;

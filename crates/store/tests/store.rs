@@ -131,7 +131,7 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
     }
 
     // Without the key (plain SQLite), the file is not a database.
-    let plain = Connection::open(&path).unwrap();
+    let plain = hearth_store::open_connection(&path).unwrap();
     let err = plain
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
             r.get::<_, i64>(0)
@@ -158,7 +158,7 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
 }
 
 fn keyed(path: &Path, key: &DbKey) -> Connection {
-    let conn = Connection::open(path).unwrap();
+    let conn = hearth_store::open_connection(path).unwrap();
     conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))
         .unwrap();
     conn
