@@ -33,6 +33,10 @@ impl Bearer {
     pub fn new(token: impl Into<String>) -> Self {
         Self(token.into())
     }
+    /// The token itself (to check, in tests, that it is nowhere on disk).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
     fn header(&self) -> Result<HeaderValue, FhirError> {
         let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0))
             .map_err(|_| FhirError::Auth("the access token has characters HTTP forbids".into()))?;

@@ -17,6 +17,7 @@
 )]
 
 pub mod clinic;
+pub mod smart;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -124,17 +125,22 @@ pub fn sample_data(test: &str, name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Where `scripts/setup` installs the test peers: `$HEARTH_PEERS`, else
+/// `~/.cache/hearth/peers`.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("HEARTH_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth/peers")
+        })
+}
+
 /// The sekmet executable: `$HEARTH_SEKMET`, else where `scripts/setup` installs it.
 fn sekmet_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_SEKMET") {
         return p.into();
     }
-    let peers = std::env::var_os("HEARTH_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth/peers")
-        });
-    peers.join("sekmet/bin/sekmet")
+    peers_dir().join("sekmet/bin/sekmet")
 }
 
 /// A real FHIR R4 server (sekmet-fhir) on loopback, with its own port and data folder.
@@ -361,6 +367,7 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
         .env(env, home.path())
         // Found before HOME moves.
         .env("HEARTH_SEKMET", sekmet_binary())
+        .env("HEARTH_PEERS", peers_dir())
         .env("HOME", home.path())
         .env("XDG_DATA_HOME", home.path().join("data"))
         .env("XDG_RUNTIME_DIR", home.path())

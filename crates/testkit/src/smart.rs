@@ -1,0 +1,255 @@
+//! A SMART on FHIR EHR for sign-on tests: the real FHIR server (sekmet) behind a gateway that
+//! accepts only access tokens the real OpenID Connect provider (npm `oidc-provider`) says are
+//! active (RFC 7662 introspection). Both come from `tests/peers/smart/server.mjs`, installed
+//! with its pinned packages by `scripts/setup` under `$HEARTH_PEERS/smart`.
+//!
+//! [`browser_login`] plays the user's browser: follows the provider's redirects, fills its
+//! login form, and delivers the final redirect to Hearth's loopback port.
+
+use crate::{clinic, free_port, peers_dir, workspace_root, FhirServer, KillOnDrop};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// The clinician who can sign in at the test provider.
+pub const USER_NAME: &str = "mokafor";
+pub const USER_PASSWORD: &str = "hearth-test-password";
+pub const USER_DISPLAY: &str = "Dr. Mara Okafor";
+pub const USER_FHIR: &str = "Practitioner/hearth-dr-okafor";
+
+pub struct SmartEhr {
+    pub fhir: FhirServer,
+    /// The OpenID Connect issuer.
+    pub issuer: String,
+    /// The FHIR base URL the gateway serves (what Hearth is configured with).
+    pub fhir_base: String,
+    _process: KillOnDrop,
+    log: tempfile::NamedTempFile,
+}
+
+impl SmartEhr {
+    /// An EHR with an empty FHIR server.
+    pub fn start() -> Self {
+        let gateway = free_port();
+        Self::around(FhirServer::start_with_public_port(Some(gateway)), gateway)
+    }
+
+    /// An EHR with the Synthea clinic and today's schedule; `None` (after reporting the skip)
+    /// when the sample data is absent.
+    pub fn with_clinic(test: &str) -> Option<(Self, clinic::Clinic)> {
+        let gateway = free_port();
+        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(gateway))?;
+        Some((Self::around(fhir, gateway), clinic))
+    }
+
+    fn around(fhir: FhirServer, gateway: u16) -> Self {
+        let dir = peers_dir().join("smart");
+        let script = dir.join("server.mjs");
+        let ours = workspace_root().join("tests/peers/smart/server.mjs");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists()
+                && std::fs::read(&script).ok() == std::fs::read(&ours).ok(),
+            "the SMART test peer in {} is missing or older than {} (run scripts/setup)",
+            dir.display(),
+            ours.display()
+        );
+        let log = tempfile::NamedTempFile::new().expect("peer log");
+        let mut child = Command::new("node")
+            .arg(&script)
+            .current_dir(&dir)
+            .env("OIDC_PORT", "0")
+            .env("GATEWAY_PORT", gateway.to_string())
+            .env("UPSTREAM", format!("http://127.0.0.1:{}", fhir.port))
+            .env("USER_NAME", USER_NAME)
+            .env("USER_PASSWORD", USER_PASSWORD)
+            .env("USER_DISPLAY", USER_DISPLAY)
+            .env("USER_FHIR", USER_FHIR)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("peer log"))
+            .spawn()
+            .expect("node (Debian package nodejs) must be installed: run scripts/setup");
+        let stdout = child.stdout.take().expect("peer stdout");
+        let process = KillOnDrop(child);
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        reader
+            .read_line(&mut line)
+            .expect("read the peer's ready line");
+        // Keep its stdout open and drained: a closed pipe would kill the peer at its next
+        // console line (EPIPE).
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!(
+                "the SMART peer did not start: {line}\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            )
+        });
+        Self {
+            issuer: ready["issuer"].as_str().expect("issuer").to_string(),
+            fhir_base: ready["fhir_base"].as_str().expect("fhir_base").to_string(),
+            fhir,
+            _process: process,
+            log,
+        }
+    }
+
+    /// What the peer printed on stderr.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        off_runtime(|| self.control_now(path, body))
+    }
+
+    fn control_now(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = http()
+            .post(format!("{}{path}", self.issuer))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("the SMART peer's control endpoint");
+        serde_json::from_str(&response.text().expect("control answer"))
+            .expect("control answer is JSON")
+    }
+
+    /// Registers an EHR launch with this context; returns the `launch` value.
+    pub fn register_launch(&self, patient: &str, encounter: Option<&str>) -> String {
+        let answer = self.control(
+            "/_test/launch",
+            serde_json::json!({"patient": patient, "encounter": encounter}),
+        );
+        answer["launch"].as_str().expect("launch").to_string()
+    }
+
+    /// Makes the provider spoil the next ID token it issues: `signature`, `audience`,
+    /// `expired` or `issuer` (the last three re-signed with its real key).
+    pub fn spoil_next_id_token(&self, how: &str) {
+        self.control(
+            "/_test/spoil-next-id-token",
+            serde_json::json!({"how": how}),
+        );
+    }
+
+    /// Redeems a refresh token directly at the token endpoint, as an attacker holding an old
+    /// one would; returns the OAuth error (`invalid_grant`) or `ok`.
+    pub fn try_refresh(&self, refresh_token: &str) -> String {
+        off_runtime(|| self.try_refresh_now(refresh_token))
+    }
+
+    fn try_refresh_now(&self, refresh_token: &str) -> String {
+        let body = format!(
+            "grant_type=refresh_token&client_id=hearth&refresh_token={}",
+            form_encode(refresh_token)
+        );
+        let response = http()
+            .post(format!("{}/token", self.issuer))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .expect("token endpoint");
+        let ok = response.status().is_success();
+        let json: serde_json::Value =
+            serde_json::from_str(&response.text().unwrap_or_default()).unwrap_or_default();
+        if ok {
+            "ok".into()
+        } else {
+            json["error"].as_str().unwrap_or("?").to_string()
+        }
+    }
+
+    /// A FHIR read through the gateway with `token`; the HTTP status.
+    pub fn fhir_status_with(&self, path: &str, token: &str) -> u16 {
+        off_runtime(|| {
+            http()
+                .get(format!("{}{path}", self.fhir_base))
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .expect("gateway")
+                .status()
+                .as_u16()
+        })
+    }
+}
+
+/// Runs `f` on a thread of its own: the blocking HTTP client must not run (or be dropped) on
+/// an async runtime's thread, and tests call these helpers from async code.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("helper thread"))
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("HTTP client")
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Plays the user's browser through a sign-in at `authorize_url`: follows redirects, posts the
+/// login form with `user`/`password`, and delivers the final redirect to the loopback
+/// `redirect_prefix` (Hearth). Returns that final URL, or the error page's text.
+/// Blocking: call it from a thread, not from an async task.
+pub fn browser_login(
+    authorize_url: &str,
+    redirect_prefix: &str,
+    user: &str,
+    password: &str,
+) -> Result<String, String> {
+    let client = http();
+    let mut url = authorize_url.to_string();
+    let mut form: Option<Vec<(String, String)>> = None;
+    for _ in 0..20 {
+        if url.starts_with(redirect_prefix) {
+            // The browser arrives at Hearth's loopback port.
+            client
+                .get(&url)
+                .send()
+                .map_err(|e| format!("delivering the redirect: {e}"))?;
+            return Ok(url);
+        }
+        let response = match form.take() {
+            Some(fields) => client.post(&url).form(&fields).send(),
+            None => client.get(&url).send(),
+        }
+        .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let base = response.url().clone();
+        let body = response.text().unwrap_or_default();
+        if let Some(loc) = location {
+            url = base.join(&loc).map_err(|e| e.to_string())?.to_string();
+            continue;
+        }
+        if status.is_success() && body.contains("name=\"password\"") {
+            let action = body
+                .split("action=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .ok_or("login form without action")?;
+            url = base.join(action).map_err(|e| e.to_string())?.to_string();
+            form = Some(vec![
+                ("username".into(), user.into()),
+                ("password".into(), password.into()),
+            ]);
+            continue;
+        }
+        return Err(format!("HTTP {status} at {url}: {body}"));
+    }
+    Err("too many redirects".into())
+}

@@ -1,0 +1,322 @@
+// Test peer for Hearth's sign-on tests (run by hearth-testkit, never shipped).
+//
+// 1. A SMART App Launch 2.2 authorization server: the certified `oidc-provider` library, with a
+//    public native client `hearth` (PKCE S256 required, loopback redirects on any port, refresh
+//    token rotation, revocation), SMART v2 scopes, the `fhirUser` claim, and launch context
+//    (patient, encounter) in the token response for an EHR launch.
+// 2. A gateway in front of the FHIR server: every FHIR request needs a bearer token that the
+//    authorization server's introspection endpoint (RFC 7662) calls active; it also serves
+//    `<fhir-base>/.well-known/smart-configuration`.
+//
+// Settings come from the environment: OIDC_PORT, GATEWAY_PORT, UPSTREAM (the FHIR server's
+// origin), USER_* (the one clinician who can sign in), ACCESS_TOKEN_TTL (seconds).
+// When ready it prints one JSON line: {"issuer": ..., "fhir_base": ...}.
+import http from 'node:http';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+import * as jose from 'jose';
+
+const env = (name, fallback) => process.env[name] ?? fallback;
+const OIDC_PORT = Number(env('OIDC_PORT', '0'));
+const GATEWAY_PORT = Number(env('GATEWAY_PORT', '0'));
+const UPSTREAM = new URL(env('UPSTREAM', 'http://127.0.0.1:8080'));
+const ACCESS_TOKEN_TTL = Number(env('ACCESS_TOKEN_TTL', '3600'));
+const USER = {
+  username: env('USER_NAME', 'mokafor'),
+  password: env('USER_PASSWORD', 'hearth-test-password'),
+  sub: env('USER_SUB', 'mokafor'),
+  name: env('USER_DISPLAY', 'Dr. Mara Okafor'),
+  fhirUser: env('USER_FHIR', 'Practitioner/hearth-dr-okafor'),
+};
+const GATEWAY_SECRET = crypto.randomBytes(24).toString('hex');
+
+const oidcServer = http.createServer();
+await new Promise((ok) => oidcServer.listen(OIDC_PORT, '127.0.0.1', ok));
+const issuer = `http://127.0.0.1:${oidcServer.address().port}`;
+const gatewayServer = http.createServer();
+await new Promise((ok) => gatewayServer.listen(GATEWAY_PORT, '127.0.0.1', ok));
+const fhirBase = `http://127.0.0.1:${gatewayServer.address().port}/fhir`;
+
+// The signing key, made at start (never a development key shipped in a package).
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'hearth-test-1', alg: 'RS256', use: 'sig' };
+
+const SMART_SCOPES = [
+  'openid', 'fhirUser', 'profile', 'offline_access', 'launch', 'launch/patient', 'launch/encounter',
+  'user/*.rs', 'user/*.cruds', 'user/*.cud', 'user/*.read', 'patient/*.rs', 'patient/*.read',
+];
+
+// launch id -> { patient, encounter } (registered by a test), grant id -> context.
+const launches = new Map();
+const grantContext = new Map();
+// One-shot faults a test asks for: how to spoil the next ID token.
+let spoilNextIdToken = null;
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: 'hearth',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'RS256',
+    },
+    {
+      // The gateway asks about tokens through introspection, as a resource server would.
+      client_id: 'fhir-gateway',
+      client_secret: GATEWAY_SECRET,
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+  ],
+  jwks: { keys: [signingJwk] },
+  scopes: SMART_SCOPES,
+  claims: { openid: ['sub'], fhirUser: ['fhirUser'], profile: ['name'] },
+  conformIdTokenClaims: false,
+  extraParams: ['aud', 'launch'],
+  pkce: { required: () => true },
+  features: {
+    devInteractions: { enabled: false },
+    revocation: { enabled: true },
+    introspection: { enabled: true },
+  },
+  rotateRefreshToken: () => true,
+  ttl: {
+    AccessToken: ACCESS_TOKEN_TTL,
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    RefreshToken: 14 * 24 * 3600,
+    Interaction: 600,
+    Session: 3600,
+    Grant: 14 * 24 * 3600,
+  },
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  findAccount: async (ctx, id) => (id === USER.sub ? {
+    accountId: id,
+    claims: async () => ({ sub: USER.sub, name: USER.name, fhirUser: USER.fhirUser }),
+  } : undefined),
+  renderError: async (ctx, out) => {
+    ctx.type = 'html';
+    ctx.body = `<!doctype html><title>Sign-in error</title><h1>${escapeHtml(out.error)}</h1><p>${escapeHtml(out.error_description ?? '')}</p>`;
+  },
+});
+provider.proxy = false;
+
+// SMART: `aud` must name the FHIR server this authorization server protects; offline_access
+// yields a refresh token without asking for a consent screen each time (the organisation
+// approved the app).
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/auth') {
+    const q = { ...ctx.query };
+    if (q.aud !== fhirBase) {
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = `<!doctype html><title>Sign-in error</title><h1>invalid_request</h1><p>aud must be ${escapeHtml(fhirBase)}</p>`;
+      return;
+    }
+    const scope = String(q.scope ?? '').split(' ');
+    const prompt = new Set(String(q.prompt ?? '').split(' ').filter(Boolean));
+    if (scope.includes('offline_access') && !prompt.has('consent')) {
+      prompt.add('consent');
+      q.prompt = [...prompt].join(' ');
+      ctx.query = q;
+    }
+  }
+  await next();
+  if (ctx.oidc?.route === 'token' && ctx.status === 200 && ctx.body?.access_token) {
+    const grantId = ctx.oidc.entities.Grant?.jti;
+    const context = grantId ? grantContext.get(grantId) : undefined;
+    if (context) {
+      if (context.patient) ctx.body.patient = context.patient;
+      if (context.encounter) ctx.body.encounter = context.encounter;
+      ctx.body.need_patient_banner = false;
+    }
+    if (ctx.body.id_token && spoilNextIdToken) {
+      ctx.body.id_token = await spoil(ctx.body.id_token, spoilNextIdToken);
+      spoilNextIdToken = null;
+    }
+  }
+});
+
+async function spoil(idToken, how) {
+  const [h, p, s] = idToken.split('.');
+  if (how === 'signature') {
+    const sig = Buffer.from(s, 'base64url');
+    sig[0] ^= 0xff;
+    return `${h}.${p}.${sig.toString('base64url')}`;
+  }
+  const claims = JSON.parse(Buffer.from(p, 'base64url').toString());
+  if (how === 'audience') claims.aud = 'someone-else';
+  if (how === 'expired') { claims.iat -= 7200; claims.exp = Math.floor(Date.now() / 1000) - 3600; }
+  if (how === 'issuer') claims.iss = 'http://127.0.0.1:1/not-the-issuer';
+  const key = await jose.importJWK(signingJwk, 'RS256');
+  return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'JWT' }).sign(key);
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return Buffer.concat(chunks).toString();
+}
+
+function loginPage(uid, message) {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in</title></head>
+<body><main><h1>Sign in to the clinic</h1>${message ? `<p role="alert" id="error">${escapeHtml(message)}</p>` : ''}
+<form method="post" action="/interaction/${uid}/login">
+<label for="username">User name</label> <input id="username" name="username" autocomplete="username" autofocus>
+<label for="password">Password</label> <input id="password" name="password" type="password" autocomplete="current-password">
+<button id="submit" type="submit">Sign in</button></form></main></body></html>`;
+}
+
+// Our interactions: a plain login form; consent is granted for what the client asked (the
+// organisation approved Hearth), and an EHR launch's context is tied to the grant.
+async function interaction(req, res) {
+  const url = new URL(req.url, issuer);
+  const parts = url.pathname.split('/').filter(Boolean); // ['interaction', uid, ('login')]
+  try {
+    const details = await provider.interactionDetails(req, res);
+    if (details.prompt.name === 'login') {
+      if (parts[2] === 'login' && req.method === 'POST') {
+        const form = new URLSearchParams(await readBody(req));
+        if (form.get('username') === USER.username && form.get('password') === USER.password) {
+          await provider.interactionFinished(req, res, { login: { accountId: USER.sub } }, { mergeWithLastSubmission: false });
+          return;
+        }
+        res.writeHead(401, { 'content-type': 'text/html' });
+        res.end(loginPage(details.uid, 'Wrong user name or password.'));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(loginPage(details.uid));
+      return;
+    }
+    if (details.prompt.name === 'consent') {
+      const { params, session, prompt } = details;
+      let grant = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
+      if (!grant) grant = new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      const missing = prompt.details.missingOIDCScope ?? [];
+      if (missing.length) grant.addOIDCScope(missing.join(' '));
+      if (prompt.details.missingOIDCClaims?.length) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+      const grantId = await grant.save();
+      if (params.launch) {
+        const context = launches.get(params.launch);
+        if (!context) {
+          await provider.interactionFinished(req, res, { error: 'invalid_request', error_description: 'unknown launch' }, { mergeWithLastSubmission: false });
+          return;
+        }
+        grantContext.set(grantId, context);
+      } else {
+        grantContext.delete(grantId);
+      }
+      await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+      return;
+    }
+    res.writeHead(400, { 'content-type': 'text/plain' });
+    res.end(`unexpected prompt ${details.prompt.name}`);
+  } catch (err) {
+    res.writeHead(400, { 'content-type': 'text/plain' });
+    res.end(`interaction failed: ${err.message}`);
+  }
+}
+
+// Test controls, loopback only: register a launch, spoil the next ID token.
+async function control(req, res) {
+  const url = new URL(req.url, issuer);
+  const body = req.method === 'POST' ? JSON.parse((await readBody(req)) || '{}') : {};
+  const reply = (status, obj) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(obj)); };
+  if (url.pathname === '/_test/launch' && req.method === 'POST') {
+    const launch = crypto.randomBytes(12).toString('base64url');
+    launches.set(launch, { patient: body.patient, encounter: body.encounter });
+    return reply(200, { launch });
+  }
+  if (url.pathname === '/_test/spoil-next-id-token' && req.method === 'POST') {
+    spoilNextIdToken = body.how;
+    return reply(200, { ok: true });
+  }
+  return reply(404, { error: 'no such control' });
+}
+
+const providerCallback = provider.callback();
+oidcServer.on('request', (req, res) => {
+  if (req.url.startsWith('/interaction/')) return void interaction(req, res);
+  if (req.url.startsWith('/_test/')) return void control(req, res);
+  return providerCallback(req, res);
+});
+
+// ---- The gateway: SMART discovery, and tokens checked by introspection before any FHIR call.
+async function introspect(token) {
+  const r = await fetch(`${issuer}/token/introspection`, {
+    method: 'POST',
+    headers: {
+      authorization: `Basic ${Buffer.from(`fhir-gateway:${GATEWAY_SECRET}`).toString('base64')}`,
+      'content-type': 'application/x-www-form-urlencoded',
+    },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  });
+  return r.ok ? r.json() : { active: false };
+}
+
+function outcome(res, status, code, text, extraHeaders = {}) {
+  res.writeHead(status, { 'content-type': 'application/fhir+json', ...extraHeaders });
+  res.end(JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code, diagnostics: text }] }));
+}
+
+gatewayServer.on('request', async (req, res) => {
+  const url = new URL(req.url, fhirBase);
+  if (url.pathname === '/fhir/.well-known/smart-configuration') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({
+      issuer,
+      jwks_uri: `${issuer}/jwks`,
+      authorization_endpoint: `${issuer}/auth`,
+      token_endpoint: `${issuer}/token`,
+      revocation_endpoint: `${issuer}/token/revocation`,
+      introspection_endpoint: `${issuer}/token/introspection`,
+      grant_types_supported: ['authorization_code', 'refresh_token'],
+      response_types_supported: ['code'],
+      scopes_supported: SMART_SCOPES,
+      code_challenge_methods_supported: ['S256'],
+      token_endpoint_auth_methods_supported: ['none'],
+      capabilities: [
+        'launch-ehr', 'launch-standalone', 'client-public', 'context-ehr-patient',
+        'context-ehr-encounter', 'permission-offline', 'permission-v2', 'sso-openid-connect',
+      ],
+    }));
+    return;
+  }
+  if (!url.pathname.startsWith('/fhir')) return outcome(res, 404, 'not-found', 'not a FHIR path');
+  const open = url.pathname === '/fhir/metadata';
+  if (!open) {
+    const auth = req.headers.authorization ?? '';
+    const token = auth.startsWith('Bearer ') ? auth.slice(7) : null;
+    const challenge = { 'www-authenticate': 'Bearer realm="fhir", error="invalid_token"' };
+    if (!token) return outcome(res, 401, 'login', 'a bearer token is required', challenge);
+    let info;
+    try { info = await introspect(token); } catch { info = { active: false }; }
+    if (!info.active) return outcome(res, 401, 'login', 'the access token is not active', challenge);
+  }
+  const upstream = http.request({
+    host: UPSTREAM.hostname, port: UPSTREAM.port, method: req.method, path: req.url,
+    headers: { ...req.headers, host: `${UPSTREAM.hostname}:${UPSTREAM.port}` },
+  }, (up) => { res.writeHead(up.statusCode, up.headers); up.pipe(res); });
+  upstream.on('error', () => { if (!res.headersSent) outcome(res, 502, 'transient', 'the FHIR server did not answer'); else res.destroy(); });
+  res.on('error', () => upstream.destroy());
+  req.pipe(upstream);
+});
+
+// A client that goes away mid-answer (a test that got what it needed) is not the peer's
+// failure: say so on stderr and go on serving.
+for (const server of [oidcServer, gatewayServer]) {
+  server.on('connection', (socket) => socket.on('error', (e) => process.stderr.write(`socket: ${e.message}\n`)));
+  server.on('clientError', (e, socket) => { process.stderr.write(`client: ${e.message}\n`); socket.destroy(); });
+}
+
+process.stdout.write(`${JSON.stringify({ issuer, fhir_base: fhirBase })}\n`);
