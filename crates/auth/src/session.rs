@@ -298,34 +298,48 @@ impl Session {
     /// if the provider cannot be reached; that failure is returned after them.
     pub async fn sign_out(&self) -> Result<(), AuthError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let access = self.access().take();
         let refresh = self.vault.load()?;
-        let mut revoke_error = None;
-        if let Some(endpoint) = self.provider.smart.revocation_endpoint.clone() {
-            let client_id = self.provider.settings.client_id.clone();
-            let tokens = [
-                refresh.as_ref().map(|r| (r.clone(), "refresh_token")),
-                access.map(|a| (a.token, "access_token")),
-            ];
-            for (token, hint) in tokens.into_iter().flatten() {
-                if let Err(e) = self
-                    .provider
-                    .post_form(
-                        &endpoint,
-                        &[
-                            ("token", token.expose()),
-                            ("token_type_hint", hint),
-                            ("client_id", client_id.as_str()),
-                        ],
-                    )
-                    .await
-                {
-                    revoke_error.get_or_insert(e);
-                }
+        let revoked = self.revoke(refresh).await;
+        self.vault.delete()?;
+        revoked
+    }
+
+    /// Ends this session at the provider after a newer one replaced it (re-authentication):
+    /// its access token and `refresh` (the refresh token it had, which the keychain no longer
+    /// holds) are revoked; the keychain is left to the new session.
+    pub async fn retire(&self, refresh: Option<Secret>) -> Result<(), AuthError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        self.revoke(refresh).await
+    }
+
+    async fn revoke(&self, refresh: Option<Secret>) -> Result<(), AuthError> {
+        let access = self.access().take();
+        let Some(endpoint) = self.provider.smart.revocation_endpoint.clone() else {
+            return Ok(());
+        };
+        let client_id = self.provider.settings.client_id.clone();
+        let tokens = [
+            refresh.map(|r| (r, "refresh_token")),
+            access.map(|a| (a.token, "access_token")),
+        ];
+        let mut error = None;
+        for (token, hint) in tokens.into_iter().flatten() {
+            if let Err(e) = self
+                .provider
+                .post_form(
+                    &endpoint,
+                    &[
+                        ("token", token.expose()),
+                        ("token_type_hint", hint),
+                        ("client_id", client_id.as_str()),
+                    ],
+                )
+                .await
+            {
+                error.get_or_insert(e);
             }
         }
-        self.vault.delete()?;
-        revoke_error.map_or(Ok(()), Err)
+        error.map_or(Ok(()), Err)
     }
 }
 

@@ -66,8 +66,17 @@ pub struct EhrConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
+    /// The OpenID Connect issuer; the EHR's SMART configuration must name the same one.
     pub issuer: String,
+    /// Hearth's client id at the provider (a public native client).
     pub client_id: String,
+    /// SMART v2 scopes to ask for; absent: Hearth's defaults.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The command that opens the sign-in page, the URL in place of `{url}` (or appended);
+    /// absent: the system browser. Never an embedded webview (RFC 8252).
+    #[serde(default)]
+    pub browser: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -142,6 +151,14 @@ impl MachineConfig {
             check_url("identity.issuer", &id.issuer)?;
             if id.client_id.trim().is_empty() {
                 return Err("key `identity.client_id` must not be empty".into());
+            }
+            if id.browser.as_ref().is_some_and(|b| b.is_empty()) {
+                return Err("key `identity.browser` must name a command".into());
+            }
+            if self.ehr.is_none() {
+                return Err(
+                    "section `[identity]` needs an `[ehr]` section: sign-on is to the EHR".into(),
+                );
             }
         }
         if !(1..=3600).contains(&self.sync.poll_interval_seconds) {

@@ -22,6 +22,9 @@ pub enum CoreError {
     },
     #[error("the session is locked")]
     Locked,
+    /// Signing in failed; `code` is hearth-auth's stable code.
+    #[error("{message}")]
+    SignIn { code: String, message: String },
     #[error("{0} is unavailable")]
     Unavailable(String),
     /// The local store failed; the message says how (never with clinical content).
@@ -50,6 +53,7 @@ impl CoreError {
             Self::InvalidData { .. } => ErrorCode::InvalidData,
             Self::Configuration { .. } => ErrorCode::Configuration,
             Self::Locked => ErrorCode::Locked,
+            Self::SignIn { .. } => ErrorCode::SignIn,
             Self::Unavailable(_) | Self::Store(_) => ErrorCode::Unavailable,
         }
     }
@@ -58,6 +62,15 @@ impl CoreError {
 impl From<hearth_store::StoreError> for CoreError {
     fn from(e: hearth_store::StoreError) -> Self {
         Self::Store(e.to_string())
+    }
+}
+
+impl From<hearth_auth::AuthError> for CoreError {
+    fn from(e: hearth_auth::AuthError) -> Self {
+        Self::SignIn {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
     }
 }
 

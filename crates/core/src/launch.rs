@@ -14,9 +14,58 @@ pub struct LaunchOptions {
     pub config_path: PathBuf,
     /// Overrides the configured demo seed.
     pub demo_seed: Option<u64>,
+    /// SMART EHR launch: the EHR started Hearth with `iss` and `launch`.
+    pub ehr_launch: Option<EhrLaunch>,
 }
 
-pub const USAGE: &str = "usage: hearth [--data-dir DIR] [--config FILE] [--demo-seed N]";
+/// A SMART EHR launch request (`--iss URL --launch VALUE`, or the deep link
+/// `hearth://launch?iss=URL&launch=VALUE`). The `launch` value is opaque and echoed to the
+/// authorization server; its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EhrLaunch {
+    pub iss: String,
+    pub launch: String,
+}
+
+impl std::fmt::Debug for EhrLaunch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EhrLaunch")
+            .field("iss", &self.iss)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EhrLaunch {
+    /// Reads a `hearth://launch?iss=...&launch=...` deep link.
+    pub fn from_deep_link(link: &str) -> Result<Self, CoreError> {
+        let bad = |why: &str| {
+            CoreError::InvalidInput(format!(
+                "the launch link {why}; expected hearth://launch?iss=URL&launch=VALUE"
+            ))
+        };
+        let url = url::Url::parse(link).map_err(|_| bad("is not a URL"))?;
+        if url.scheme() != "hearth" || url.host_str() != Some("launch") {
+            return Err(bad("is not a hearth://launch link"));
+        }
+        let mut iss = None;
+        let mut launch = None;
+        for (k, v) in url.query_pairs() {
+            match k.as_ref() {
+                "iss" => iss = Some(v.into_owned()),
+                "launch" => launch = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        match (iss, launch) {
+            (Some(iss), Some(launch)) if !iss.is_empty() && !launch.is_empty() => {
+                Ok(Self { iss, launch })
+            }
+            _ => Err(bad("lacks iss or launch")),
+        }
+    }
+}
+
+pub const USAGE: &str = "usage: hearth [--data-dir DIR] [--config FILE] [--demo-seed N] [--iss URL --launch VALUE | hearth://launch?iss=URL&launch=VALUE]";
 
 impl LaunchOptions {
     /// Parses the arguments after the program name. `env_config` is `HEARTH_CONFIG`.
@@ -29,6 +78,7 @@ impl LaunchOptions {
             ..Self::default()
         };
         let mut args = args.into_iter();
+        let (mut iss, mut launch) = (None, None);
         while let Some(arg) = args.next() {
             let arg = arg.to_string_lossy().into_owned();
             let (flag, inline) = match arg.split_once('=') {
@@ -53,6 +103,11 @@ impl LaunchOptions {
                     })?;
                     opts.demo_seed = Some(seed);
                 }
+                "--iss" => iss = Some(value("--iss")?.to_string_lossy().into_owned()),
+                "--launch" => launch = Some(value("--launch")?.to_string_lossy().into_owned()),
+                link if link.starts_with("hearth://") => {
+                    opts.ehr_launch = Some(EhrLaunch::from_deep_link(link)?);
+                }
                 // macOS Finder adds a process serial number; nothing to do with it.
                 f if f.starts_with("-psn_") => {}
                 other => {
@@ -60,6 +115,15 @@ impl LaunchOptions {
                         "unknown argument {other:?}; {USAGE}"
                     )))
                 }
+            }
+        }
+        match (iss, launch) {
+            (Some(iss), Some(launch)) => opts.ehr_launch = Some(EhrLaunch { iss, launch }),
+            (None, None) => {}
+            _ => {
+                return Err(CoreError::InvalidInput(format!(
+                    "an EHR launch needs both --iss and --launch; {USAGE}"
+                )))
             }
         }
         Ok(opts)
@@ -72,6 +136,38 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<LaunchOptions, CoreError> {
         LaunchOptions::parse(args.iter().map(OsString::from), None)
+    }
+
+    #[test]
+    fn an_ehr_launch_comes_by_arguments_or_deep_link() {
+        let o = parse(&["--iss", "https://ehr.example.org/fhir", "--launch", "xyz"]).unwrap();
+        assert_eq!(
+            o.ehr_launch,
+            Some(EhrLaunch {
+                iss: "https://ehr.example.org/fhir".into(),
+                launch: "xyz".into()
+            })
+        );
+        let o = parse(&["hearth://launch?iss=https%3A%2F%2Fehr.example.org%2Ffhir&launch=a%2Bb"])
+            .unwrap();
+        let l = o.ehr_launch.unwrap();
+        assert_eq!(
+            (l.iss.as_str(), l.launch.as_str()),
+            ("https://ehr.example.org/fhir", "a+b")
+        );
+        assert!(
+            !format!("{l:?}").contains("a+b"),
+            "the launch value is not logged"
+        );
+        assert!(parse(&["--iss", "https://x"])
+            .unwrap_err()
+            .to_string()
+            .contains("both"));
+        assert!(parse(&["hearth://launch?iss=https://x"])
+            .unwrap_err()
+            .to_string()
+            .contains("lacks"));
+        assert!(parse(&["hearth://other?iss=a&launch=b"]).is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod fhir;
 pub mod launch;
 pub mod schedule;
 pub mod sensitive;
+pub mod signon;
 pub mod store;
 pub mod sync_link;
 mod workstation;

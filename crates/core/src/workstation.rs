@@ -1,13 +1,14 @@
 use crate::clock::Clock;
 use crate::config::MachineConfig;
 use crate::launch::LaunchOptions;
+use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
 use crate::{chart, schedule, CoreError};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, ResolveConflictRequest, ScheduleDay,
-    ScheduleRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
+    ScheduleRequest, SessionState, SettleFailedWriteRequest, SyncPanel, SyncSummary, UserSummary,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -29,13 +30,24 @@ struct Ready {
     store: Arc<dyn ClinicalStore>,
     /// EHR mode: the encrypted store and what the sync engine needs.
     ehr: Option<EhrLink>,
+    /// EHR mode with an identity provider: who is signed in, and the idle lock.
+    signon: Option<Arc<SignOn>>,
 }
 
 impl Workstation {
     /// Opens the workstation as configured: demo data when no EHR is configured.
     pub fn start(options: &LaunchOptions, clock: Arc<dyn Clock>) -> Self {
+        Self::start_with_idle_clock(options, clock, Arc::new(hearth_auth::SystemClock))
+    }
+
+    /// [`Workstation::start`] with the clock the idle lock counts on (tests move it by hand).
+    pub fn start_with_idle_clock(
+        options: &LaunchOptions,
+        clock: Arc<dyn Clock>,
+        idle_clock: Arc<dyn hearth_auth::Clock>,
+    ) -> Self {
         let state = MachineConfig::load(&options.config_path)
-            .and_then(|config| Ready::open(&config, options, clock.as_ref()));
+            .and_then(|config| Ready::open(&config, options, clock.as_ref(), idle_clock));
         Self {
             clock,
             state,
@@ -53,9 +65,72 @@ impl Workstation {
         let _ = self.sync.set(link);
     }
 
+    /// EHR mode: the last `limit` audit entries (actor, action, entity), oldest first.
+    pub fn recent_audit(&self, limit: u32) -> Result<Vec<(String, String, String)>, CoreError> {
+        let ready = self.ready()?;
+        let link = ready
+            .ehr
+            .as_ref()
+            .ok_or_else(|| CoreError::Unavailable("the audit log (demo mode keeps none)".into()))?;
+        Ok(link.store.audit_entries(limit)?)
+    }
+
+    /// Sign-on, when the configuration names an identity provider.
+    pub fn signon(&self) -> Option<Arc<SignOn>> {
+        self.state.as_ref().ok().and_then(|r| r.signon.clone())
+    }
+
+    /// The bearer tokens the FHIR client sends: the signed-in user's, or none when no
+    /// identity provider is configured.
+    pub fn token_source(&self) -> Arc<dyn hearth_fhir::TokenSource> {
+        match self.signon() {
+            Some(s) => s.tokens(),
+            None => Arc::new(hearth_fhir::NoToken),
+        }
+    }
+
+    /// PHI may be shown only to a signed-in user whose window is not locked.
+    fn open_for_phi(&self) -> Result<&Ready, CoreError> {
+        let ready = self.ready()?;
+        if let Some(s) = &ready.signon {
+            s.check_open()?;
+        }
+        Ok(ready)
+    }
+
+    fn signon_required(&self) -> Result<Arc<SignOn>, CoreError> {
+        self.ready()?;
+        self.signon().ok_or_else(|| {
+            CoreError::Unavailable("sign-on (no [identity] in the configuration)".into())
+        })
+    }
+
+    /// Signs in (or, when locked, authenticates the same user again) in the browser.
+    pub async fn sign_in(&self) -> Result<UserSummary, CoreError> {
+        self.signon_required()?.sign_in().await
+    }
+
+    /// Signs out: revokes the tokens, forgets them; PHI is withheld until the next sign-in.
+    pub async fn sign_out(&self) -> Result<(), CoreError> {
+        self.signon_required()?.sign_out().await
+    }
+
+    /// The user did something in the window (keeps the idle lock away).
+    pub fn activity(&self) {
+        if let Some(s) = self.signon() {
+            s.activity();
+        }
+    }
+
+    /// Locks the window now.
+    pub fn lock_now(&self) -> Result<(), CoreError> {
+        self.signon_required()?.lock_now();
+        Ok(())
+    }
+
     /// The sync panel: queue, conflicts with both versions, problems in words.
     pub fn sync_panel(&self) -> Result<SyncPanel, CoreError> {
-        self.ready()?;
+        self.open_for_phi()?;
         match self.sync.get() {
             Some(link) => link.panel(),
             None => {
@@ -85,7 +160,7 @@ impl Workstation {
     /// The sync engine, for an action on `what`: without one (demo mode, or before it
     /// started) there is nothing such to act on.
     fn sync_for(&self, what: impl FnOnce() -> String) -> Result<&Arc<dyn SyncLink>, CoreError> {
-        self.ready()?;
+        self.open_for_phi()?;
         self.sync
             .get()
             .ok_or_else(|| CoreError::NotFound { what: what() })
@@ -118,6 +193,7 @@ impl Workstation {
                 mode,
                 store,
                 ehr: None,
+                signon: None,
             }),
             sync: OnceLock::new(),
         }
@@ -137,18 +213,22 @@ impl Workstation {
             Some(link) => link.summary(),
             None => self.local_summary()?,
         };
+        let signon = ready.signon.as_ref();
         Ok(AppStatus {
             mode: ready.mode.clone(),
-            user: None,
+            user: signon.and_then(|s| s.user()),
             connectivity,
             sync,
             today: self.today().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            session: signon.map_or(SessionState::NotRequired, |s| s.state()),
+            idle_lock_minutes: signon.map(|s| s.idle_minutes()),
+            launch: signon.and_then(|s| s.launch()),
         })
     }
 
     pub fn schedule(&self, request: &ScheduleRequest) -> Result<ScheduleDay, CoreError> {
-        let ready = self.ready()?;
+        let ready = self.open_for_phi()?;
         let date = match &request.date {
             None => self.today(),
             Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
@@ -165,7 +245,7 @@ impl Workstation {
     }
 
     pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {
-        let ready = self.ready()?;
+        let ready = self.open_for_phi()?;
         if request.patient_id.trim().is_empty() {
             return Err(CoreError::InvalidInput("patient_id is empty".into()));
         }
@@ -178,6 +258,7 @@ impl Ready {
         config: &MachineConfig,
         options: &LaunchOptions,
         clock: &dyn Clock,
+        idle_clock: Arc<dyn hearth_auth::Clock>,
     ) -> Result<Self, CoreError> {
         if let Some(ehr) = &config.ehr {
             // The encrypted store, its key in the OS keychain (one key per profile folder).
@@ -192,6 +273,27 @@ impl Ready {
                 &format!("database-key:{}", path.display()),
             );
             let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
+            let signon = config.identity.as_ref().map(|identity| {
+                let audit_store = sql.clone();
+                Arc::new(SignOn::new(
+                    &ehr.fhir_base_url,
+                    identity,
+                    config.session.idle_lock_minutes,
+                    hearth_auth::Vault::new(
+                        KEYCHAIN_SERVICE,
+                        &format!("refresh-token:{}", path.display()),
+                    ),
+                    idle_clock,
+                    options.ehr_launch.clone(),
+                    Arc::new(move |actor: &str, action: &str, what: &str| {
+                        // The audit log is the store's hash chain; a failure to write it is
+                        // reported on stderr without the user (no PHI either way).
+                        if let Err(e) = audit_store.audit(actor, action, what) {
+                            eprintln!("hearth: audit of {action} failed: {e}");
+                        }
+                    }),
+                ))
+            });
             return Ok(Self {
                 mode: DataMode::Ehr {
                     fhir_base_url: ehr.fhir_base_url.clone(),
@@ -202,6 +304,7 @@ impl Ready {
                     store: sql,
                     sync: config.sync.clone(),
                 }),
+                signon,
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -218,6 +321,7 @@ impl Ready {
             mode,
             store,
             ehr: None,
+            signon: None,
         })
     }
 }

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug in Hearth; the message says what failed without PHI.
     Internal,
+    /// Signing in failed or was refused; the message says why (never a token).
+    SignIn,
 }
 
 impl ErrorCode {
@@ -33,6 +35,7 @@ impl ErrorCode {
             Self::Configuration => "configuration",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::SignIn => "sign_in",
         }
     }
 }
@@ -76,6 +79,7 @@ mod tests {
             ErrorCode::Configuration,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::SignIn,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

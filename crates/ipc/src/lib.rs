@@ -27,6 +27,10 @@ pub mod command {
     pub const SYNC_PANEL: &str = "sync_panel";
     pub const RESOLVE_CONFLICT: &str = "resolve_conflict";
     pub const SETTLE_FAILED_WRITE: &str = "settle_failed_write";
+    pub const SIGN_IN: &str = "sign_in";
+    pub const SIGN_OUT: &str = "sign_out";
+    pub const ACTIVITY: &str = "activity";
+    pub const LOCK_NOW: &str = "lock_now";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -35,5 +39,9 @@ pub mod command {
         SYNC_PANEL,
         RESOLVE_CONFLICT,
         SETTLE_FAILED_WRITE,
+        SIGN_IN,
+        SIGN_OUT,
+        ACTIVITY,
+        LOCK_NOW,
     ];
 }

@@ -75,6 +75,27 @@ pub struct UserSummary {
     pub fhir_user: Option<String>,
 }
 
+/// Whether someone is signed in, as the window must show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// No sign-on configured (demo data, or an EHR on loopback that asks for no token).
+    #[default]
+    NotRequired,
+    /// Nobody is signed in: the sign-in screen, no PHI.
+    SignedOut,
+    SignedIn,
+    /// Locked after inactivity: no PHI until the same user authenticates again.
+    Locked,
+}
+
+/// An EHR launch's context: the chart to open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSummary {
+    pub patient_id: Option<String>,
+    pub encounter_id: Option<String>,
+}
+
 /// Everything the top bar needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppStatus {
@@ -86,4 +107,12 @@ pub struct AppStatus {
     pub today: String,
     /// Hearth's version.
     pub version: String,
+    #[serde(default)]
+    pub session: SessionState,
+    /// Minutes without input before the window locks (when sign-on is configured).
+    #[serde(default)]
+    pub idle_lock_minutes: Option<u32>,
+    /// Set after an EHR launch: the patient (and encounter) the EHR had open.
+    #[serde(default)]
+    pub launch: Option<LaunchSummary>,
 }

@@ -906,6 +906,20 @@ impl Store {
         Ok(())
     }
 
+    /// The last `limit` audit entries, oldest first: (actor, action, entity).
+    pub fn audit_entries(&self, limit: u32) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT actor, action, entity FROM
+               (SELECT seq, actor, action, entity FROM audit_log ORDER BY seq DESC LIMIT ?1)
+             ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Recomputes the audit chain; returns its length, or where it was altered.
     pub fn verify_audit(&self) -> Result<usize> {
         let conn = self.conn();

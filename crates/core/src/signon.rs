@@ -1,0 +1,278 @@
+//! Sign-on as the workstation uses it: who is signed in, the idle lock, the EHR launch, and
+//! the audit of each (sign-in, sign-out, lock, unlock, failures). The protocol work is
+//! `hearth-auth`'s.
+
+use crate::launch::EhrLaunch;
+use crate::CoreError;
+use hearth_auth::{
+    AuthError, AuthSettings, Browser, Clock, IdleLock, LaunchContext, LockState, LoginRequest,
+    PendingLogin, Provider, Tokens, Vault, DEFAULT_SCOPES,
+};
+use hearth_ipc::{LaunchSummary, SessionState, UserSummary};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long the browser may take to bring the sign-in back.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Something to record in the audit log: (action, what).
+pub type AuditFn = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
+pub struct SignOn {
+    settings: AuthSettings,
+    browser: Browser,
+    vault: Vault,
+    tokens: Arc<Tokens>,
+    provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
+    lock: IdleLock,
+    pending_launch: Mutex<Option<EhrLaunch>>,
+    launch: Mutex<Option<LaunchContext>>,
+    /// One sign-in at a time.
+    signing_in: tokio::sync::Mutex<()>,
+    audit: AuditFn,
+}
+
+impl std::fmt::Debug for SignOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignOn")
+            .field("issuer", &self.settings.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Two URLs name the same FHIR server (trailing slashes aside).
+fn same_base(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+impl SignOn {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "built once, from the configuration"
+    )]
+    pub fn new(
+        fhir_base: &str,
+        identity: &crate::config::IdentityConfig,
+        idle_minutes: u32,
+        vault: Vault,
+        clock: Arc<dyn Clock>,
+        launch: Option<EhrLaunch>,
+        audit: AuditFn,
+    ) -> Self {
+        Self {
+            settings: AuthSettings {
+                fhir_base: fhir_base.to_string(),
+                issuer: identity.issuer.clone(),
+                client_id: identity.client_id.clone(),
+                scopes: identity
+                    .scopes
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
+            },
+            browser: identity
+                .browser
+                .clone()
+                .map_or(Browser::System, Browser::Command),
+            vault,
+            tokens: Tokens::new(),
+            provider: tokio::sync::Mutex::new(None),
+            lock: IdleLock::new(clock, Duration::from_secs(u64::from(idle_minutes) * 60)),
+            pending_launch: Mutex::new(launch),
+            launch: Mutex::new(None),
+            signing_in: tokio::sync::Mutex::new(()),
+            audit,
+        }
+    }
+
+    /// The FHIR client's token source.
+    pub fn tokens(&self) -> Arc<Tokens> {
+        self.tokens.clone()
+    }
+
+    fn actor(&self) -> String {
+        self.tokens.current().map_or_else(
+            || "unknown-user".to_string(),
+            |s| {
+                let u = s.user();
+                u.fhir_user
+                    .clone()
+                    .unwrap_or_else(|| format!("user/{}", u.subject))
+            },
+        )
+    }
+
+    pub fn state(&self) -> SessionState {
+        if self.tokens.current().is_none() {
+            return SessionState::SignedOut;
+        }
+        match self.lock.check() {
+            LockState::Open => SessionState::SignedIn,
+            LockState::JustLocked => {
+                (self.audit)(&self.actor(), "lock", "idle timeout");
+                SessionState::Locked
+            }
+            LockState::Locked => SessionState::Locked,
+        }
+    }
+
+    /// PHI may be shown: someone is signed in and the window is not locked.
+    pub fn check_open(&self) -> Result<(), CoreError> {
+        match self.state() {
+            SessionState::SignedIn => Ok(()),
+            _ => Err(CoreError::Locked),
+        }
+    }
+
+    pub fn user(&self) -> Option<UserSummary> {
+        self.tokens.current().map(|s| UserSummary {
+            display_name: s.user().display_name(),
+            fhir_user: s.user().fhir_user.clone(),
+        })
+    }
+
+    pub fn launch(&self) -> Option<LaunchSummary> {
+        guard(&self.launch).as_ref().map(|c| LaunchSummary {
+            patient_id: c.patient.clone(),
+            encounter_id: c.encounter.clone(),
+        })
+    }
+
+    pub fn idle_minutes(&self) -> u32 {
+        u32::try_from(self.lock.timeout().as_secs() / 60).unwrap_or(u32::MAX)
+    }
+
+    /// The user did something: keeps the lock away (does not open a locked window).
+    pub fn activity(&self) {
+        if self.tokens.current().is_some() && !self.lock.touch() {
+            let _ = self.state();
+        }
+    }
+
+    pub fn lock_now(&self) {
+        if self.tokens.current().is_some() && self.lock.lock_now() {
+            (self.audit)(&self.actor(), "lock", "by the user");
+        }
+    }
+
+    async fn provider(&self) -> Result<Arc<Provider>, AuthError> {
+        let mut p = self.provider.lock().await;
+        if let Some(p) = p.as_ref() {
+            return Ok(p.clone());
+        }
+        let discovered = Provider::discover(self.settings.clone()).await?;
+        *p = Some(discovered.clone());
+        Ok(discovered)
+    }
+
+    /// Signs in through the browser, or, when locked, authenticates the same user again to
+    /// unlock. An EHR launch's `launch` is echoed the first time.
+    pub async fn sign_in(&self) -> Result<UserSummary, CoreError> {
+        let _one = self.signing_in.lock().await;
+        let result = self.sign_in_inner().await;
+        if let Err(e) = &result {
+            (self.audit)(
+                &self.actor(),
+                "sign-in-failed",
+                &format!("{}: {e}", e.code()),
+            );
+        }
+        result.map_err(CoreError::from)
+    }
+
+    async fn sign_in_inner(&self) -> Result<UserSummary, AuthError> {
+        let unlocking = self
+            .tokens
+            .current()
+            .filter(|_| self.state() == SessionState::Locked);
+        let launch = guard(&self.pending_launch).clone();
+        if let Some(l) = &launch {
+            if !same_base(&l.iss, &self.settings.fhir_base) {
+                *guard(&self.pending_launch) = None;
+                return Err(AuthError::Invalid(format!(
+                    "this launch came from {}, which is not the EHR this workstation is set up for ({})",
+                    l.iss, self.settings.fhir_base
+                )));
+            }
+        }
+        let provider = self.provider().await?;
+        let request = LoginRequest {
+            launch: launch.as_ref().map(|l| l.launch.clone()),
+            force_login: unlocking.is_some(),
+        };
+        let pending = PendingLogin::start(provider, &request).await?;
+        self.browser.open(pending.authorize_url().as_str())?;
+        let redirect = pending.wait_for_redirect(BROWSER_TIMEOUT).await?;
+        // The refresh token of the session being replaced, which the new one overwrites in
+        // the keychain: revoked once the new session stands.
+        let replaced_refresh = if self.tokens.current().is_some() {
+            self.vault.load()?
+        } else {
+            None
+        };
+        let session = pending.finish(redirect, self.vault.clone()).await?;
+        if let Some(before) = &unlocking {
+            if before.user().subject != session.user().subject {
+                // Not the user whose work is on screen: this sign-in is undone.
+                let _ = session.sign_out().await;
+                return Err(AuthError::WrongUser);
+            }
+        }
+        if launch.is_some() {
+            *guard(&self.pending_launch) = None;
+            *guard(&self.launch) = session.launch().cloned();
+        }
+        let user = UserSummary {
+            display_name: session.user().display_name(),
+            fhir_user: session.user().fhir_user.clone(),
+        };
+        let replaced = self.tokens.current();
+        self.tokens.set(Some(Arc::new(session)));
+        if let Some(old) = replaced {
+            // Best effort: an unreachable provider lets the old tokens expire on their own.
+            let _ = old.retire(replaced_refresh).await;
+        }
+        self.lock.unlock();
+        (self.audit)(
+            &self.actor(),
+            if unlocking.is_some() {
+                "unlock"
+            } else {
+                "sign-in"
+            },
+            if launch.is_some() {
+                "ehr launch"
+            } else {
+                "standalone"
+            },
+        );
+        Ok(user)
+    }
+
+    /// Signs out: revokes and deletes the refresh token, drops the access token.
+    pub async fn sign_out(&self) -> Result<(), CoreError> {
+        let Some(session) = self.tokens.current() else {
+            return Ok(());
+        };
+        let actor = self.actor();
+        self.tokens.set(None);
+        *guard(&self.launch) = None;
+        let result = session.sign_out().await;
+        (self.audit)(
+            &actor,
+            "sign-out",
+            if result.is_ok() {
+                "revoked"
+            } else {
+                "local only: the provider was not reached"
+            },
+        );
+        match result {
+            Err(AuthError::Unreachable(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

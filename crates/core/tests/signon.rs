@@ -1,0 +1,259 @@
+//! The workstation's sign-on against the real provider and FHIR gateway, in a private session
+//! bus with a real GNOME Keyring: sign-in through the configured browser command, PHI withheld
+//! until then, the idle lock on an injected clock, re-authentication to unlock, the EHR launch's
+//! patient, sign-out, and the audit of each.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use hearth_core::clock::ManualClock;
+use hearth_core::launch::{EhrLaunch, LaunchOptions};
+use hearth_core::Workstation;
+use hearth_ipc::{ChartRequest, ErrorCode, ScheduleRequest, SessionState};
+use hearth_testkit::smart::{
+    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD,
+};
+use hearth_testkit::{isolated, wait_until};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ISOLATED: &str = "HEARTH_CORE_SIGNON_HOME";
+
+struct Desk {
+    ws: Arc<Workstation>,
+    idle: Arc<hearth_auth::ManualClock>,
+    url_file: PathBuf,
+    data_dir: PathBuf,
+}
+
+fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
+    std::fs::create_dir_all(home).unwrap();
+    let url_file = home.join("sign-in-url.txt");
+    let config = home.join("config.toml");
+    // The "browser" is a command that writes the URL down; the test plays the browser.
+    std::fs::write(
+        &config,
+        format!(
+            "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
+             browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n\
+             [session]\nidle_lock_minutes = 10\n",
+            ehr.fhir_base,
+            ehr.issuer,
+            f = url_file.display(),
+        ),
+    )
+    .unwrap();
+    let data_dir = home.join("profile");
+    let options = LaunchOptions {
+        data_dir: Some(data_dir.clone()),
+        config_path: config,
+        demo_seed: None,
+        ehr_launch: launch,
+    };
+    let idle = Arc::new(hearth_auth::ManualClock::default());
+    let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
+    let ws = Arc::new(Workstation::start_with_idle_clock(
+        &options,
+        clock,
+        idle.clone(),
+    ));
+    Desk {
+        ws,
+        idle,
+        url_file,
+        data_dir,
+    }
+}
+
+/// Runs the workstation's sign-in while playing the browser it opened.
+async fn sign_in(desk: &Desk) -> Result<hearth_ipc::UserSummary, hearth_core::CoreError> {
+    let _ = std::fs::remove_file(&desk.url_file);
+    let ws = desk.ws.clone();
+    let signing_in = tokio::spawn(async move { ws.sign_in().await });
+    let url_file = desk.url_file.clone();
+    let (done, browser) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        wait_until(
+            Duration::from_secs(30),
+            "the browser command to run",
+            || url_file.exists(),
+        );
+        let url = std::fs::read_to_string(&url_file).unwrap();
+        let redirect = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .unwrap()
+            .1
+            .into_owned();
+        let _ = done.send(browser_login(&url, &redirect, USER_NAME, USER_PASSWORD));
+    });
+    browser.await.unwrap().unwrap();
+    signing_in.await.unwrap()
+}
+
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+fn locked<T: std::fmt::Debug>(r: Result<T, hearth_core::CoreError>) {
+    assert_eq!(r.unwrap_err().code(), ErrorCode::Locked);
+}
+
+#[test]
+fn phi_waits_for_sign_in_the_idle_lock_needs_the_user_again_and_all_is_audited() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "phi_waits_for_sign_in_the_idle_lock_needs_the_user_again_and_all_is_audited",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // Before sign-in: the sign-in screen, and no PHI.
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedOut);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        locked(ws.chart(&ChartRequest {
+            patient_id: "p1".into(),
+        }));
+
+        let user = sign_in(&desk).await.unwrap();
+        assert_eq!(user.display_name, USER_DISPLAY);
+        let status = ws.status().unwrap();
+        assert_eq!(status.session, SessionState::SignedIn);
+        assert_eq!(status.user.unwrap().fhir_user.as_deref(), Some(USER_FHIR));
+        assert_eq!(status.idle_lock_minutes, Some(10));
+        ws.schedule(&ScheduleRequest::default()).unwrap();
+
+        // The tokens are in memory and the keychain only: not in the profile or anywhere in
+        // this home folder.
+        let access = ws.token_source().bearer().unwrap().unwrap();
+        let vault = hearth_auth::Vault::new(
+            hearth_core::KEYCHAIN_SERVICE,
+            &format!(
+                "refresh-token:{}",
+                desk.data_dir.join("hearth.db").display()
+            ),
+        );
+        let refresh = vault
+            .load()
+            .unwrap()
+            .expect("refresh token in the keychain");
+        for needle in [access.expose(), refresh.expose()] {
+            assert!(
+                files_containing(&home, needle).is_empty(),
+                "a token is on disk"
+            );
+        }
+
+        // Input keeps the lock away; ten idle minutes lock it, and input does not reopen it.
+        desk.idle.advance(Duration::from_secs(9 * 60));
+        ws.activity();
+        desk.idle.advance(Duration::from_secs(9 * 60));
+        ws.schedule(&ScheduleRequest::default()).unwrap();
+        desk.idle.advance(Duration::from_secs(60));
+        assert_eq!(ws.status().unwrap().session, SessionState::Locked);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        locked(ws.chart(&ChartRequest {
+            patient_id: "p1".into(),
+        }));
+        locked(ws.sync_panel());
+        ws.activity();
+        locked(ws.schedule(&ScheduleRequest::default()));
+
+        // The same user authenticates again (the provider asks for the password again).
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+        ws.schedule(&ScheduleRequest::default()).unwrap();
+
+        ws.sign_out().await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedOut);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        assert!(vault.load().unwrap().is_none());
+        assert_eq!(ehr.fhir_status_with("/Patient", access.expose()), 401);
+
+        let actions: Vec<String> = ws
+            .recent_audit(50)
+            .unwrap()
+            .into_iter()
+            .map(|(actor, action, _)| format!("{actor} {action}"))
+            .collect();
+        for expected in ["sign-in", "lock", "unlock", "sign-out"] {
+            assert!(
+                actions.contains(&format!("{USER_FHIR} {expected}")),
+                "{expected} not audited: {actions:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_ehr_launch_opens_the_patient_and_a_launch_from_another_ehr_is_refused() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "an_ehr_launch_opens_the_patient_and_a_launch_from_another_ehr_is_refused",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let launch = ehr.register_launch("p-42", Some("e-7"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let elsewhere = desk(
+        &home.join("a"),
+        &ehr,
+        Some(EhrLaunch {
+            iss: "https://other-ehr.example.org/fhir".into(),
+            launch: launch.clone(),
+        }),
+    );
+    let e = rt.block_on(elsewhere.ws.sign_in()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::SignIn);
+    assert!(
+        e.to_string()
+            .contains("not the EHR this workstation is set up for"),
+        "{e}"
+    );
+    let audit = elsewhere.ws.recent_audit(10).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, action, _)| action == "sign-in-failed"),
+        "{audit:?}"
+    );
+
+    let here = desk(
+        &home.join("b"),
+        &ehr,
+        Some(EhrLaunch {
+            iss: format!("{}/", ehr.fhir_base),
+            launch,
+        }),
+    );
+    rt.block_on(async {
+        sign_in(&here).await.unwrap();
+    });
+    let status = here.ws.status().unwrap();
+    let context = status.launch.unwrap();
+    assert_eq!(context.patient_id.as_deref(), Some("p-42"));
+    assert_eq!(context.encounter_id.as_deref(), Some("e-7"));
+}
