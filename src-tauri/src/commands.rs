@@ -5,7 +5,7 @@
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
-    SettleFailedWriteRequest, SyncPanel,
+    SettleFailedWriteRequest, SyncPanel, UserSummary,
 };
 use tauri::State;
 
@@ -49,6 +49,27 @@ pub async fn settle_failed_write(
     request: SettleFailedWriteRequest,
 ) -> Result<(), IpcError> {
     workstation.settle_failed_write(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn sign_in(workstation: State<'_, Workstation>) -> Result<UserSummary, IpcError> {
+    workstation.sign_in().await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn sign_out(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
+    workstation.sign_out().await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn activity(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
+    workstation.activity();
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn lock_now(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
+    workstation.lock_now().map_err(ipc)
 }
 
 /// A core error as the UI receives it: the stable code and the message.

@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             commands::sync_panel,
             commands::resolve_conflict,
             commands::settle_failed_write,
+            commands::sign_in,
+            commands::sign_out,
+            commands::activity,
+            commands::lock_now,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {
@@ -45,13 +49,26 @@ fn main() -> ExitCode {
             let workstation = Workstation::start(&options, Arc::new(SystemClock));
             // Connected to an EHR: the sync engine runs for the life of the app.
             if let Some(link) = workstation.ehr_link() {
-                match hearth_sync::Engine::for_workstation(&link, Arc::new(hearth_fhir::NoToken)) {
+                match hearth_sync::Engine::for_workstation(&link, workstation.token_source()) {
                     Ok(engine) => {
                         workstation.attach_sync(Arc::new(engine.handle()));
                         tauri::async_runtime::spawn(engine.run(std::future::pending()));
                     }
                     Err(e) => eprintln!("hearth: synchronisation cannot start: {e}"),
                 }
+            }
+            // The signed-in user's access token is renewed before it ends, for the life of the
+            // app; a refused renewal leaves the session for the user to sign in again.
+            if let Some(signon) = workstation.signon() {
+                tauri::async_runtime::spawn(signon.tokens().keep_fresh(
+                    std::time::Duration::from_secs(15),
+                    |e| {
+                        eprintln!(
+                            "hearth: the sign-in could not be renewed ({}); sign in again",
+                            e.code()
+                        )
+                    },
+                ));
             }
             app.manage(workstation);
             WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))

@@ -6,12 +6,13 @@ mod bridge;
 mod chart;
 mod keyboard;
 mod schedule;
+mod signon;
 mod sync;
 mod visit;
 
 use hearth_ipc::{
     command, AppStatus, AppointmentRow, Chart, ChartRequest, Connectivity, DataMode, ErrorCode,
-    IpcError, ScheduleDay, ScheduleRequest,
+    IpcError, ScheduleDay, ScheduleRequest, SessionState,
 };
 use wasm_bindgen_futures::spawn_local;
 use yew::prelude::*;
@@ -65,11 +66,13 @@ fn app() -> Html {
     let schedule_ticket = use_mut_ref(|| 0u64);
     let chart_ticket = use_mut_ref(|| 0u64);
     let chart_patient = use_mut_ref(|| None::<String>);
+    // Bumped after a sign-in so that the status is read again at once.
+    let signed_in = use_state(|| 0u32);
 
     {
         // The top bar follows the sync engine: the status (no PHI) is read every two seconds.
         let status = status.clone();
-        use_effect_with((), move |_| {
+        use_effect_with(*signed_in, move |_| {
             spawn_local(async move {
                 // Once connected to an EHR, polling goes on through passing errors.
                 let mut connected = false;
@@ -91,6 +94,15 @@ fn app() -> Html {
     let sync_generation = match &*status {
         Load::Ready(s) => sync_generation(s),
         _ => 0,
+    };
+    let session = match &*status {
+        Load::Ready(s) => s.session,
+        _ => SessionState::NotRequired,
+    };
+    // An EHR launch opens the patient the EHR had open, until the user picks a visit.
+    let launch_patient = match &*status {
+        Load::Ready(s) => s.launch.as_ref().and_then(|l| l.patient_id.clone()),
+        _ => None,
     };
     {
         let schedule = schedule.clone();
@@ -116,7 +128,10 @@ fn app() -> Html {
         let chart = chart.clone();
         let ticket = chart_ticket.clone();
         let shown = chart_patient.clone();
-        let patient_id = selected.as_ref().map(|a| a.patient_id.clone());
+        let patient_id = selected
+            .as_ref()
+            .map(|a| a.patient_id.clone())
+            .or(launch_patient);
         use_effect_with((patient_id, sync_generation), move |(patient_id, _)| {
             if let Some(patient_id) = patient_id.clone() {
                 let mine = next_ticket(&ticket);
@@ -136,6 +151,7 @@ fn app() -> Html {
         });
     }
     keyboard::use_region_keys();
+    signon::use_activity_reports();
 
     let on_select = {
         let selected = selected.clone();
@@ -156,6 +172,24 @@ fn app() -> Html {
                 </main>
             };
         }
+    }
+
+    if matches!(session, SessionState::SignedOut | SessionState::Locked) {
+        // Nothing clinical behind the gate: the views are not rendered at all.
+        let (user, idle_minutes) = match &*status {
+            Load::Ready(s) => (s.user.clone(), s.idle_lock_minutes),
+            _ => (None, None),
+        };
+        let on_signed_in = {
+            let signed_in = signed_in.clone();
+            Callback::from(move |()| signed_in.set(*signed_in + 1))
+        };
+        return html! {
+            <div class="shell">
+                <TopBar status={(*status).clone()} on_open_sync={Callback::noop()} />
+                <signon::Gate {session} {user} {idle_minutes} {on_signed_in} />
+            </div>
+        };
     }
 
     let selected_id = selected.as_ref().map(|a| a.appointment_id.clone());
@@ -203,6 +237,7 @@ fn sync_generation(s: &AppStatus) -> u64 {
         s.sync.conflicts,
         s.sync.failed_writes,
         s.sync.unreadable_records,
+        s.session,
     )
         .hash(&mut h);
     h.finish()
@@ -265,6 +300,10 @@ fn top_bar(props: &TopBarProps) -> Html {
                         <button id="sync-button" class="sync-button" onclick={props.on_open_sync.reform(|_: MouseEvent| ())}>{ "Sync details" }</button>
                     }
                     <span id="current-user" class="user">{ user }</span>
+                    if s.session == SessionState::SignedIn {
+                        <button id="lock-button" class="sync-button" onclick={Callback::from(|_: MouseEvent| call_quietly(command::LOCK_NOW))}>{ "Lock" }</button>
+                        <button id="sign-out-button" class="sync-button" onclick={Callback::from(|_: MouseEvent| call_quietly(command::SIGN_OUT))}>{ "Sign out" }</button>
+                    }
                 </>
             }
         }
@@ -275,6 +314,13 @@ fn top_bar(props: &TopBarProps) -> Html {
             { body }
         </header>
     }
+}
+
+/// Invokes a command whose effect the next status poll shows.
+fn call_quietly(cmd: &'static str) {
+    spawn_local(async move {
+        let _: Result<(), IpcError> = bridge::call_no_args(cmd).await;
+    });
 }
 
 /// `HH:MM:SS` of an RFC 3339 instant (UTC, as the core sends it), or the text as is.

@@ -76,7 +76,7 @@ pub struct UserSummary {
 }
 
 /// Whether someone is signed in, as the window must show it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     /// No sign-on configured (demo data, or an EHR on loopback that asks for no token).
