@@ -14,7 +14,6 @@ use hearth_testkit::isolated;
 use hearth_testkit::smart::{
     browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD,
 };
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,26 +67,6 @@ async fn sign_in(provider: &Arc<Provider>, request: LoginRequest) -> Result<Sess
 
 fn fhir_client(ehr: &SmartEhr, tokens: Arc<dyn TokenSource>) -> hearth_fhir::Client {
     hearth_fhir::Client::new(&ehr.fhir_base, tokens, RetryPolicy::default()).unwrap()
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 #[test]
@@ -147,7 +126,7 @@ fn standalone_launch_signs_in_and_the_token_reads_the_fhir_server() {
             .expect("the refresh token is in the keychain");
         for needle in [access.expose(), refresh.expose()] {
             assert!(
-                files_containing(&home, needle).is_empty(),
+                hearth_testkit::files_containing(&home, needle.as_bytes()).is_empty(),
                 "a token is on disk"
             );
         }
@@ -194,7 +173,7 @@ fn refresh_rotates_the_token_and_the_old_one_is_refused() {
             first_refresh.expose(),
         ] {
             assert!(
-                files_containing(&home, needle).is_empty(),
+                hearth_testkit::files_containing(&home, needle.as_bytes()).is_empty(),
                 "a token is on disk"
             );
         }

@@ -92,25 +92,6 @@ async fn sign_in(desk: &Desk) -> Result<hearth_ipc::UserSummary, hearth_core::Co
     signing_in.await.unwrap()
 }
 
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 fn locked<T: std::fmt::Debug>(r: Result<T, hearth_core::CoreError>) {
     assert_eq!(r.unwrap_err().code(), ErrorCode::Locked);
 }
@@ -159,7 +140,7 @@ fn phi_waits_for_sign_in_the_idle_lock_needs_the_user_again_and_all_is_audited()
             .expect("refresh token in the keychain");
         for needle in [access.expose(), refresh.expose()] {
             assert!(
-                files_containing(&home, needle).is_empty(),
+                hearth_testkit::files_containing(&home, needle.as_bytes()).is_empty(),
                 "a token is on disk"
             );
         }

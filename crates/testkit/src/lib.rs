@@ -45,6 +45,27 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// The files under `dir` (recursively) whose bytes contain `needle`: a secret or a patient's
+/// name must be found in none of them.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
 /// A child process stopped on drop: SIGTERM first (so it can stop what it started), then
 /// SIGKILL if it is still there after five seconds.
 pub struct KillOnDrop(pub Child);

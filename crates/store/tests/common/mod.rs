@@ -7,7 +7,7 @@
 )]
 
 use hearth_store::{DbKey, Projection, ResourceRow};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A fresh folder, the path of a database in it (not yet created) and a new key.
 pub fn fresh_db() -> (tempfile::TempDir, PathBuf, DbKey) {
@@ -17,24 +17,7 @@ pub fn fresh_db() -> (tempfile::TempDir, PathBuf, DbKey) {
 }
 
 /// The files under `dir` (recursively) whose bytes contain `needle`.
-pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle))
-                .unwrap_or(false)
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
+pub use hearth_testkit::files_containing;
 
 /// A Patient with a name and MRN, unknown elements and an extension, as a server might send it.
 pub fn patient_row(id: &str, name: &str, mrn: &str) -> ResourceRow {
