@@ -100,6 +100,21 @@ struct Access {
     expires_at: SystemTime,
 }
 
+impl From<TokenAnswer> for Access {
+    /// The answer's access token, valid from now for `expires_in`.
+    fn from(answer: TokenAnswer) -> Self {
+        let now = SystemTime::now();
+        Self {
+            token: answer.access_token,
+            issued_at: now,
+            expires_at: now
+                + answer
+                    .expires_in
+                    .map_or(DEFAULT_LIFETIME, Duration::from_secs),
+        }
+    }
+}
+
 /// A signed-in session. The access token is only in memory; the refresh token only in the
 /// keychain ([`Vault`]), read when needed and replaced when the provider rotates it.
 pub struct Session {
@@ -151,6 +166,23 @@ impl Session {
         })
     }
 
+    fn new(
+        provider: Arc<Provider>,
+        user: User,
+        launch: Option<LaunchContext>,
+        answer: TokenAnswer,
+        vault: Vault,
+    ) -> Self {
+        Self {
+            launch,
+            access: Mutex::new(Some(Access::from(answer))),
+            provider,
+            user,
+            vault,
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// A session from a first token answer (after the code exchange).
     pub(crate) fn establish(
         provider: Arc<Provider>,
@@ -166,22 +198,8 @@ impl Session {
         if let Some(refresh) = &answer.refresh_token {
             vault.store(refresh)?;
         }
-        let now = SystemTime::now();
-        Ok(Self {
-            launch: launched.then(|| answer.context.clone()),
-            access: Mutex::new(Some(Access {
-                token: answer.access_token,
-                issued_at: now,
-                expires_at: now
-                    + answer
-                        .expires_in
-                        .map_or(DEFAULT_LIFETIME, Duration::from_secs),
-            })),
-            provider,
-            user,
-            vault,
-            refreshing: tokio::sync::Mutex::new(()),
-        })
+        let launch = launched.then(|| answer.context.clone());
+        Ok(Self::new(provider, user, launch, answer, vault))
     }
 
     /// Resumes with the refresh token in the keychain (Hearth restarted): refreshes, and
@@ -192,22 +210,7 @@ impl Session {
             AuthError::BadResponse("the refreshed tokens carry no id_token: sign in".into())
         })?;
         let user = Self::verify_id_token(&provider, id_token, None)?;
-        let now = SystemTime::now();
-        Ok(Self {
-            launch: None,
-            access: Mutex::new(Some(Access {
-                token: answer.access_token,
-                issued_at: now,
-                expires_at: now
-                    + answer
-                        .expires_in
-                        .map_or(DEFAULT_LIFETIME, Duration::from_secs),
-            })),
-            provider,
-            user,
-            vault,
-            refreshing: tokio::sync::Mutex::new(()),
-        })
+        Ok(Self::new(provider, user, None, answer, vault))
     }
 
     /// Redeems the keychain's refresh token; a rotated one replaces it there before anything
