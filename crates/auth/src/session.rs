@@ -284,15 +284,7 @@ impl Session {
                 return Err(AuthError::WrongUser);
             }
         }
-        let now = SystemTime::now();
-        *self.access() = Some(Access {
-            token: answer.access_token,
-            issued_at: now,
-            expires_at: now
-                + answer
-                    .expires_in
-                    .map_or(DEFAULT_LIFETIME, Duration::from_secs),
-        });
+        *self.access() = Some(Access::from(answer));
         Ok(())
     }
 
