@@ -83,23 +83,30 @@ impl IdleLock {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The user did something. Returns whether the session is (still) open.
-    pub fn touch(&self) -> bool {
-        if self.check() != LockState::Open {
-            return false;
+    /// The user did something: counts as input if the session is still open. Says the state as
+    /// [`IdleLock::check`] does, so a lock that this very input found due is reported
+    /// ([`LockState::JustLocked`]) once, like any other.
+    pub fn touch(&self) -> LockState {
+        let now = self.clock.now();
+        let mut s = self.state();
+        let state = Self::check_at(&mut s, now, self.timeout);
+        if state == LockState::Open {
+            s.0 = now;
         }
-        self.state().0 = self.clock.now();
-        true
+        state
     }
 
     /// Locks if the idle time has run out; says the state.
     pub fn check(&self) -> LockState {
         let now = self.clock.now();
-        let mut s = self.state();
+        Self::check_at(&mut self.state(), now, self.timeout)
+    }
+
+    fn check_at(s: &mut (Instant, bool), now: Instant, timeout: Duration) -> LockState {
         if s.1 {
             return LockState::Locked;
         }
-        if now.saturating_duration_since(s.0) >= self.timeout {
+        if now.saturating_duration_since(s.0) >= timeout {
             s.1 = true;
             return LockState::JustLocked;
         }
@@ -134,15 +141,20 @@ mod tests {
         let clock = Arc::new(ManualClock::default());
         let lock = IdleLock::new(clock.clone(), Duration::from_secs(600));
         clock.advance(Duration::from_secs(599));
-        assert!(lock.touch());
+        assert_eq!(lock.touch(), LockState::Open);
         clock.advance(Duration::from_secs(599));
         assert_eq!(lock.check(), LockState::Open);
         clock.advance(Duration::from_secs(1));
         assert_eq!(lock.check(), LockState::JustLocked);
         assert_eq!(lock.check(), LockState::Locked);
-        assert!(!lock.touch(), "input does not unlock");
+        assert_eq!(lock.touch(), LockState::Locked, "input does not unlock");
         lock.unlock();
         assert_eq!(lock.check(), LockState::Open);
+        // Input that comes after the idle time is what finds the lock due.
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(lock.touch(), LockState::JustLocked);
+        assert_eq!(lock.check(), LockState::Locked);
+        lock.unlock();
         assert!(lock.lock_now());
         assert_eq!(lock.check(), LockState::Locked);
     }

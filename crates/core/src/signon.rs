@@ -109,7 +109,12 @@ impl SignOn {
         if self.tokens.current().is_none() {
             return SessionState::SignedOut;
         }
-        match self.lock.check() {
+        self.session_state(self.lock.check())
+    }
+
+    /// The session state for a lock state; a lock just found due is audited (once).
+    fn session_state(&self, lock: LockState) -> SessionState {
+        match lock {
             LockState::Open => SessionState::SignedIn,
             LockState::JustLocked => {
                 (self.audit)(&self.actor(), "lock", "idle timeout");
@@ -147,8 +152,8 @@ impl SignOn {
 
     /// The user did something: keeps the lock away (does not open a locked window).
     pub fn activity(&self) {
-        if self.tokens.current().is_some() && !self.lock.touch() {
-            let _ = self.state();
+        if self.tokens.current().is_some() {
+            self.session_state(self.lock.touch());
         }
     }
 
