@@ -4,6 +4,10 @@
 //    public native client `hearth` (PKCE S256 required, loopback redirects on any port, refresh
 //    token rotation, revocation), SMART v2 scopes, the `fhirUser` claim, and launch context
 //    (patient, encounter) in the token response for an EHR launch.
+//    Access tokens are JWTs signed with the provider's key (as many identity providers issue),
+//    so a resource server such as Hearth's visit service can check them with the JWKS; each
+//    wraps the provider's own opaque token (its `jti`), so revocation and introspection still
+//    work through the provider.
 // 2. A gateway in front of the FHIR server: every FHIR request needs a bearer token that the
 //    authorization server's introspection endpoint (RFC 7662) calls active; it also serves
 //    `<fhir-base>/.well-known/smart-configuration`.
@@ -135,12 +139,53 @@ provider.use(async (ctx, next) => {
       if (context.encounter) ctx.body.encounter = context.encounter;
       ctx.body.need_patient_banner = false;
     }
+    ctx.body.access_token = await wrapAccessToken(ctx.body.access_token);
     if (ctx.body.id_token && spoilNextIdToken) {
       ctx.body.id_token = await spoil(ctx.body.id_token, spoilNextIdToken);
       spoilNextIdToken = null;
     }
   }
 });
+
+// The access token a client sees: a JWT over the provider's opaque token.
+async function wrapAccessToken(opaque) {
+  const token = await provider.AccessToken.find(opaque);
+  if (!token) return opaque;
+  const key = await jose.importJWK(signingJwk, 'RS256');
+  return new jose.SignJWT({
+    client_id: token.clientId, scope: token.scope, fhirUser: USER.fhirUser, name: USER.name,
+  })
+    .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'at+jwt' })
+    .setIssuer(issuer).setSubject(token.accountId).setAudience(fhirBase)
+    .setIssuedAt(token.iat).setExpirationTime(token.exp).setJti(opaque)
+    .sign(key);
+}
+
+// The provider's opaque token inside one of our JWT access tokens (null if it is not one).
+async function unwrapAccessToken(token) {
+  if (!token || token.split('.').length !== 3) return null;
+  try {
+    const { d, p, q, dp, dq, qi, ...publicJwk } = signingJwk;
+    const key = await jose.importJWK(publicJwk, 'RS256');
+    const { payload } = await jose.jwtVerify(token, key, { issuer });
+    return payload.jti ?? null;
+  } catch {
+    return null;
+  }
+}
+
+// Revocation and introspection of a JWT access token act on the opaque token it wraps.
+async function tokenEndpointWithJwt(req, res, path) {
+  const body = await readBody(req);
+  const form = new URLSearchParams(body);
+  const opaque = await unwrapAccessToken(form.get('token'));
+  if (opaque) form.set('token', opaque);
+  const headers = { 'content-type': 'application/x-www-form-urlencoded', 'x-hearth-unwrapped': '1' };
+  if (req.headers.authorization) headers.authorization = req.headers.authorization;
+  const r = await fetch(`${issuer}${path}`, { method: 'POST', headers, body: form });
+  res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/json' });
+  res.end(Buffer.from(await r.arrayBuffer()));
+}
 
 async function spoil(idToken, how) {
   const [h, p, s] = idToken.split('.');
@@ -248,6 +293,11 @@ const providerCallback = provider.callback();
 oidcServer.on('request', (req, res) => {
   if (req.url.startsWith('/interaction/')) return void interaction(req, res);
   if (req.url.startsWith('/_test/')) return void control(req, res);
+  for (const path of ['/token/revocation', '/token/introspection']) {
+    if (req.method === 'POST' && req.url === path && !req.headers['x-hearth-unwrapped']) {
+      return void tokenEndpointWithJwt(req, res, path).catch((e) => { res.writeHead(500); res.end(String(e)); });
+    }
+  }
   return providerCallback(req, res);
 });
 
@@ -259,7 +309,7 @@ async function introspect(token) {
       authorization: `Basic ${Buffer.from(`fhir-gateway:${GATEWAY_SECRET}`).toString('base64')}`,
       'content-type': 'application/x-www-form-urlencoded',
     },
-    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+    body: new URLSearchParams({ token: (await unwrapAccessToken(token)) ?? token, token_type_hint: 'access_token' }),
   });
   return r.ok ? r.json() : { active: false };
 }
