@@ -18,6 +18,7 @@
 
 pub mod clinic;
 pub mod smart;
+pub mod visit;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -17,7 +17,8 @@ pub const USER_DISPLAY: &str = "Dr. Mara Okafor";
 pub const USER_FHIR: &str = "Practitioner/hearth-dr-okafor";
 
 pub struct SmartEhr {
-    pub fhir: FhirServer,
+    /// The FHIR server behind the gateway (none for [`SmartEhr::identity_only`]).
+    pub fhir: Option<FhirServer>,
     /// The OpenID Connect issuer.
     pub issuer: String,
     /// The FHIR base URL the gateway serves (what Hearth is configured with).
@@ -41,7 +42,18 @@ impl SmartEhr {
         Some((Self::around(fhir, gateway), clinic))
     }
 
+    /// Only the identity provider (the gateway's FHIR server is absent): for services that
+    /// check the clinician's token themselves, such as the visit service.
+    pub fn identity_only() -> Self {
+        Self::with_upstream(None, free_port(), free_port())
+    }
+
     fn around(fhir: FhirServer, gateway: u16) -> Self {
+        let port = fhir.port;
+        Self::with_upstream(Some(fhir), gateway, port)
+    }
+
+    fn with_upstream(fhir: Option<FhirServer>, gateway: u16, upstream: u16) -> Self {
         let dir = peers_dir().join("smart");
         let script = dir.join("server.mjs");
         let ours = workspace_root().join("tests/peers/smart/server.mjs");
@@ -58,7 +70,7 @@ impl SmartEhr {
             .current_dir(&dir)
             .env("OIDC_PORT", "0")
             .env("GATEWAY_PORT", gateway.to_string())
-            .env("UPSTREAM", format!("http://127.0.0.1:{}", fhir.port))
+            .env("UPSTREAM", format!("http://127.0.0.1:{upstream}"))
             .env("USER_NAME", USER_NAME)
             .env("USER_PASSWORD", USER_PASSWORD)
             .env("USER_DISPLAY", USER_DISPLAY)
@@ -114,6 +126,56 @@ impl SmartEhr {
     }
 
     /// Registers an EHR launch with this context; returns the `launch` value.
+    /// A clinician's access token (a JWT signed by the provider), got the way a native app
+    /// gets one: authorization code with PKCE S256, the scripted browser signing in.
+    pub fn clinician_access_token(&self) -> String {
+        off_runtime(|| self.clinician_access_token_now())
+    }
+
+    fn clinician_access_token_now(&self) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let verifier = b64.encode(rand::random::<[u8; 32]>());
+        let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let state = b64.encode(rand::random::<[u8; 16]>());
+        let redirect = "http://127.0.0.1:9/callback";
+        let scope = "openid fhirUser profile user/*.rs";
+        let authorize = format!(
+            "{}/auth?response_type=code&client_id=hearth&redirect_uri={}&scope={}&state={state}\
+             &code_challenge={challenge}&code_challenge_method=S256&aud={}",
+            self.issuer,
+            form_encode(redirect),
+            form_encode(scope),
+            form_encode(&self.fhir_base)
+        );
+        let back = browse(&authorize, redirect, USER_NAME, USER_PASSWORD, false)
+            .unwrap_or_else(|e| panic!("signing in at the test provider: {e}"));
+        let code = back
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix("code="))
+            .unwrap_or_else(|| panic!("no code in {back}"))
+            .to_owned();
+        let answer = http()
+            .post(format!("{}/token", self.issuer))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", redirect),
+                ("client_id", "hearth"),
+                ("code_verifier", verifier.as_str()),
+            ])
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("token request: {e}"));
+        let json: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("token answer {answer}: {e}"));
+        json["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access token in {answer}"))
+            .to_owned()
+    }
+
     pub fn register_launch(&self, patient: &str, encounter: Option<&str>) -> String {
         let answer = self.control(
             "/_test/launch",
@@ -207,11 +269,24 @@ pub fn browser_login(
     user: &str,
     password: &str,
 ) -> Result<String, String> {
+    browse(authorize_url, redirect_prefix, user, password, true)
+}
+
+fn browse(
+    authorize_url: &str,
+    redirect_prefix: &str,
+    user: &str,
+    password: &str,
+    deliver: bool,
+) -> Result<String, String> {
     let client = http();
     let mut url = authorize_url.to_string();
     let mut form: Option<Vec<(String, String)>> = None;
     for _ in 0..20 {
         if url.starts_with(redirect_prefix) {
+            if !deliver {
+                return Ok(url);
+            }
             // The browser arrives at Hearth's loopback port.
             client
                 .get(&url)

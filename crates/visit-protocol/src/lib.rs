@@ -91,6 +91,9 @@ pub struct LinkResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkCheck {
     pub token: Secret,
+    /// When given, the visit the link must be for (`wrong_visit` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<String>,
 }
 
 /// The answer to [`LinkCheck`] for a link that can be used now.
@@ -160,8 +163,14 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// First message of a patient or guest: the link token and the name they typed.
-    Join { token: Secret, name: String },
+    /// First message of a patient or guest: the link token and the name they typed. `visit`,
+    /// when given, must be the token's visit (the page sends what the link check said).
+    Join {
+        token: Secret,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visit: Option<String>,
+    },
     /// First message of a clinician: their access token and the visit (appointment id).
     Host {
         access_token: Secret,
@@ -303,7 +312,8 @@ mod tests {
             msg,
             ClientMsg::Join {
                 token: Secret::new("t.k"),
-                name: "Ana".into()
+                name: "Ana".into(),
+                visit: None,
             }
         );
         let host: ClientMsg =
@@ -327,6 +337,7 @@ mod tests {
         let msg = ClientMsg::Join {
             token: Secret::new("very-secret-token"),
             name: "Ana".into(),
+            visit: None,
         };
         assert!(!format!("{msg:?}").contains("very-secret-token"));
     }

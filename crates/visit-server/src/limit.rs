@@ -1,0 +1,77 @@
+//! Per-address rate limit on join attempts (link checks, joins, resumes, failed clinician
+//! sign-ins): a token bucket of `per_minute` attempts, refilled evenly. Per instance.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub struct RateLimiter {
+    per_minute: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Buckets kept before full ones are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one attempt for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        self.allow_at(ip, Instant::now())
+    }
+
+    pub fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED {
+            let per_minute = self.per_minute;
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_minute / 60.0
+                    < per_minute
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.per_minute, now));
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_minute / 60.0;
+        *tokens = (*tokens + refill).min(self.per_minute);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_is_cut_off_and_refills_over_time() {
+        let limiter = RateLimiter::new(6);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let t0 = Instant::now();
+        for _ in 0..6 {
+            assert!(limiter.allow_at(a, t0));
+        }
+        assert!(!limiter.allow_at(a, t0));
+        assert!(
+            limiter.allow_at(b, t0),
+            "another address has its own bucket"
+        );
+        assert!(!limiter.allow_at(a, t0 + Duration::from_secs(5)));
+        assert!(
+            limiter.allow_at(a, t0 + Duration::from_secs(11)),
+            "one attempt per 10 s"
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! Where visit state lives and how messages reach connections.
+//!
+//! One process: state in memory, messages handed straight to the local [`Hub`]. With Redis:
+//! each visit is one JSON value (`hv:visit:<id>`) changed by compare-and-set, the ids of live
+//! visits are a set (`hv:visits`), each instance announces itself (`hv:instance:<id>`, expiring)
+//! and every message is published on one channel (`hv:bus`); every instance delivers the ones
+//! for connections it holds. A visit therefore survives the instance that served it.
+
+use crate::error::{Refusal, SetupError};
+use crate::visit::{Delivery, Out, Visit};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How many messages may wait for a slow connection before it is closed (it will resume).
+pub const CONNECTION_QUEUE: usize = 256;
+
+/// The connections this instance holds, by participant.
+#[derive(Default)]
+pub struct Hub {
+    conns: Mutex<HashMap<String, (String, mpsc::Sender<Delivery>)>>,
+}
+
+impl Hub {
+    pub fn register(&self, participant: &str, conn: &str, tx: mpsc::Sender<Delivery>) {
+        let previous = self
+            .lock()
+            .insert(participant.to_owned(), (conn.to_owned(), tx));
+        if let Some((_, old)) = previous {
+            let _ = old.try_send(Delivery::Close);
+        }
+    }
+
+    pub fn unregister(&self, participant: &str, conn: &str) {
+        let mut conns = self.lock();
+        if conns.get(participant).is_some_and(|(c, _)| c == conn) {
+            conns.remove(participant);
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, mpsc::Sender<Delivery>)>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands `out` to its connection if this instance holds it. A connection whose queue is
+    /// full is closed: its client resumes and gets a fresh state.
+    pub fn deliver(&self, out: Out) {
+        let mut conns = self.lock();
+        let Some((conn, tx)) = conns.get(&out.to) else {
+            return;
+        };
+        if out.conn.as_ref().is_some_and(|c| c != conn) {
+            return;
+        }
+        if tx.try_send(out.msg).is_err() {
+            let _ = tx.try_send(Delivery::Close);
+            conns.remove(&out.to);
+        }
+    }
+}
+
+/// The visit state store and message bus: in memory, or in Redis.
+#[derive(Clone)]
+pub enum Shared {
+    Memory(Arc<Memory>),
+    Redis(Arc<RedisShared>),
+}
+
+pub struct Memory {
+    visits: Mutex<HashMap<String, Visit>>,
+    hub: Arc<Hub>,
+}
+
+pub struct RedisShared {
+    conn: redis::aio::ConnectionManager,
+    client: redis::Client,
+    instance: String,
+}
+
+const BUS: &str = "hv:bus";
+const VISITS: &str = "hv:visits";
+/// Visits are forgotten a day after their last change.
+const VISIT_TTL_MS: u64 = 24 * 3600 * 1000;
+/// An instance that has not announced itself for this long is gone.
+pub const INSTANCE_TTL: Duration = Duration::from_secs(10);
+pub const INSTANCE_BEAT: Duration = Duration::from_secs(3);
+
+fn visit_key(id: &str) -> String {
+    format!("hv:visit:{id}")
+}
+
+const CAS: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if cur == false then redis.call('SADD', KEYS[2], ARGV[4]) end
+  return 1
+end
+return 0
+";
+
+fn redis_down(e: redis::RedisError) -> Refusal {
+    Refusal::unavailable(e.category())
+}
+
+impl Shared {
+    pub fn memory(hub: Arc<Hub>) -> Self {
+        Self::Memory(Arc::new(Memory {
+            visits: Mutex::new(HashMap::new()),
+            hub,
+        }))
+    }
+
+    /// Connects to Redis, and starts delivering the bus's messages to `hub`.
+    pub async fn redis(url: &str, hub: Arc<Hub>, instance: &str) -> Result<Self, SetupError> {
+        let client = redis::Client::open(url).map_err(|e| SetupError::Redis(e.to_string()))?;
+        let conn = redis::aio::ConnectionManager::new(client.clone())
+            .await
+            .map_err(|e| SetupError::Redis(e.to_string()))?;
+        let shared = Arc::new(RedisShared {
+            conn,
+            client,
+            instance: instance.to_owned(),
+        });
+        // Subscribe before serving, so no message published after start is missed.
+        let pubsub = subscribe(&shared.client).await?;
+        tokio::spawn(listen(shared.client.clone(), pubsub, hub));
+        let beat = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                beat.announce().await;
+                tokio::time::sleep(INSTANCE_BEAT).await;
+            }
+        });
+        shared.announce().await;
+        Ok(Self::Redis(shared))
+    }
+
+    /// Reads a visit.
+    pub async fn get(&self, id: &str) -> Result<Option<Visit>, Refusal> {
+        match self {
+            Self::Memory(m) => Ok(m.lock().get(id).cloned()),
+            Self::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let raw: Option<String> = redis::cmd("GET")
+                    .arg(visit_key(id))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_down)?;
+                raw.map(|s| parse(&s)).transpose()
+            }
+        }
+    }
+
+    /// Changes a visit (made if new) with `change`; nothing is written if it refuses. With
+    /// Redis the change is retried if another instance changed the visit meanwhile.
+    pub async fn update<R>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Visit) -> Result<R, Refusal>,
+    ) -> Result<R, Refusal> {
+        match self {
+            Self::Memory(m) => {
+                let mut visits = m.lock();
+                let mut visit = visits.get(id).cloned().unwrap_or_else(|| Visit::new(id));
+                let result = change(&mut visit)?;
+                visits.insert(id.to_owned(), visit);
+                Ok(result)
+            }
+            Self::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let script = redis::Script::new(CAS);
+                for _ in 0..64 {
+                    let raw: Option<String> = redis::cmd("GET")
+                        .arg(visit_key(id))
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_down)?;
+                    let mut visit = match &raw {
+                        Some(s) => parse(s)?,
+                        None => Visit::new(id),
+                    };
+                    let result = change(&mut visit)?;
+                    let new = serde_json::to_string(&visit)
+                        .map_err(|e| Refusal::unavailable(e.to_string()))?;
+                    let swapped: i32 = script
+                        .key(visit_key(id))
+                        .key(VISITS)
+                        .arg(raw.as_deref().unwrap_or(""))
+                        .arg(new)
+                        .arg(VISIT_TTL_MS)
+                        .arg(id)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(redis_down)?;
+                    if swapped == 1 {
+                        return Ok(result);
+                    }
+                }
+                Err(Refusal::unavailable("the visit is changing too fast"))
+            }
+        }
+    }
+
+    /// Sends messages to their connections, wherever they are.
+    pub async fn publish(&self, outs: Vec<Out>) {
+        match self {
+            Self::Memory(m) => {
+                for out in outs {
+                    m.hub.deliver(out);
+                }
+            }
+            Self::Redis(r) => {
+                if outs.is_empty() {
+                    return;
+                }
+                let mut pipe = redis::pipe();
+                for out in &outs {
+                    if let Ok(text) = serde_json::to_string(out) {
+                        pipe.cmd("PUBLISH").arg(BUS).arg(text).ignore();
+                    }
+                }
+                let mut conn = r.conn.clone();
+                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                    tracing::warn!(error = %e.category(), "publishing to Redis failed");
+                }
+            }
+        }
+    }
+
+    /// Ids of the visits that may need housekeeping.
+    pub async fn visit_ids(&self) -> Vec<String> {
+        match self {
+            Self::Memory(m) => m.lock().keys().cloned().collect(),
+            Self::Redis(r) => {
+                let mut conn = r.conn.clone();
+                redis::cmd("SMEMBERS")
+                    .arg(VISITS)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Forgets a visit id that no longer has state (expired in Redis).
+    pub async fn forget(&self, id: &str) {
+        match self {
+            Self::Memory(m) => {
+                m.lock().remove(id);
+            }
+            Self::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let _: Result<(), _> = redis::cmd("SREM")
+                    .arg(VISITS)
+                    .arg(id)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
+    }
+
+    /// Which of `instances` are running (they announced themselves recently).
+    pub async fn alive(&self, instances: &[String], me: &str) -> Vec<String> {
+        match self {
+            Self::Memory(_) => instances.iter().filter(|i| *i == me).cloned().collect(),
+            Self::Redis(r) => {
+                let mut alive = Vec::new();
+                let mut conn = r.conn.clone();
+                for i in instances {
+                    let exists: Result<bool, _> = redis::cmd("EXISTS")
+                        .arg(format!("hv:instance:{i}"))
+                        .query_async(&mut conn)
+                        .await;
+                    // When Redis cannot say, assume alive: never drop people on a blip.
+                    if exists.unwrap_or(true) {
+                        alive.push(i.clone());
+                    }
+                }
+                alive
+            }
+        }
+    }
+}
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Visit>> {
+        self.visits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl RedisShared {
+    async fn announce(&self) {
+        let mut conn = self.conn.clone();
+        let _: Result<(), _> = redis::cmd("SET")
+            .arg(format!("hv:instance:{}", self.instance))
+            .arg(1)
+            .arg("PX")
+            .arg(INSTANCE_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await;
+    }
+}
+
+fn parse(raw: &str) -> Result<Visit, Refusal> {
+    serde_json::from_str(raw)
+        .map_err(|e| Refusal::unavailable(format!("unreadable visit state: {e}")))
+}
+
+async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, SetupError> {
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| SetupError::Redis(e.to_string()))?;
+    pubsub
+        .subscribe(BUS)
+        .await
+        .map_err(|e| SetupError::Redis(e.to_string()))?;
+    Ok(pubsub)
+}
+
+/// Delivers the bus's messages to this instance's connections; resubscribes if Redis drops.
+async fn listen(client: redis::Client, first: redis::aio::PubSub, hub: Arc<Hub>) {
+    let mut pubsub = Some(first);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let current = match pubsub.take() {
+            Some(p) => p,
+            None => match subscribe(&client).await {
+                Ok(p) => {
+                    tracing::info!("resubscribed to the Redis bus");
+                    backoff = Duration::from_millis(100);
+                    p
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis bus unavailable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let mut messages = current.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(text) = message.get_payload::<String>() else {
+                continue;
+            };
+            match serde_json::from_str::<Out>(&text) {
+                Ok(out) => hub.deliver(out),
+                Err(e) => tracing::warn!(error = %e, "unreadable message on the Redis bus"),
+            }
+        }
+        tracing::warn!("the Redis bus subscription ended");
+    }
+}

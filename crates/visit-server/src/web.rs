@@ -1,0 +1,301 @@
+//! HTTP: join links, link checks, visit snapshots, the join page, health; security headers on
+//! everything. Requests are logged by method, route and status only: tokens travel in headers,
+//! bodies and URL fragments, never in a path or query.
+
+use crate::error::Refusal;
+use crate::tokens::{random_id, LinkClaims};
+use crate::{now_ms, ws, App};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hearth_visit_protocol::{
+    ErrorCode, LinkCheck, LinkInfo, LinkRequest, LinkResponse, Role, Secret, VisitSnapshot,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+const PAGE: &str = include_str!("../assets/join.html");
+const SCRIPT: &str = include_str!("../assets/join.js");
+const STYLE: &str = include_str!("../assets/join.css");
+
+/// Longest visit window a link may cover.
+const MAX_VISIT_MS: u64 = 24 * 3600 * 1000;
+
+pub fn router(app: Arc<App>) -> Router {
+    let origins: Vec<HeaderValue> = app
+        .settings
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    Router::new()
+        .route("/v1/links", post(make_link))
+        .route("/v1/links/check", post(check_link))
+        .route("/v1/visits/{id}", get(snapshot))
+        .route("/v1/ws", get(ws::upgrade))
+        .route(
+            "/join",
+            get(|| async { asset(PAGE, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/assets/join.js",
+            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/join.css",
+            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(app.clone(), headers))
+        .with_state(app)
+}
+
+fn asset(text: &'static str, kind: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind)], text).into_response()
+}
+
+/// Security headers on every response, and one log line without the query or any token.
+async fn headers(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let public = &app.settings.public_url;
+    let ws_origin = format!(
+        "{}://{}",
+        if public.scheme() == "https" {
+            "wss"
+        } else {
+            "ws"
+        },
+        public
+            .host_str()
+            .map_or_else(String::new, |h| match public.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+    );
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         media-src 'self' blob: mediastream:; connect-src 'self' {ws_origin}; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'"
+    );
+    let h = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set("content-security-policy", &csp);
+    set("x-content-type-options", "nosniff");
+    set("referrer-policy", "no-referrer");
+    set("cross-origin-opener-policy", "same-origin");
+    set("cross-origin-resource-policy", "same-origin");
+    set(
+        "permissions-policy",
+        "camera=(self), microphone=(self), geolocation=(), payment=()",
+    );
+    set("cache-control", "no-store");
+    if public.scheme() == "https" {
+        set("strict-transport-security", "max-age=31536000");
+    }
+    tracing::info!(%method, path = %route_of(&path), status = status.as_u16(), "request");
+    response
+}
+
+/// A path for the log: visit ids are kept out (they name appointments).
+fn route_of(path: &str) -> &str {
+    if path.starts_with("/v1/visits/") {
+        "/v1/visits/{id}"
+    } else {
+        path
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// The client's address: the socket's, or the first `X-Forwarded-For` hop when configured.
+pub fn client_ip(app: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if app.settings.trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Secret, Refusal> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Secret::new(t.trim()))
+        .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "sign in first: no bearer token"))
+}
+
+fn rate_limited() -> Refusal {
+    Refusal::new(
+        ErrorCode::RateLimited,
+        "too many attempts from this address; wait a minute and try again",
+    )
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            ErrorCode::BadMessage,
+            format!("the request could not be read: {e}"),
+        )
+    })
+}
+
+/// A FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn valid_visit_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+async fn make_link(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<LinkResponse>, Refusal> {
+    let clinician = match app.verifier.verify(&bearer(&headers)?).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Failed sign-ins count against the address; successful ones do not.
+            if !app.limiter.allow(client_ip(&app, peer, &headers)) {
+                return Err(rate_limited());
+            }
+            return Err(e);
+        }
+    };
+    let request: LinkRequest = json_body(&body)?;
+    if !valid_visit_id(&request.appointment) {
+        return Err(Refusal::new(
+            ErrorCode::BadMessage,
+            "appointment must be a FHIR logical id (letters, digits, '-', '.'; at most 64)",
+        ));
+    }
+    if request.role == Role::Clinician {
+        return Err(Refusal::new(
+            ErrorCode::BadMessage,
+            "links are for patients and guests; clinicians join with their sign-in",
+        ));
+    }
+    if request.end_ms < request.start_ms || request.end_ms - request.start_ms > MAX_VISIT_MS {
+        return Err(Refusal::new(
+            ErrorCode::BadMessage,
+            "the appointment must end after it starts, within 24 hours",
+        ));
+    }
+    let nbf = request
+        .start_ms
+        .saturating_sub(app.settings.early.as_millis() as u64);
+    let exp = request.end_ms + app.settings.late.as_millis() as u64;
+    if exp <= now_ms() {
+        return Err(Refusal::new(
+            ErrorCode::LinkExpired,
+            "that appointment is over",
+        ));
+    }
+    if app
+        .shared
+        .get(&request.appointment)
+        .await?
+        .is_some_and(|v| v.ended)
+    {
+        return Err(Refusal::new(ErrorCode::VisitOver, "that visit is over"));
+    }
+    let token = app.signer.sign(&LinkClaims {
+        v: 1,
+        visit: request.appointment.clone(),
+        role: request.role,
+        nbf,
+        exp,
+        jti: random_id(),
+    });
+    let mut url = app.settings.public_url.clone();
+    url.set_path(&format!(
+        "{}join",
+        url.path().trim_end_matches('/').to_owned() + "/"
+    ));
+    url.set_fragment(Some(token.expose()));
+    tracing::info!(by = %clinician.subject, role = ?request.role, "join link made");
+    Ok(Json(LinkResponse {
+        visit: request.appointment,
+        url: Secret::new(url.as_str()),
+        not_before_ms: nbf,
+        expires_ms: exp,
+    }))
+}
+
+async fn check_link(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<LinkInfo>, Refusal> {
+    if !app.limiter.allow(client_ip(&app, peer, &headers)) {
+        return Err(rate_limited());
+    }
+    let check: LinkCheck = json_body(&body)?;
+    let claims = app.signer.verify(&check.token, now_ms())?;
+    ws::same_visit(&claims, check.visit.as_deref())?;
+    if app
+        .shared
+        .get(&claims.visit)
+        .await?
+        .is_some_and(|v| v.ended)
+    {
+        return Err(Refusal::new(ErrorCode::VisitOver, "this visit is over"));
+    }
+    Ok(Json(LinkInfo {
+        visit: claims.visit,
+        role: claims.role,
+        not_before_ms: claims.nbf,
+        expires_ms: claims.exp,
+    }))
+}
+
+async fn snapshot(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<VisitSnapshot>, Refusal> {
+    app.verifier.verify(&bearer(&headers)?).await?;
+    let visit = app.shared.get(&id).await?.ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::UnknownParticipant,
+            "no one has joined this visit yet",
+        )
+    })?;
+    Ok(Json(VisitSnapshot {
+        participants: visit.participants(),
+        visit: visit.id,
+        ended: visit.ended,
+    }))
+}

@@ -1,0 +1,426 @@
+//! The WebSocket `/v1/ws`: one participant per connection. The first message says who
+//! (`join`, `host`, `resume`); then admit/remove/end (clinicians), signaling, leave, ping.
+
+use crate::error::Refusal;
+use crate::visit::{clean_name, Delivery, Newcomer};
+use crate::web::{client_ip, valid_visit_id};
+use crate::{now_ms, tokens, App};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Standing, PROTOCOL_VERSION};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Largest message accepted (an SDP with many candidates fits easily).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// A connection silent this long is closed (clients ping every 20 s).
+const IDLE: Duration = Duration::from_secs(60);
+
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A browser names the page that opened the socket: only our own page (or a configured
+    // origin) may. Native clients (Hearth) send no Origin.
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let ours = app.settings.public_origin();
+        if origin != ours && !app.settings.allowed_origins.iter().any(|o| o == origin) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this page may not connect to the visit service",
+            )
+                .into_response();
+        }
+    }
+    let ip = client_ip(&app, peer, &headers);
+    ws.max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, app, ip))
+}
+
+/// Who this connection is, once it said so.
+struct Joined {
+    visit: String,
+    participant: String,
+    conn: String,
+    role: Role,
+}
+
+async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Delivery>(crate::shared::CONNECTION_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(delivery) = rx.recv().await {
+            let msg = match delivery {
+                Delivery::Msg(msg) => msg,
+                Delivery::Close => break,
+            };
+            let last = matches!(msg, ServerMsg::Removed | ServerMsg::Ended);
+            let Ok(text) = serde_json::to_string(&msg) else {
+                continue;
+            };
+            if sink.send(Message::Text(text.into())).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut joined: Option<Joined> = None;
+    loop {
+        let next = tokio::time::timeout(IDLE, stream.next()).await;
+        let text = match next {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                send(&tx, error(ErrorCode::BadMessage, "messages are JSON text")).await;
+                continue;
+            }
+            // Closed, broken, or idle too long.
+            _ => break,
+        };
+        if writer.is_finished() {
+            break;
+        }
+        let msg: ClientMsg = match serde_json::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                send(
+                    &tx,
+                    error(ErrorCode::BadMessage, format!("unreadable message: {e}")),
+                )
+                .await;
+                continue;
+            }
+        };
+        let result = match (&joined, msg) {
+            (_, ClientMsg::Ping { id }) => {
+                send(&tx, ServerMsg::Pong { id }).await;
+                Ok(false)
+            }
+            (
+                None,
+                first
+                @ (ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. }),
+            ) => match hello(&app, ip, first, &tx).await {
+                Ok(j) => {
+                    joined = Some(j);
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            },
+            (None, _) => Err(Refusal::new(
+                ErrorCode::NotJoined,
+                "say who you are first (join, host or resume)",
+            )),
+            (
+                Some(_),
+                ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. },
+            ) => Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "this connection has already joined",
+            )),
+            (Some(j), msg) => act(&app, j, msg).await,
+        };
+        match result {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(refusal) => {
+                let fatal = matches!(
+                    refusal.code,
+                    ErrorCode::VisitOver | ErrorCode::ResumeRefused
+                );
+                send(&tx, ServerMsg::Error(refusal.body())).await;
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(j) = joined {
+        app.hub.unregister(&j.participant, &j.conn);
+        let (participant, conn) = (j.participant.clone(), j.conn.clone());
+        let outs = app
+            .shared
+            .update(&j.visit, |v| {
+                Ok(v.disconnect(&participant, &conn, now_ms()))
+            })
+            .await;
+        if let Ok(outs) = outs {
+            app.shared.publish(outs).await;
+        }
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn send(tx: &mpsc::Sender<Delivery>, msg: ServerMsg) {
+    let _ = tx.send(Delivery::Msg(msg)).await;
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+    ServerMsg::Error(Refusal::new(code, message).body())
+}
+
+fn limited(app: &App, ip: IpAddr) -> Result<(), Refusal> {
+    if app.limiter.allow(ip) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::RateLimited,
+            "too many attempts from this address; wait a minute and try again",
+        ))
+    }
+}
+
+/// The first message: join (link), host (clinician) or resume. Sends `welcome` and what
+/// follows it, and registers the connection.
+async fn hello(
+    app: &App,
+    ip: IpAddr,
+    first: ClientMsg,
+    tx: &mpsc::Sender<Delivery>,
+) -> Result<Joined, Refusal> {
+    let conn = app.new_conn();
+    let now = now_ms();
+    let (visit, participant, resume, role, standing, until, outs) = match first {
+        ClientMsg::Join { token, name, visit } => {
+            limited(app, ip)?;
+            let claims = app.signer.verify(&token, now)?;
+            same_visit(&claims, visit.as_deref())?;
+            let name = clean_name(&name)?;
+            let participant = tokens::random_id();
+            let (secret, hash) = tokens::resume_secret();
+            app.hub.register(&participant, &conn, tx.clone());
+            let outs = app
+                .shared
+                .update(&claims.visit, |v| {
+                    v.add(
+                        Newcomer {
+                            id: participant.clone(),
+                            name: name.clone(),
+                            role: claims.role,
+                            media: true,
+                            resume_hash: hash.clone(),
+                            conn: conn.clone(),
+                        },
+                        now,
+                    )
+                })
+                .await;
+            let outs = unregister_on_error(app, &participant, &conn, outs)?;
+            tracing::info!(role = ?claims.role, "participant joined the waiting room");
+            (
+                claims.visit,
+                participant,
+                secret,
+                claims.role,
+                Standing::Waiting,
+                Some(claims.exp),
+                outs,
+            )
+        }
+        ClientMsg::Host {
+            access_token,
+            visit,
+            media,
+            name,
+        } => {
+            let clinician = match app.verifier.verify(&access_token).await {
+                Ok(c) => c,
+                Err(e) => {
+                    limited(app, ip)?;
+                    return Err(e);
+                }
+            };
+            if !valid_visit_id(&visit) {
+                return Err(Refusal::new(
+                    ErrorCode::BadMessage,
+                    "visit must be an appointment id",
+                ));
+            }
+            let display = name
+                .and_then(|n| clean_name(&n).ok())
+                .or(clinician.name.clone())
+                .unwrap_or_else(|| "Clinician".to_owned());
+            let participant = tokens::random_id();
+            let (secret, hash) = tokens::resume_secret();
+            app.hub.register(&participant, &conn, tx.clone());
+            let outs = app
+                .shared
+                .update(&visit, |v| {
+                    v.add(
+                        Newcomer {
+                            id: participant.clone(),
+                            name: display.clone(),
+                            role: Role::Clinician,
+                            media,
+                            resume_hash: hash.clone(),
+                            conn: conn.clone(),
+                        },
+                        now,
+                    )
+                })
+                .await;
+            let outs = unregister_on_error(app, &participant, &conn, outs)?;
+            tracing::info!(by = %clinician.subject, "clinician joined a visit");
+            (
+                visit,
+                participant,
+                secret,
+                Role::Clinician,
+                Standing::Admitted,
+                None,
+                outs,
+            )
+        }
+        ClientMsg::Resume {
+            visit,
+            participant,
+            resume,
+        } => {
+            limited(app, ip)?;
+            app.hub.register(&participant, &conn, tx.clone());
+            let result = app
+                .shared
+                .update(&visit, |v| {
+                    v.resume(
+                        &participant,
+                        |hash| tokens::resume_matches(&resume, hash),
+                        &conn,
+                        now,
+                    )
+                })
+                .await;
+            let (member, outs) = unregister_on_error(app, &participant, &conn, result)?;
+            (
+                visit,
+                participant,
+                resume,
+                member.role,
+                member.standing,
+                None,
+                outs,
+            )
+        }
+        _ => return Err(Refusal::new(ErrorCode::NotJoined, "say who you are first")),
+    };
+    // `welcome` first, then what the change said to this participant, then everyone else's.
+    send(
+        tx,
+        ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            visit: visit.clone(),
+            participant: participant.clone(),
+            resume,
+            role,
+            standing,
+            ice: app.ice_for(&participant, until),
+        },
+    )
+    .await;
+    let (mine, others): (Vec<_>, Vec<_>) = outs
+        .into_iter()
+        .partition(|o| o.to == participant && o.conn.is_none());
+    for out in mine {
+        let _ = tx.send(out.msg).await;
+    }
+    app.shared.publish(others).await;
+    Ok(Joined {
+        visit,
+        participant,
+        conn,
+        role,
+    })
+}
+
+/// A link opens its own visit only.
+pub fn same_visit(claims: &tokens::LinkClaims, asked: Option<&str>) -> Result<(), Refusal> {
+    match asked {
+        Some(v) if v != claims.visit => Err(Refusal::new(
+            ErrorCode::WrongVisit,
+            "this link is for another visit",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn unregister_on_error<T>(
+    app: &App,
+    participant: &str,
+    conn: &str,
+    result: Result<T, Refusal>,
+) -> Result<T, Refusal> {
+    if result.is_err() {
+        app.hub.unregister(participant, conn);
+    }
+    result
+}
+
+/// Everything after the first message. `Ok(true)` ends the connection.
+async fn act(app: &App, j: &Joined, msg: ClientMsg) -> Result<bool, Refusal> {
+    let now = now_ms();
+    let me = j.participant.as_str();
+    let (outs, done) = match msg {
+        ClientMsg::Admit { participant } => (
+            app.shared
+                .update(&j.visit, |v| v.admit(me, &participant, now))
+                .await?,
+            false,
+        ),
+        ClientMsg::Remove { participant } => (
+            app.shared
+                .update(&j.visit, |v| v.remove(me, &participant, now))
+                .await?,
+            false,
+        ),
+        ClientMsg::End => (
+            app.shared.update(&j.visit, |v| v.end(me, now)).await?,
+            false,
+        ),
+        ClientMsg::Leave => (
+            app.shared
+                .update(&j.visit, |v| v.remove(me, me, now))
+                .await?,
+            true,
+        ),
+        ClientMsg::Signal { to, data } => {
+            let visit = app
+                .shared
+                .get(&j.visit)
+                .await?
+                .ok_or_else(|| Refusal::new(ErrorCode::VisitOver, "this visit is over"))?;
+            visit.check_signal(me, &to)?;
+            let out = crate::visit::Out {
+                visit: j.visit.clone(),
+                to,
+                conn: None,
+                msg: Delivery::Msg(ServerMsg::Signal {
+                    from: me.to_owned(),
+                    data,
+                }),
+            };
+            (vec![out], false)
+        }
+        ClientMsg::Ping { id } => {
+            return Ok({
+                let _ = id;
+                false
+            })
+        }
+        ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. } => {
+            return Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "this connection has already joined",
+            ));
+        }
+    };
+    let _ = j.role;
+    app.shared.publish(outs).await;
+    Ok(done)
+}

@@ -1,0 +1,238 @@
+//! The visit service's test harness: the service itself (in process, or as `hearth-visit`
+//! processes), a real identity provider for the clinician's token, and a protocol client.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, reason = "test harness")]
+
+use futures_util::{SinkExt, StreamExt};
+use hearth_testkit::smart::SmartEhr;
+use hearth_visit_protocol::{
+    ClientMsg, IcePolicy, LinkRequest, LinkResponse, Role, Secret, ServerMsg,
+};
+use hearth_visit_server::settings::{Identity, Settings};
+use hearth_visit_server::Running;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef0123456789";
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Settings for a service at `port`, trusting `idp`'s tokens for its FHIR base.
+pub fn settings(idp: &SmartEhr, port: u16) -> Settings {
+    Settings {
+        listen: ([127, 0, 0, 1], port).into(),
+        public_url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
+        link_secret: LINK_SECRET.as_bytes().to_vec(),
+        identity: Identity {
+            issuer: idp.issuer.clone(),
+            audiences: vec![idp.fhir_base.clone()],
+            jwks_uri: None,
+        },
+        turn: None,
+        stun_urls: Vec::new(),
+        ice_transport_policy: IcePolicy::All,
+        redis_url: None,
+        early: Duration::from_secs(30 * 60),
+        late: Duration::from_secs(60 * 60),
+        grace: Duration::from_secs(60),
+        joins_per_minute: 1000,
+        trust_forwarded_for: false,
+        allowed_origins: Vec::new(),
+    }
+}
+
+/// Starts the service in this process with `settings` (its port is chosen here).
+pub async fn serve(idp: &SmartEhr, tweak: impl FnOnce(&mut Settings)) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut s = settings(idp, port);
+    tweak(&mut s);
+    hearth_visit_server::start(s, listener).await.unwrap()
+}
+
+pub fn now_ms() -> u64 {
+    hearth_visit_server::now_ms()
+}
+
+/// Asks the service for a link, as Hearth does.
+pub async fn link(base: &str, token: &str, appointment: &str, role: Role) -> LinkResponse {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/links"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_string(&LinkRequest {
+                appointment: appointment.into(),
+                role,
+                start_ms: now_ms(),
+                end_ms: now_ms() + 30 * 60 * 1000,
+            })
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "link: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The token in a join link (`.../join#<token>`).
+pub fn token_of(link: &LinkResponse) -> Secret {
+    Secret::new(link.url.expose().split_once('#').unwrap().1)
+}
+
+/// Waits until `check` yields a value, polling every 20 ms; panics naming `what` on timeout.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A protocol client: one participant's socket.
+pub struct Ws {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub participant: String,
+    pub resume: Option<Secret>,
+    pub visit: String,
+}
+
+impl Ws {
+    pub async fn connect(base: &str) -> Self {
+        let url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self {
+            socket,
+            participant: String::new(),
+            resume: None,
+            visit: String::new(),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        let text = serde_json::to_string(msg).unwrap();
+        self.socket.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.socket.send(Message::Text(text.to_owned().into())).await.unwrap();
+    }
+
+    /// The next message (within 10 s), or `None` if the socket closed.
+    pub async fn next(&mut self) -> Option<ServerMsg> {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a message within 10 s");
+            match next {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Skips messages until one matches; panics if the socket closes first.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+        loop {
+            match self.next().await {
+                Some(m) if pred(&m) => return m,
+                Some(_) => continue,
+                None => panic!("the socket closed while waiting for {what}"),
+            }
+        }
+    }
+
+    /// Reads `welcome` and remembers who we are.
+    pub async fn welcome(&mut self) -> ServerMsg {
+        let m = self.next().await.expect("welcome");
+        match &m {
+            ServerMsg::Welcome {
+                participant,
+                resume,
+                visit,
+                ..
+            } => {
+                self.participant = participant.clone();
+                self.resume = Some(resume.clone());
+                self.visit = visit.clone();
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        m
+    }
+
+    /// Joins with a link token and reads `welcome`.
+    pub async fn join(base: &str, token: &Secret, name: &str) -> Self {
+        let mut ws = Self::connect(base).await;
+        ws.send(&ClientMsg::Join {
+            token: token.clone(),
+            name: name.into(),
+            visit: None,
+        })
+        .await;
+        ws.welcome().await;
+        ws
+    }
+
+    /// Hosts `visit` as the clinician with `access_token`, and reads `welcome`.
+    pub async fn host(base: &str, access_token: &str, visit: &str, media: bool) -> Self {
+        let mut ws = Self::connect(base).await;
+        ws.send(&ClientMsg::Host {
+            access_token: Secret::new(access_token),
+            visit: visit.into(),
+            media,
+            name: None,
+        })
+        .await;
+        ws.welcome().await;
+        ws
+    }
+
+    /// Picks up where `self` left off on a new connection to `base`.
+    pub async fn resume(&self, base: &str) -> Self {
+        let mut ws = Self::connect(base).await;
+        ws.send(&ClientMsg::Resume {
+            visit: self.visit.clone(),
+            participant: self.participant.clone(),
+            resume: self.resume.clone().unwrap(),
+        })
+        .await;
+        ws.welcome().await;
+        ws
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// The roster entry for `id` in a roster message.
+pub fn roster_entry<'a>(
+    msg: &'a ServerMsg,
+    id: &str,
+) -> Option<&'a hearth_visit_protocol::Participant> {
+    match msg {
+        ServerMsg::Roster { participants, .. } => participants.iter().find(|p| p.id == id),
+        _ => None,
+    }
+}
