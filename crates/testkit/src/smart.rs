@@ -168,8 +168,8 @@ impl SmartEhr {
             .send()
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("token request: {e}"));
-        let json: serde_json::Value = serde_json::from_str(&answer)
-            .unwrap_or_else(|e| panic!("token answer {answer}: {e}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("token answer {answer}: {e}"));
         json["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no access token in {answer}"))

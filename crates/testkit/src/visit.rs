@@ -111,17 +111,17 @@ impl Coturn {
                 "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nlistening-port={port}\n\
                  min-port={min}\nmax-port={}\nuse-auth-secret\nstatic-auth-secret={secret}\n\
                  realm=hearth.test\nfingerprint\nno-tls\nno-dtls\nno-cli\nno-tcp-relay\n\
-                 allow-loopback-peers\nno-multicast-peers\nsimple-log\nlog-file=stdout\n\
+                 allow-loopback-peers\nno-multicast-peers\nsimple-log\nno-stdout-log\nlog-file={}\n\
                  pidfile={}\nuserdb={}\n",
                 min + 99,
+                dir.path().join("turnserver.log").display(),
                 dir.path().join("turnserver.pid").display(),
                 dir.path().join("turndb").display(),
             ),
         )
         .unwrap_or_else(|e| panic!("writing coturn config: {e}"));
         let child = Command::new(turnserver)
-            .args(["-c", &conf.display().to_string(), "-n"])
-            .arg("--no-stdout-log")
+            .args(["-c", &conf.display().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -163,7 +163,9 @@ fn stun_answers(port: u16) -> bool {
     }
     let mut answer = [0u8; 512];
     match socket.recv(&mut answer) {
-        Ok(n) => n >= 20 && answer[0] == 0x01 && answer[1] == 0x01 && answer[8..20] == request[8..20],
+        Ok(n) => {
+            n >= 20 && answer[0] == 0x01 && answer[1] == 0x01 && answer[8..20] == request[8..20]
+        }
         Err(_) => false,
     }
 }
@@ -181,7 +183,16 @@ impl Redis {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("redis dir: {e}"));
         let socket = dir.path().join("redis.sock");
         let child = Command::new(server)
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--unixsocket")
             .arg(&socket)
             .arg("--dir")
@@ -198,7 +209,9 @@ impl Redis {
             };
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 16];
-            s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
         });
         Self {
             url: format!("redis+unix://{}", socket.display()),

@@ -93,7 +93,10 @@ fn links_open_only_their_own_visit_inside_their_window() {
         }
 
         // A service that trusts another audience refuses the same clinician token.
-        let picky = serve(&idp, |s| s.identity.audiences = vec!["https://elsewhere/fhir".into()]).await;
+        let picky = serve(&idp, |s| {
+            s.identity.audiences = vec!["https://elsewhere/fhir".into()]
+        })
+        .await;
         let r = http
             .post(format!("http://{}/v1/links", picky.addr))
             .bearer_auth(&access)
@@ -193,33 +196,68 @@ fn a_dropped_participant_resumes_in_place_until_the_grace_period_ends() {
         let mut doc = Ws::host(&base, &access, "appt-9", true).await;
         let l = link(&base, &access, "appt-9", Role::Patient).await;
         let mut pat = Ws::join(&base, &token_of(&l), "Ana").await;
-        doc.send(&ClientMsg::Admit { participant: pat.participant.clone() }).await;
-        pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. })).await;
-        doc.until("peer_joined", |m| matches!(m, ServerMsg::PeerJoined { .. })).await;
+        doc.send(&ClientMsg::Admit {
+            participant: pat.participant.clone(),
+        })
+        .await;
+        pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+            .await;
+        doc.until("peer_joined", |m| matches!(m, ServerMsg::PeerJoined { .. }))
+            .await;
 
         // The network drops: the clinician's side closes its connection to the patient...
         pat.close().await;
         let old = pat;
-        doc.until("peer_left", |m| matches!(m, ServerMsg::PeerLeft { .. })).await;
+        doc.until("peer_left", |m| matches!(m, ServerMsg::PeerLeft { .. }))
+            .await;
         // ...a wrong secret gets nowhere...
         let mut thief = Ws::connect(&base).await;
-        thief.send(&ClientMsg::Resume { visit: "appt-9".into(), participant: old.participant.clone(), resume: Secret::new("guess") }).await;
-        thief.until("resume_refused", is_error(ErrorCode::ResumeRefused)).await;
+        thief
+            .send(&ClientMsg::Resume {
+                visit: "appt-9".into(),
+                participant: old.participant.clone(),
+                resume: Secret::new("guess"),
+            })
+            .await;
+        thief
+            .until("resume_refused", is_error(ErrorCode::ResumeRefused))
+            .await;
         // ...and the patient is back in the call, the clinician expecting their offer.
         let mut back = old.resume(&base).await;
-        let admitted = back.until("admitted again", |m| matches!(m, ServerMsg::Admitted { .. })).await;
-        assert!(matches!(admitted, ServerMsg::Admitted { peers } if peers[0].id == doc.participant));
-        doc.until("peer_joined again", |m| matches!(m, ServerMsg::PeerJoined { peer } if peer.id == back.participant)).await;
+        let admitted = back
+            .until("admitted again", |m| {
+                matches!(m, ServerMsg::Admitted { .. })
+            })
+            .await;
+        assert!(
+            matches!(admitted, ServerMsg::Admitted { peers } if peers[0].id == doc.participant)
+        );
+        doc.until(
+            "peer_joined again",
+            |m| matches!(m, ServerMsg::PeerJoined { peer } if peer.id == back.participant),
+        )
+        .await;
 
         // Gone longer than the grace period: they have left, at the time they dropped.
         back.close().await;
         let roster = doc
-            .until("the patient lapsed", |m| roster_entry(m, &old.participant).is_some_and(|p| p.standing == Standing::Left))
+            .until("the patient lapsed", |m| {
+                roster_entry(m, &old.participant).is_some_and(|p| p.standing == Standing::Left)
+            })
             .await;
-        assert!(roster_entry(&roster, &old.participant).unwrap().left_ms.is_some());
+        assert!(roster_entry(&roster, &old.participant)
+            .unwrap()
+            .left_ms
+            .is_some());
         let mut late = Ws::connect(&base).await;
-        late.send(&ClientMsg::Resume { visit: "appt-9".into(), participant: old.participant.clone(), resume: old.resume.clone().unwrap() }).await;
-        late.until("resume_refused", is_error(ErrorCode::ResumeRefused)).await;
+        late.send(&ClientMsg::Resume {
+            visit: "appt-9".into(),
+            participant: old.participant.clone(),
+            resume: old.resume.clone().unwrap(),
+        })
+        .await;
+        late.until("resume_refused", is_error(ErrorCode::ResumeRefused))
+            .await;
     });
 }
 
@@ -236,13 +274,28 @@ fn join_attempts_are_rate_limited_and_the_page_is_locked_down() {
         let (status, body) = check(&base, &junk, None).await;
         assert_eq!((status, code_of(&body)), (429, ErrorCode::RateLimited));
         let mut ws = Ws::connect(&base).await;
-        ws.send(&ClientMsg::Join { token: junk.clone(), name: "x".into(), visit: None }).await;
-        ws.until("rate_limited", is_error(ErrorCode::RateLimited)).await;
+        ws.send(&ClientMsg::Join {
+            token: junk.clone(),
+            name: "x".into(),
+            visit: None,
+        })
+        .await;
+        ws.until("rate_limited", is_error(ErrorCode::RateLimited))
+            .await;
 
         let http = reqwest::Client::new();
         let page = http.get(format!("{base}/join")).send().await.unwrap();
-        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
-        for directive in ["default-src 'none'", "script-src 'self';", "style-src 'self';", "frame-ancestors 'none'", "base-uri 'none'"] {
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self';",
+            "style-src 'self';",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
             assert!(csp.contains(directive), "{directive} in {csp}");
         }
         assert!(!csp.contains("unsafe"), "{csp}");
@@ -256,12 +309,18 @@ fn join_attempts_are_rate_limited_and_the_page_is_locked_down() {
             .send()
             .await
             .unwrap();
-        assert!(preflight.headers().get("access-control-allow-origin").is_none());
-        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            format!("ws://{}/v1/ws", svc.addr),
-        )
-        .unwrap();
-        request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+        assert!(preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none());
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://{}/v1/ws", svc.addr),
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", "https://evil.example".parse().unwrap());
         let refused = tokio_tungstenite::connect_async(request).await;
         assert!(refused.is_err(), "a socket from another origin is refused");
     });

@@ -1,7 +1,12 @@
 //! The visit service's test harness: the service itself (in process, or as `hearth-visit`
 //! processes), a real identity provider for the clinician's token, and a protocol client.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, reason = "test harness")]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness"
+)]
 
 use futures_util::{SinkExt, StreamExt};
 use hearth_testkit::smart::SmartEhr;
@@ -103,7 +108,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -134,7 +142,10 @@ impl Ws {
     }
 
     pub async fn send_raw(&mut self, text: &str) {
-        self.socket.send(Message::Text(text.to_owned().into())).await.unwrap();
+        self.socket
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .unwrap();
     }
 
     /// The next message (within 10 s), or `None` if the socket closed.
@@ -234,5 +245,82 @@ pub fn roster_entry<'a>(
     match msg {
         ServerMsg::Roster { participants, .. } => participants.iter().find(|p| p.id == id),
         _ => None,
+    }
+}
+
+/// `hearth-visit` as a process of its own (so it can be killed), logging to a file.
+pub struct Instance {
+    pub base: String,
+    pub child: hearth_testkit::KillOnDrop,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Instance {
+    /// Starts `hearth-visit` with a config file trusting `idp`, sharing state through
+    /// `redis_url` if given; `extra` is appended to the config.
+    pub fn spawn(idp: &SmartEhr, redis_url: Option<&str>, extra: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let port = hearth_testkit::free_port();
+        let mut toml = format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/\"\n\
+             joins_per_minute = 100000\ngrace_seconds = 60\n"
+        );
+        if let Some(url) = redis_url {
+            toml.push_str(&format!("redis_url = \"{url}\"\n"));
+        }
+        toml.push_str(extra);
+        toml.push_str(&format!(
+            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
+            idp.issuer, idp.fhir_base
+        ));
+        let config = dir.path().join("hearth-visit.toml");
+        std::fs::write(&config, toml).unwrap();
+        let log = dir.path().join("hearth-visit.log");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-visit"))
+            .arg("--config")
+            .arg(&config)
+            .env("HEARTH_VISIT_LINK_SECRET", LINK_SECRET)
+            .env("HEARTH_VISIT_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout);
+        let mut ready = String::new();
+        lines.read_line(&mut ready).unwrap();
+        assert!(
+            ready.contains("listening on"),
+            "hearth-visit did not start: {ready}{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let log_copy = log.clone();
+        // Everything it prints after the ready line goes to the log file too.
+        std::thread::spawn(move || {
+            let mut out = std::fs::OpenOptions::new()
+                .append(true)
+                .open(log_copy)
+                .unwrap();
+            let _ = std::io::copy(&mut lines, &mut out);
+        });
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child: hearth_testkit::KillOnDrop(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no goodbye to anyone.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

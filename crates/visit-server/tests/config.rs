@@ -1,0 +1,85 @@
+//! The settings IT deploys: the shipped example is valid, and bad settings are named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::process::Command;
+
+fn check(config: &std::path::Path, envs: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth-visit"))
+        .arg("--config")
+        .arg(config)
+        .arg("--check-config")
+        .env_remove("HEARTH_VISIT_LINK_SECRET")
+        .env_remove("HEARTH_VISIT_TURN_SECRET")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_mistakes_are_named() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../installers/visit-service/hearth-visit.toml");
+    let secrets = [
+        (
+            "HEARTH_VISIT_LINK_SECRET",
+            "an-example-link-secret-of-enough-length-0123",
+        ),
+        (
+            "HEARTH_VISIT_TURN_SECRET",
+            "an-example-turn-secret-of-enough-length-0123",
+        ),
+    ];
+    let (ok, text) = check(&example, &secrets);
+    assert!(ok, "{text}");
+    assert!(text.contains("is valid"));
+
+    // Without its secret, the error says which and how to give it.
+    let (ok, text) = check(&example, &secrets[1..]);
+    assert!(!ok);
+    assert!(
+        text.contains("link secret") && text.contains("HEARTH_VISIT_LINK_SECRET"),
+        "{text}"
+    );
+
+    // A short secret, an unknown key, relay without TURN: each named.
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(&example).unwrap();
+    let cases = [
+        (
+            base.clone(),
+            vec![("HEARTH_VISIT_LINK_SECRET", "short"), secrets[1]],
+            "at least 32",
+        ),
+        (
+            base.replace("early_minutes", "erly_minutes"),
+            secrets.to_vec(),
+            "erly_minutes",
+        ),
+        (
+            base.replace(
+                "ice_transport_policy = \"all\"",
+                "ice_transport_policy = \"relay\"",
+            )
+            .split("[turn]")
+            .next()
+            .unwrap()
+            .to_owned(),
+            secrets.to_vec(),
+            "needs a [turn] section",
+        ),
+    ];
+    for (i, (text, envs, expect)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = check(&path, &envs);
+        assert!(!ok && out.contains(expect), "case {i}: {out}");
+        assert!(
+            out.contains(&path.display().to_string()),
+            "names the file: {out}"
+        );
+    }
+}
