@@ -87,6 +87,18 @@ impl ChromeDriver {
     }
 }
 
+impl Drop for ChromeDriver {
+    /// Browsers outlive ChromeDriver when a test fails before closing its session: end every
+    /// process started with one of this driver's profiles.
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("user-data-dir={}", self.profiles.path().display()))
+            .status();
+    }
+}
+
 /// coturn (Debian `coturn`) with the TURN REST API shared secret, relaying on loopback only.
 pub struct Coturn {
     pub port: u16,

@@ -36,6 +36,8 @@ pub struct App {
     /// This instance's id: connections are `<instance>:<n>`.
     pub instance: String,
     next_conn: AtomicU64,
+    /// Set when the service stops: every open socket closes.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Epoch milliseconds now.
@@ -63,6 +65,7 @@ impl App {
             hub,
             instance,
             next_conn: AtomicU64::new(1),
+            stopping: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -145,10 +148,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops serving (connections are dropped, as if the process ended).
+    /// Stops serving and closes every open socket.
     pub fn stop(&self) {
         self.task.abort();
         self.sweeper.abort();
+        let _ = self.app.stopping.send(true);
     }
 }
 

@@ -72,8 +72,12 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
         let _ = sink.close().await;
     });
     let mut joined: Option<Joined> = None;
+    let mut stopping = app.stopping.subscribe();
     loop {
-        let next = tokio::time::timeout(IDLE, stream.next()).await;
+        let next = tokio::select! {
+            next = tokio::time::timeout(IDLE, stream.next()) => next,
+            _ = stopping.wait_for(|stop| *stop) => break,
+        };
         let text = match next {
             Ok(Some(Ok(Message::Text(text)))) => text,
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,

@@ -37,11 +37,11 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
     assert!(ok, "{text}");
     assert!(text.contains("is valid"));
 
-    // Without its secret, the error says which and how to give it.
+    // Without its secret, the error says which secret and where it looked.
     let (ok, text) = check(&example, &secrets[1..]);
     assert!(!ok);
     assert!(
-        text.contains("link secret") && text.contains("HEARTH_VISIT_LINK_SECRET"),
+        text.contains("link secret") && text.contains("/etc/hearth-visit/link-secret"),
         "{text}"
     );
 
