@@ -1,0 +1,140 @@
+//! Hearth's visit client against the real visit service and the real identity provider.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use futures_util::{SinkExt, StreamExt};
+use hearth_fhir::{Bearer, FhirError, TokenSource};
+use hearth_testkit::smart::SmartEhr;
+use hearth_visit_client::{RoomState, VisitClient, VisitError};
+use hearth_visit_protocol::{ClientMsg, ErrorCode, IcePolicy, Role, Secret, ServerMsg, Standing};
+use hearth_visit_server::settings::{Identity, Settings};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The signed-in clinician's token, as Hearth's sign-on holds it.
+struct Token(Mutex<Option<String>>);
+
+impl TokenSource for Token {
+    fn bearer(&self) -> Result<Option<Bearer>, FhirError> {
+        Ok(self.0.lock().unwrap().clone().map(Bearer::new))
+    }
+}
+
+fn now_ms() -> u64 {
+    hearth_visit_server::now_ms()
+}
+
+async fn service(
+    idp: &SmartEhr,
+    listener: tokio::net::TcpListener,
+) -> hearth_visit_server::Running {
+    let port = listener.local_addr().unwrap().port();
+    let settings = Settings {
+        listen: ([127, 0, 0, 1], port).into(),
+        public_url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
+        link_secret: b"client-test-link-secret-0123456789abcdef".to_vec(),
+        identity: Identity {
+            issuer: idp.issuer.clone(),
+            audiences: vec![idp.fhir_base.clone()],
+            jwks_uri: None,
+        },
+        turn: None,
+        stun_urls: Vec::new(),
+        ice_transport_policy: IcePolicy::All,
+        redis_url: None,
+        early: Duration::from_secs(1800),
+        late: Duration::from_secs(3600),
+        grace: Duration::from_secs(60),
+        joins_per_minute: 1000,
+        trust_forwarded_for: false,
+        allowed_origins: Vec::new(),
+    };
+    hearth_visit_server::start(settings, listener)
+        .await
+        .unwrap()
+}
+
+/// Waits until the room's state satisfies `ok`.
+async fn room_until(
+    rx: &mut tokio::sync::watch::Receiver<RoomState>,
+    what: &str,
+    ok: impl Fn(&RoomState) -> bool,
+) -> RoomState {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        {
+            let state = rx.borrow_and_update();
+            if ok(&state) {
+                return state.clone();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let _ = tokio::time::timeout(left, rx.changed()).await;
+    }
+}
+
+#[test]
+fn hearth_makes_links_sees_the_waiting_room_admits_and_rides_out_a_restart() {
+    let idp = SmartEhr::identity_only();
+    let access = idp.clinician_access_token();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = service(&idp, listener).await;
+        let tokens = Arc::new(Token(Mutex::new(None)));
+        let client = VisitClient::new(&format!("http://{addr}"), tokens.clone()).unwrap();
+
+        // Signed out: a clear error, nothing sent.
+        let err = client.link("appt-c1", Role::Patient, now_ms(), now_ms() + 1_800_000).await;
+        assert_eq!(err.err(), Some(VisitError::NotSignedIn));
+        *tokens.0.lock().unwrap() = Some(access.clone());
+        let link = client.link("appt-c1", Role::Patient, now_ms(), now_ms() + 1_800_000).await.unwrap();
+        assert!(link.url.expose().contains("/join#"));
+        // A refusal keeps the service's code.
+        let err = client.link("not an id!", Role::Patient, now_ms(), now_ms() + 1_800_000).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::BadMessage));
+
+        // The presence connection sees the patient arrive in the waiting room.
+        let presence = client.watch("appt-c1");
+        let mut rx = presence.roster.clone();
+        let token = Secret::new(link.url.expose().split_once('#').unwrap().1);
+        let (mut patient, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws")).await.unwrap();
+        let join = ClientMsg::Join { token, name: "Ana Lopez".into(), visit: None };
+        patient.send(Message::Text(serde_json::to_string(&join).unwrap().into())).await.unwrap();
+        let state = room_until(&mut rx, "the patient waiting", |s| !s.waiting().is_empty()).await;
+        let waiting = state.waiting()[0].clone();
+        assert_eq!(waiting.name, "Ana Lopez");
+
+        // Admit: the patient hears so.
+        presence.admit(&waiting.id).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = patient.next().await else { panic!("patient socket closed") };
+            if matches!(serde_json::from_str(&t).unwrap(), ServerMsg::Admitted { .. }) {
+                break;
+            }
+        }
+        room_until(&mut rx, "the patient admitted", |s| matches!(s, RoomState::Roster(p) if p.iter().any(|x| x.id == waiting.id && x.standing == Standing::Admitted))).await;
+
+        // The service restarts (same address, state lost): Hearth reconnects, finds its place
+        // gone, hosts again, and shows the (new, empty) room.
+        svc.stop();
+        drop(svc);
+        room_until(&mut rx, "trouble while the service is down", |s| matches!(s, RoomState::Trouble(_))).await;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let _svc = service(&idp, listener).await;
+        room_until(&mut rx, "the room again after the restart", |s| matches!(s, RoomState::Roster(p) if p.iter().all(|x| x.role == Role::Clinician))).await;
+        let snapshot = client.snapshot("appt-c1").await.unwrap();
+        assert_eq!(snapshot.participants.len(), 1, "{snapshot:?}");
+    });
+}
