@@ -215,6 +215,11 @@ impl Presence {
         self.command(ClientMsg::End).await
     }
 
+    /// A sender of commands for this visit (to send without holding a borrow of `self`).
+    pub fn sender(&self) -> mpsc::Sender<ClientMsg> {
+        self.commands.clone()
+    }
+
     async fn command(&self, msg: ClientMsg) -> Result<(), VisitError> {
         self.commands
             .send(msg)

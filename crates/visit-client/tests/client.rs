@@ -6,8 +6,8 @@ use futures_util::{SinkExt, StreamExt};
 use hearth_fhir::{Bearer, FhirError, TokenSource};
 use hearth_testkit::smart::SmartEhr;
 use hearth_visit_client::{RoomState, VisitClient, VisitError};
-use hearth_visit_protocol::{ClientMsg, ErrorCode, IcePolicy, Role, Secret, ServerMsg, Standing};
-use hearth_visit_server::settings::{Identity, Settings};
+use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing};
+use hearth_visit_server::settings::Settings;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -30,26 +30,12 @@ async fn service(
     listener: tokio::net::TcpListener,
 ) -> hearth_visit_server::Running {
     let port = listener.local_addr().unwrap().port();
-    let settings = Settings {
-        listen: ([127, 0, 0, 1], port).into(),
-        public_url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        link_secret: b"client-test-link-secret-0123456789abcdef".to_vec(),
-        identity: Identity {
-            issuer: idp.issuer.clone(),
-            audiences: vec![idp.fhir_base.clone()],
-            jwks_uri: None,
-        },
-        turn: None,
-        stun_urls: Vec::new(),
-        ice_transport_policy: IcePolicy::All,
-        redis_url: None,
-        early: Duration::from_secs(1800),
-        late: Duration::from_secs(3600),
-        grace: Duration::from_secs(60),
-        joins_per_minute: 1000,
-        trust_forwarded_for: false,
-        allowed_origins: Vec::new(),
-    };
+    let settings = Settings::loopback(
+        port,
+        &idp.issuer,
+        &idp.fhir_base,
+        b"client-test-link-secret-0123456789abcdef",
+    );
     hearth_visit_server::start(settings, listener)
         .await
         .unwrap()

@@ -178,6 +178,32 @@ impl Settings {
         })
     }
 
+    /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
+    /// trusting `issuer`'s tokens for `audience`: for tests and local trials.
+    pub fn loopback(port: u16, issuer: &str, audience: &str, link_secret: &[u8]) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            public_url: Url::parse(&format!("http://127.0.0.1:{port}/"))
+                .unwrap_or_else(|_| unreachable!("a loopback URL parses")),
+            link_secret: link_secret.to_vec(),
+            identity: Identity {
+                issuer: issuer.to_owned(),
+                audiences: vec![audience.to_owned()],
+                jwks_uri: None,
+            },
+            turn: None,
+            stun_urls: Vec::new(),
+            ice_transport_policy: IcePolicy::All,
+            redis_url: None,
+            early: Duration::from_secs(30 * 60),
+            late: Duration::from_secs(60 * 60),
+            grace: Duration::from_secs(60),
+            joins_per_minute: 1000,
+            trust_forwarded_for: false,
+            allowed_origins: Vec::new(),
+        }
+    }
+
     /// The origin of `public_url` (`https://visit.example.org`), for Origin checks.
     pub fn public_origin(&self) -> String {
         self.public_url.origin().ascii_serialization()

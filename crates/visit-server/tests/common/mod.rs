@@ -10,10 +10,8 @@
 
 use futures_util::{SinkExt, StreamExt};
 use hearth_testkit::smart::SmartEhr;
-use hearth_visit_protocol::{
-    ClientMsg, IcePolicy, LinkRequest, LinkResponse, Role, Secret, ServerMsg,
-};
-use hearth_visit_server::settings::{Identity, Settings};
+use hearth_visit_protocol::{ClientMsg, LinkRequest, LinkResponse, Role, Secret, ServerMsg};
+use hearth_visit_server::settings::Settings;
 use hearth_visit_server::Running;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -33,26 +31,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// Settings for a service at `port`, trusting `idp`'s tokens for its FHIR base.
 pub fn settings(idp: &SmartEhr, port: u16) -> Settings {
-    Settings {
-        listen: ([127, 0, 0, 1], port).into(),
-        public_url: format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        link_secret: LINK_SECRET.as_bytes().to_vec(),
-        identity: Identity {
-            issuer: idp.issuer.clone(),
-            audiences: vec![idp.fhir_base.clone()],
-            jwks_uri: None,
-        },
-        turn: None,
-        stun_urls: Vec::new(),
-        ice_transport_policy: IcePolicy::All,
-        redis_url: None,
-        early: Duration::from_secs(30 * 60),
-        late: Duration::from_secs(60 * 60),
-        grace: Duration::from_secs(60),
-        joins_per_minute: 1000,
-        trust_forwarded_for: false,
-        allowed_origins: Vec::new(),
-    }
+    Settings::loopback(port, &idp.issuer, &idp.fhir_base, LINK_SECRET.as_bytes())
 }
 
 /// Starts the service in this process with `settings` (its port is chosen here).
