@@ -22,6 +22,15 @@ pub struct MachineConfig {
     pub demo: DemoConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    /// The telehealth visit service (hearth-visit). Absent: no video visits from Hearth.
+    pub visit: Option<VisitConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisitConfig {
+    /// Where hearth-visit answers, e.g. `https://visit.example.org/`.
+    pub service_url: String,
 }
 
 /// How Hearth keeps its local copy in step with the EHR.
@@ -161,6 +170,16 @@ impl MachineConfig {
                 );
             }
         }
+        if let Some(visit) = &self.visit {
+            check_url("visit.service_url", &visit.service_url)?;
+            if self.identity.is_none() {
+                return Err(
+                    "section `[visit]` needs an `[identity]` section: the visit service \
+                     knows clinicians by their sign-in"
+                        .into(),
+                );
+            }
+        }
         if !(1..=3600).contains(&self.sync.poll_interval_seconds) {
             return Err(format!(
                 "key `sync.poll_interval_seconds` must be between 1 and 3600, not {}",
@@ -276,6 +295,23 @@ mod tests {
         assert!(
             MachineConfig::parse("[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n").is_ok()
         );
+        // The visit service: an https URL, and only with sign-on (it knows clinicians by it).
+        let ehr = "[ehr]\nfhir_base_url = \"https://ehr.example.org/fhir\"\n";
+        let id = "[identity]\nissuer = \"https://login.example.org\"\nclient_id = \"hearth\"\n";
+        let e = MachineConfig::parse(&format!(
+            "{ehr}[visit]\nservice_url = \"https://v.example.org/\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("[visit]") && e.contains("[identity]"), "{e}");
+        let e = MachineConfig::parse(&format!(
+            "{ehr}{id}[visit]\nservice_url = \"http://v.example.org/\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("visit.service_url"), "{e}");
+        assert!(MachineConfig::parse(&format!(
+            "{ehr}{id}[visit]\nservice_url = \"https://v.example.org/\"\n"
+        ))
+        .is_ok());
     }
 
     #[test]

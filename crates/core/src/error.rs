@@ -30,6 +30,9 @@ pub enum CoreError {
     /// The local store failed; the message says how (never with clinical content).
     #[error("local store: {0}")]
     Store(String),
+    /// The visit service refused or could not be reached.
+    #[error("{0}")]
+    VisitService(String),
 }
 
 impl CoreError {
@@ -55,6 +58,7 @@ impl CoreError {
             Self::Locked => ErrorCode::Locked,
             Self::SignIn { .. } => ErrorCode::SignIn,
             Self::Unavailable(_) | Self::Store(_) => ErrorCode::Unavailable,
+            Self::VisitService(_) => ErrorCode::VisitService,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod sensitive;
 pub mod signon;
 pub mod store;
 pub mod sync_link;
+pub mod visits;
 mod workstation;
 
 pub use error::CoreError;

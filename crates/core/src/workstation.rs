@@ -4,11 +4,14 @@ use crate::launch::LaunchOptions;
 use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
+use crate::visits::{Arrival, VisitDesk};
 use crate::{chart, schedule, CoreError};
 use chrono::NaiveDate;
 use hearth_ipc::{
-    AppStatus, Chart, ChartRequest, Connectivity, DataMode, ResolveConflictRequest, ScheduleDay,
-    ScheduleRequest, SessionState, SettleFailedWriteRequest, SyncPanel, SyncSummary, UserSummary,
+    AppStatus, Chart, ChartRequest, Connectivity, DataMode, Modality, ResolveConflictRequest,
+    RoomService, ScheduleDay, ScheduleRequest, SessionState, SettleFailedWriteRequest, SyncPanel,
+    SyncSummary, UserSummary, VisitAdmitRequest, VisitInvite, VisitInviteRequest, VisitRoom,
+    VisitRoomRequest, VisitStatus,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -32,6 +35,8 @@ struct Ready {
     ehr: Option<EhrLink>,
     /// EHR mode with an identity provider: who is signed in, and the idle lock.
     signon: Option<Arc<SignOn>>,
+    /// The visit service (`[visit]`), known through the signed-in clinician.
+    visits: Option<Arc<VisitDesk>>,
 }
 
 impl Workstation {
@@ -194,6 +199,7 @@ impl Workstation {
                 store,
                 ehr: None,
                 signon: None,
+                visits: None,
             }),
             sync: OnceLock::new(),
         }
@@ -236,12 +242,102 @@ impl Workstation {
             })?,
         };
         let offset = *self.clock.now().offset();
-        schedule::day(
+        let mut day = schedule::day(
             ready.store.as_ref(),
             date,
             offset,
             &request.practitioner_ids,
-        )
+        )?;
+        // The visit service knows before the EHR that a patient is in the waiting room.
+        if let Some(desk) = &ready.visits {
+            for row in &mut day.appointments {
+                if row.modality == Modality::Virtual
+                    && matches!(row.status, VisitStatus::Booked | VisitStatus::Pending)
+                    && desk.patient_waiting(&row.appointment_id)
+                {
+                    row.status = VisitStatus::InWaitingRoom;
+                }
+            }
+        }
+        Ok(day)
+    }
+
+    fn visit_desk(&self) -> Result<Option<&Arc<VisitDesk>>, CoreError> {
+        Ok(self.open_for_phi()?.visits.as_ref())
+    }
+
+    /// The visit service's room for a virtual visit (watched from now on). Call from within a
+    /// tokio runtime.
+    pub fn visit_room(&self, request: &VisitRoomRequest) -> Result<VisitRoom, CoreError> {
+        check_id(&request.appointment_id)?;
+        let Some(desk) = self.visit_desk()? else {
+            return Ok(VisitRoom {
+                service: RoomService::NotConfigured,
+                message: None,
+                participants: Vec::new(),
+            });
+        };
+        Ok(desk.room(&request.appointment_id, *self.clock.now().offset()))
+    }
+
+    /// A join link for the appointment's patient or a guest, valid for its visit window.
+    pub async fn visit_invite(
+        &self,
+        request: &VisitInviteRequest,
+    ) -> Result<VisitInvite, CoreError> {
+        check_id(&request.appointment_id)?;
+        let desk = self.visit_desk()?.cloned().ok_or_else(no_visit_service)?;
+        let ready = self.open_for_phi()?;
+        let what = format!("Appointment/{}", request.appointment_id);
+        let appt = ready
+            .store
+            .get("Appointment", &request.appointment_id)?
+            .ok_or_else(|| CoreError::NotFound { what: what.clone() })?;
+        let instant = |field: &str| {
+            appt.get(field)
+                .and_then(|v| v.as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(self.clock.now().offset()))
+                .ok_or_else(|| CoreError::invalid_data(&what, field, "is not an RFC 3339 instant"))
+        };
+        let (start, end) = (instant("start")?, instant("end")?);
+        desk.invite(&request.appointment_id, start, end, request.role)
+            .await
+    }
+
+    /// Lets a waiting participant into the visit.
+    pub async fn visit_admit(&self, request: &VisitAdmitRequest) -> Result<(), CoreError> {
+        check_id(&request.appointment_id)?;
+        let desk = self.visit_desk()?.cloned().ok_or_else(no_visit_service)?;
+        desk.admit(&request.appointment_id, &request.participant_id)
+            .await
+    }
+
+    /// Starts watching the rooms of today's virtual visits (so arrivals are noticed before
+    /// anyone opens them), and returns the arrivals since the last call. Nothing while
+    /// signed out or locked. Call from within a tokio runtime.
+    pub fn visit_arrivals(&self) -> Vec<Arrival> {
+        let Ok(Some(desk)) = self.visit_desk() else {
+            return Vec::new();
+        };
+        let mut starts = std::collections::HashMap::new();
+        if let Ok(day) = self.schedule(&ScheduleRequest::default()) {
+            for row in day.appointments.iter().filter(|r| {
+                r.modality == Modality::Virtual
+                    && !matches!(
+                        r.status,
+                        VisitStatus::Fulfilled | VisitStatus::Cancelled | VisitStatus::NoShow
+                    )
+            }) {
+                desk.watch(&row.appointment_id);
+                starts.insert(row.appointment_id.clone(), row.start_label.clone());
+            }
+        }
+        let mut arrivals = desk.arrivals();
+        for a in &mut arrivals {
+            a.start_label = starts.get(&a.appointment_id).cloned().unwrap_or_default();
+        }
+        arrivals
     }
 
     pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {
@@ -250,6 +346,23 @@ impl Workstation {
             return Err(CoreError::InvalidInput("patient_id is empty".into()));
         }
         chart::chart(ready.store.as_ref(), &request.patient_id, self.today())
+    }
+}
+
+fn no_visit_service() -> CoreError {
+    CoreError::Unavailable("the visit service (no [visit] in the configuration)".into())
+}
+
+/// A FHIR logical id.
+fn check_id(id: &str) -> Result<(), CoreError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreError::InvalidInput(format!("{id:?} is not a FHIR id")))
     }
 }
 
@@ -294,6 +407,13 @@ impl Ready {
                     }),
                 ))
             });
+            let visits = match (&config.visit, &signon) {
+                (Some(visit), Some(signon)) => Some(Arc::new(VisitDesk::new(
+                    &visit.service_url,
+                    signon.tokens(),
+                )?)),
+                _ => None,
+            };
             return Ok(Self {
                 mode: DataMode::Ehr {
                     fhir_base_url: ehr.fhir_base_url.clone(),
@@ -305,6 +425,7 @@ impl Ready {
                     sync: config.sync.clone(),
                 }),
                 signon,
+                visits,
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -322,6 +443,7 @@ impl Ready {
             store,
             ehr: None,
             signon: None,
+            visits: None,
         })
     }
 }

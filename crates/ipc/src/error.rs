@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Internal,
     /// Signing in failed or was refused; the message says why (never a token).
     SignIn,
+    /// The visit service refused or could not be reached; the message says which.
+    VisitService,
 }
 
 impl ErrorCode {
@@ -36,6 +38,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::SignIn => "sign_in",
+            Self::VisitService => "visit_service",
         }
     }
 }
@@ -80,6 +83,7 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::Internal,
             ErrorCode::SignIn,
+            ErrorCode::VisitService,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -11,12 +11,14 @@ pub mod error;
 pub mod schedule;
 pub mod status;
 pub mod sync;
+pub mod visit;
 
 pub use chart::*;
 pub use error::*;
 pub use schedule::*;
 pub use status::*;
 pub use sync::*;
+pub use visit::*;
 
 /// The names of the commands the shell exposes. The UI invokes them by these names and the
 /// shell's capability files grant them; a test checks that both agree.
@@ -31,6 +33,9 @@ pub mod command {
     pub const SIGN_OUT: &str = "sign_out";
     pub const ACTIVITY: &str = "activity";
     pub const LOCK_NOW: &str = "lock_now";
+    pub const VISIT_ROOM: &str = "visit_room";
+    pub const VISIT_INVITE: &str = "visit_invite";
+    pub const VISIT_ADMIT: &str = "visit_admit";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -43,5 +48,8 @@ pub mod command {
         SIGN_OUT,
         ACTIVITY,
         LOCK_NOW,
+        VISIT_ROOM,
+        VISIT_INVITE,
+        VISIT_ADMIT,
     ];
 }

@@ -1,0 +1,203 @@
+//! Virtual visits through the visit service (`[visit]`): join links for an appointment, the
+//! room's roster for the visit pane, admitting from the waiting room, arrivals for desktop
+//! notifications, and the schedule's "in waiting room" status. Hearth keeps one presence
+//! connection per virtual visit it has looked at (no media: video comes with the media pane).
+
+use crate::CoreError;
+use chrono::{DateTime, FixedOffset, TimeZone};
+use hearth_ipc::{
+    InviteRole, RoomParticipant, RoomRole, RoomService, RoomStanding, VisitInvite, VisitRoom,
+};
+use hearth_visit_client::{Presence, RoomState, VisitClient, VisitError};
+use hearth_visit_protocol::{Role, Standing};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Someone newly in a visit's waiting room (for a notification: no name, by design: a
+/// desktop notification may show on a locked or shared screen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub appointment_id: String,
+    pub role: RoomRole,
+    /// The visit's local start (`HH:MM`), filled in by the workstation.
+    pub start_label: String,
+}
+
+impl Arrival {
+    /// The desktop notification's title and body.
+    pub fn notification(&self) -> (String, String) {
+        let who = match self.role {
+            RoomRole::Guest => "A guest (interpreter or family member)",
+            _ => "Your patient",
+        };
+        (
+            "Virtual waiting room".to_owned(),
+            format!(
+                "{who} for the {} virtual visit is waiting to be admitted.",
+                self.start_label
+            ),
+        )
+    }
+}
+
+pub struct VisitDesk {
+    client: VisitClient,
+    rooms: Mutex<HashMap<String, Presence>>,
+    announced: Mutex<HashSet<String>>,
+}
+
+fn visit_error(e: VisitError) -> CoreError {
+    CoreError::VisitService(e.to_string())
+}
+
+fn role(r: Role) -> RoomRole {
+    match r {
+        Role::Clinician => RoomRole::Clinician,
+        Role::Patient => RoomRole::Patient,
+        Role::Guest => RoomRole::Guest,
+    }
+}
+
+fn label(ms: u64, offset: FixedOffset) -> String {
+    offset
+        .timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|t| t.format("%H:%M").to_string())
+        .unwrap_or_default()
+}
+
+impl VisitDesk {
+    pub fn new(
+        service_url: &str,
+        tokens: Arc<dyn hearth_fhir::TokenSource>,
+    ) -> Result<Self, CoreError> {
+        Ok(Self {
+            client: VisitClient::new(service_url, tokens).map_err(visit_error)?,
+            rooms: Mutex::new(HashMap::new()),
+            announced: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Presence>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts watching `appointment_id`'s room if not yet. Needs a tokio runtime.
+    pub fn watch(&self, appointment_id: &str) {
+        let mut rooms = self.rooms();
+        if !rooms.contains_key(appointment_id) {
+            rooms.insert(appointment_id.to_owned(), self.client.watch(appointment_id));
+        }
+    }
+
+    /// The room as the visit pane shows it (watching it from now on).
+    pub fn room(&self, appointment_id: &str, offset: FixedOffset) -> VisitRoom {
+        self.watch(appointment_id);
+        let state = self
+            .rooms()
+            .get(appointment_id)
+            .map(|p| p.roster.borrow().clone())
+            .unwrap_or(RoomState::Connecting);
+        let (service, message, people) = match state {
+            RoomState::Connecting => (RoomService::Connecting, None, Vec::new()),
+            RoomState::Roster(people) => (RoomService::Live, None, people),
+            RoomState::Trouble(e) => (RoomService::Trouble, Some(e.to_string()), Vec::new()),
+            RoomState::Ended => (RoomService::Ended, None, Vec::new()),
+        };
+        VisitRoom {
+            service,
+            message,
+            participants: people
+                .into_iter()
+                .filter(|p| p.role != Role::Clinician)
+                .map(|p| RoomParticipant {
+                    id: p.id,
+                    name: p.name,
+                    role: role(p.role),
+                    standing: match p.standing {
+                        Standing::Waiting => RoomStanding::Waiting,
+                        Standing::Admitted => RoomStanding::InVisit,
+                        Standing::Left => RoomStanding::Left,
+                    },
+                    connected: p.connected,
+                    joined_label: label(p.joined_ms, offset),
+                    left_label: p.left_ms.map(|ms| label(ms, offset)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the appointment's patient is in the waiting room now (schedule status).
+    pub fn patient_waiting(&self, appointment_id: &str) -> bool {
+        self.rooms().get(appointment_id).is_some_and(|p| {
+            p.roster
+                .borrow()
+                .waiting()
+                .iter()
+                .any(|x| x.role == Role::Patient && x.connected)
+        })
+    }
+
+    /// A join link for the appointment (`start`..`end`), for the patient or a guest.
+    pub async fn invite(
+        &self,
+        appointment_id: &str,
+        start: DateTime<FixedOffset>,
+        end: DateTime<FixedOffset>,
+        who: InviteRole,
+    ) -> Result<VisitInvite, CoreError> {
+        let role = match who {
+            InviteRole::Patient => Role::Patient,
+            InviteRole::Guest => Role::Guest,
+        };
+        let ms = |t: DateTime<FixedOffset>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
+        let link = self
+            .client
+            .link(appointment_id, role, ms(start), ms(end))
+            .await
+            .map_err(visit_error)?;
+        let offset = *start.offset();
+        Ok(VisitInvite {
+            url: link.url.expose().to_owned(),
+            opens_label: label(link.not_before_ms, offset),
+            expires_label: label(link.expires_ms, offset),
+        })
+    }
+
+    pub async fn admit(&self, appointment_id: &str, participant: &str) -> Result<(), CoreError> {
+        // The send is quick (a bounded queue); the lock is not held across it.
+        let sender = {
+            let rooms = self.rooms();
+            let presence = rooms
+                .get(appointment_id)
+                .ok_or_else(|| CoreError::NotFound {
+                    what: format!("the visit room of Appointment/{appointment_id}"),
+                })?;
+            presence.sender()
+        };
+        sender
+            .send(hearth_visit_protocol::ClientMsg::Admit {
+                participant: participant.to_owned(),
+            })
+            .await
+            .map_err(|_| CoreError::VisitService("the presence connection has stopped".into()))
+    }
+
+    /// Participants who came into a waiting room since the last call (each once).
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        let mut announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (appointment, presence) in self.rooms().iter() {
+            for p in presence.roster.borrow().waiting() {
+                if p.role != Role::Clinician && announced.insert(p.id.clone()) {
+                    out.push(Arrival {
+                        appointment_id: appointment.clone(),
+                        role: role(p.role),
+                        start_label: String::new(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
