@@ -5,7 +5,8 @@
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
-    SettleFailedWriteRequest, SyncPanel, UserSummary,
+    SettleFailedWriteRequest, SyncPanel, UserSummary, VisitAdmitRequest, VisitInvite,
+    VisitInviteRequest, VisitRoom, VisitRoomRequest,
 };
 use tauri::State;
 
@@ -70,6 +71,30 @@ pub async fn activity(workstation: State<'_, Workstation>) -> Result<(), IpcErro
 #[tauri::command]
 pub async fn lock_now(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
     workstation.lock_now().map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn visit_room(
+    workstation: State<'_, Workstation>,
+    request: VisitRoomRequest,
+) -> Result<VisitRoom, IpcError> {
+    workstation.visit_room(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn visit_invite(
+    workstation: State<'_, Workstation>,
+    request: VisitInviteRequest,
+) -> Result<VisitInvite, IpcError> {
+    workstation.visit_invite(&request).await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn visit_admit(
+    workstation: State<'_, Workstation>,
+    request: VisitAdmitRequest,
+) -> Result<(), IpcError> {
+    workstation.visit_admit(&request).await.map_err(ipc)
 }
 
 /// A core error as the UI receives it: the stable code and the message.

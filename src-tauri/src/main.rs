@@ -35,6 +35,9 @@ fn main() -> ExitCode {
             commands::sign_out,
             commands::activity,
             commands::lock_now,
+            commands::visit_room,
+            commands::visit_invite,
+            commands::visit_admit,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {
@@ -71,6 +74,24 @@ fn main() -> ExitCode {
                 ));
             }
             app.manage(workstation);
+            // Patients arriving in a virtual waiting room raise a desktop notification.
+            let handle = app.handle().clone();
+            tauri::async_runtime::spawn(async move {
+                loop {
+                    for arrival in handle.state::<Workstation>().visit_arrivals() {
+                        let (title, body) = arrival.notification();
+                        if let Err(e) = notify_rust::Notification::new()
+                            .summary(&title)
+                            .body(&body)
+                            .appname("Hearth")
+                            .show()
+                        {
+                            eprintln!("hearth: desktop notification failed: {e}");
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+            });
             WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
                 .title("Hearth")
                 .inner_size(1280.0, 800.0)
