@@ -376,3 +376,57 @@ impl Desktop {
         Ok(None)
     }
 }
+
+/// The machine configuration for a window that signs in at `ehr`'s provider: the "browser"
+/// is a command that writes the sign-in URL to `url_file` (see [`Desktop::sign_in_at`]), the
+/// sync polls every second; `extra` is appended (more sections).
+pub fn signon_config(
+    ehr: &hearth_testkit::smart::SmartEhr,
+    url_file: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
+         browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n\
+         [sync]\npoll_interval_seconds = 1\n{extra}",
+        ehr.fhir_base,
+        ehr.issuer,
+        f = url_file.display(),
+    )
+}
+
+impl Desktop {
+    /// Clicks "Sign in", plays the browser the window opened (its URL in `url_file`, see
+    /// [`signon_config`]) through the provider's login form, and waits for the user's name in
+    /// the top bar.
+    pub async fn sign_in_at(&self, url_file: &Path) -> Result<()> {
+        use hearth_testkit::smart::{browser_login, USER_DISPLAY, USER_NAME, USER_PASSWORD};
+        self.client
+            .find(Locator::Css("#sign-in-button"))
+            .await?
+            .click()
+            .await?;
+        let url = wait_until(Duration::from_secs(30), "the browser to be opened", || {
+            let url_file = url_file.to_path_buf();
+            async move { Ok(std::fs::read_to_string(&url_file).ok()) }
+        })
+        .await?;
+        let redirect = url::Url::parse(&url)?
+            .query_pairs()
+            .find(|(k, _)| k == "redirect_uri")
+            .map(|(_, v)| v.into_owned())
+            .context("no redirect_uri in the authorization URL")?;
+        let (done, browser) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(browser_login(&url, &redirect, USER_NAME, USER_PASSWORD));
+        });
+        browser
+            .await?
+            .map_err(|e| anyhow!("the browser's sign-in failed: {e}"))?;
+        self.text_when("#current-user", "the signed-in user's name", |t| {
+            t == USER_DISPLAY
+        })
+        .await?;
+        Ok(())
+    }
+}

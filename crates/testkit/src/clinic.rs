@@ -39,7 +39,8 @@ fn ids(server: &FhirServer, query: &str) -> Vec<String> {
 }
 
 /// Synthea has no schedules: one clinician's Schedule, eight Slots today and an Appointment
-/// in each of the first six, for six of the patients. Each Appointment carries an extension
+/// in each of the first six, for six of the patients; the second and fourth are virtual
+/// (appointmentType SNOMED 448337001, telemedicine). Each Appointment carries an extension
 /// and an element FHIR does not define, which must survive every round trip.
 pub fn seed_schedule(server: &FhirServer) -> Clinic {
     let patients = ids(server, "/fhir/Patient?_count=100");
@@ -61,10 +62,12 @@ pub fn seed_schedule(server: &FhirServer) -> Clinic {
             "request": {"method": "POST", "url": "Slot"}
         }));
         if i < 6 {
+            let kind = if i % 2 == 1 { "448337001" } else { "185389009" };
             entries.push(json!({
                 "resource": {"resourceType": "Appointment", "status": "booked",
                     "extension": [{"url": "https://example.org/fhir/StructureDefinition/visit-room", "valueString": format!("Room {i}")}],
                     "hearthTestUnknownElement": {"kept": true, "n": i},
+                    "appointmentType": {"coding": [{"system": "http://snomed.info/sct", "code": kind}]},
                     "start": start, "end": end, "slot": [{"reference": format!("urn:uuid:slot-{i}")}],
                     "participant": [
                         {"actor": {"reference": format!("Patient/{}", patients[i as usize])}, "status": "accepted"},
