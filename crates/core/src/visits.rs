@@ -127,6 +127,15 @@ impl VisitDesk {
         }
     }
 
+    /// Closes every presence connection (the clinician signed out; the next one watches anew).
+    pub fn forget_rooms(&self) {
+        self.rooms().clear();
+        self.announced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Whether the appointment's patient is in the waiting room now (schedule status).
     pub fn patient_waiting(&self, appointment_id: &str) -> bool {
         self.rooms().get(appointment_id).is_some_and(|p| {

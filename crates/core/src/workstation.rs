@@ -116,7 +116,11 @@ impl Workstation {
     }
 
     /// Signs out: revokes the tokens, forgets them; PHI is withheld until the next sign-in.
+    /// The visit rooms watched as this clinician are left too.
     pub async fn sign_out(&self) -> Result<(), CoreError> {
+        if let Some(desk) = self.state.as_ref().ok().and_then(|r| r.visits.as_ref()) {
+            desk.forget_rooms();
+        }
         self.signon_required()?.sign_out().await
     }
 
