@@ -43,7 +43,9 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
         config: Some(signon_config(
             &ehr,
             &url_file,
-            &format!("[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\n"),
+            &format!(
+                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
+            ),
         )),
         args: Vec::new(),
     };
@@ -86,6 +88,37 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
             link.starts_with(&format!("http://127.0.0.1:{port}/join#")),
             "link {link}"
         );
+        // ...which Hearth also put into the Appointment at the EHR, for its reminders.
+        app.text_when(
+            "#invite-saved",
+            "the note that the link is in the appointment",
+            |t| t.contains("appointment"),
+        )
+        .await?;
+        let fhir = ehr.fhir.as_ref().context("the clinic's FHIR server")?;
+        let path = format!("/fhir/Appointment/{appointment}");
+        wait_until(
+            Duration::from_secs(30),
+            "the join link in the EHR's Appointment",
+            || async {
+                let text = tokio::task::block_in_place(|| fhir.get_json(&path));
+                let appt: serde_json::Value = serde_json::from_str(&text)?;
+                let address = appt["extension"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| {
+                        e["url"]
+                            .as_str()
+                            .is_some_and(|u| u.ends_with("extension-Appointment.virtualService"))
+                    })
+                    .flat_map(|e| e["extension"].as_array().cloned().unwrap_or_default())
+                    .find(|p| p["url"] == "addressUrl")
+                    .and_then(|p| p["valueUrl"].as_str().map(str::to_owned));
+                Ok((address.as_deref() == Some(link.as_str())).then_some(()))
+            },
+        )
+        .await?;
 
         // The patient opens it (a protocol client standing in for the join page).
         let token = Secret::new(link.split_once('#').context("token")?.1);

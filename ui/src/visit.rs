@@ -188,6 +188,9 @@ fn room_view(props: &RoomProps) -> Html {
                             <label for="invite-link">{ "Join link (send it to them; it opens the waiting room)" }</label>
                             <input id="invite-link" type="text" readonly=true value={link.url.clone()} />
                             <p class="muted">{ format!("Works from {} until {}.", link.opens_label, link.expires_label) }</p>
+                            if link.saved_to_appointment {
+                                <p class="muted" id="invite-saved">{ "Also saved to the appointment, for the EHR's reminders." }</p>
+                            }
                         </div>
                     },
                 }

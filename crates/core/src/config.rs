@@ -31,6 +31,10 @@ pub struct MachineConfig {
 pub struct VisitConfig {
     /// Where hearth-visit answers, e.g. `https://visit.example.org/`.
     pub service_url: String,
+    /// Also put the patient's join link into the Appointment (R5 `virtualService.addressUrl`
+    /// as the R4 cross-version extension), for the EHR's reminders. Default: no.
+    #[serde(default)]
+    pub link_to_appointment: bool,
 }
 
 /// How Hearth keeps its local copy in step with the EHR.

@@ -17,6 +17,8 @@ pub trait SyncLink: Send + Sync {
     fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), CoreError>;
     /// Applies the user's choice for a change the EHR refused.
     fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError>;
+    /// Puts a virtual visit's join link into its Appointment (queued like any change).
+    fn set_join_link(&self, appointment_id: &str, url: &str, actor: &str) -> Result<(), CoreError>;
 }
 
 /// What the sync engine needs from a workstation connected to an EHR.

@@ -170,6 +170,7 @@ impl VisitDesk {
             url: link.url.expose().to_owned(),
             opens_label: label(link.not_before_ms, offset),
             expires_label: label(link.expires_ms, offset),
+            saved_to_appointment: false,
         })
     }
 

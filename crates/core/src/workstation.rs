@@ -8,10 +8,10 @@ use crate::visits::{Arrival, VisitDesk};
 use crate::{chart, schedule, CoreError};
 use chrono::NaiveDate;
 use hearth_ipc::{
-    AppStatus, Chart, ChartRequest, Connectivity, DataMode, Modality, ResolveConflictRequest,
-    RoomService, ScheduleDay, ScheduleRequest, SessionState, SettleFailedWriteRequest, SyncPanel,
-    SyncSummary, UserSummary, VisitAdmitRequest, VisitInvite, VisitInviteRequest, VisitRoom,
-    VisitRoomRequest, VisitStatus,
+    AppStatus, Chart, ChartRequest, Connectivity, DataMode, InviteRole, Modality,
+    ResolveConflictRequest, RoomService, ScheduleDay, ScheduleRequest, SessionState,
+    SettleFailedWriteRequest, SyncPanel, SyncSummary, UserSummary, VisitAdmitRequest, VisitInvite,
+    VisitInviteRequest, VisitRoom, VisitRoomRequest, VisitStatus,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -37,6 +37,8 @@ struct Ready {
     signon: Option<Arc<SignOn>>,
     /// The visit service (`[visit]`), known through the signed-in clinician.
     visits: Option<Arc<VisitDesk>>,
+    /// `[visit] link_to_appointment`.
+    visit_link_to_appointment: bool,
 }
 
 impl Workstation {
@@ -204,6 +206,7 @@ impl Workstation {
                 ehr: None,
                 signon: None,
                 visits: None,
+                visit_link_to_appointment: false,
             }),
             sync: OnceLock::new(),
         }
@@ -305,8 +308,23 @@ impl Workstation {
                 .ok_or_else(|| CoreError::invalid_data(&what, field, "is not an RFC 3339 instant"))
         };
         let (start, end) = (instant("start")?, instant("end")?);
-        desk.invite(&request.appointment_id, start, end, request.role)
-            .await
+        let mut invite = desk
+            .invite(&request.appointment_id, start, end, request.role)
+            .await?;
+        // The patient's link into the Appointment, when IT asked for it (for reminders).
+        if request.role == InviteRole::Patient && ready.visit_link_to_appointment {
+            if let Some(sync) = self.sync.get() {
+                let actor = ready
+                    .signon
+                    .as_ref()
+                    .and_then(|s| s.user())
+                    .and_then(|u| u.fhir_user)
+                    .unwrap_or_else(|| "hearth".into());
+                sync.set_join_link(&request.appointment_id, &invite.url, &actor)?;
+                invite.saved_to_appointment = true;
+            }
+        }
+        Ok(invite)
     }
 
     /// Lets a waiting participant into the visit.
@@ -430,6 +448,10 @@ impl Ready {
                 }),
                 signon,
                 visits,
+                visit_link_to_appointment: config
+                    .visit
+                    .as_ref()
+                    .is_some_and(|v| v.link_to_appointment),
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -448,6 +470,7 @@ impl Ready {
             ehr: None,
             signon: None,
             visits: None,
+            visit_link_to_appointment: false,
         })
     }
 }

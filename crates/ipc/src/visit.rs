@@ -90,6 +90,8 @@ pub struct VisitInvite {
     /// Local times the waiting room opens and the link stops working (`HH:MM`).
     pub opens_label: String,
     pub expires_label: String,
+    /// Whether the link was also put into the Appointment (for the EHR's reminders).
+    pub saved_to_appointment: bool,
 }
 
 impl fmt::Debug for VisitInvite {

@@ -16,6 +16,9 @@ pub struct QueuedWrite {
     pub key: String,
 }
 
+/// The R5 `Appointment.virtualService` as an R4 cross-version extension.
+const VIRTUAL_SERVICE: &str = hearth_core::schedule::VIRTUAL_SERVICE_EXTENSION;
+
 /// Appointment statuses a user may set (FHIR R4 AppointmentStatus).
 const APPOINTMENT_STATUSES: &[&str] = &[
     "proposed",
@@ -72,6 +75,67 @@ impl SyncHandle {
             ))
             .into());
         }
+        self.update_appointment(appointment_id, actor, |value| {
+            value["status"] = Value::String(status.to_string());
+            Ok(())
+        })
+    }
+
+    /// Puts the visit's join link into the appointment, for the EHR's reminders: the R5
+    /// `virtualService` (as the R4 cross-version extension) gets `addressUrl`, and a
+    /// `channelType` of `hearth-visit` if it had none. Queued like any change.
+    pub fn set_appointment_join_link(
+        &self,
+        appointment_id: &str,
+        url: &str,
+        actor: &str,
+    ) -> Result<QueuedWrite> {
+        self.update_appointment(appointment_id, actor, |value| {
+            let what = format!("Appointment/{appointment_id}");
+            let obj = value
+                .as_object_mut()
+                .ok_or_else(|| CoreError::invalid_data(&what, "(document)", "is not an object"))?;
+            let exts = obj.entry("extension").or_insert_with(|| json!([]));
+            let exts = exts
+                .as_array_mut()
+                .ok_or_else(|| CoreError::invalid_data(&what, "extension", "is not a list"))?;
+            let service = match exts
+                .iter()
+                .position(|e| e.get("url").and_then(Value::as_str) == Some(VIRTUAL_SERVICE))
+            {
+                Some(i) => &mut exts[i],
+                None => {
+                    exts.push(json!({"url": VIRTUAL_SERVICE, "extension": [
+                        {"url": "channelType", "valueCoding": {
+                            "system": "http://hl7.org/fhir/virtual-service-type",
+                            "code": "hearth-visit", "display": "Hearth virtual visit"}}
+                    ]}));
+                    let last = exts.len() - 1;
+                    &mut exts[last]
+                }
+            };
+            let parts = service
+                .as_object_mut()
+                .map(|o| o.entry("extension").or_insert_with(|| json!([])))
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| {
+                    CoreError::invalid_data(&what, "extension.virtualService", "is not a list")
+                })?;
+            parts.retain(|p| p.get("url").and_then(Value::as_str) != Some("addressUrl"));
+            parts.push(json!({"url": "addressUrl", "valueUrl": url}));
+            Ok(())
+        })
+    }
+
+    /// Changes an appointment with `edit`: the local copy at once, the update queued with
+    /// `If-Match` on the version it was made from. Every element `edit` leaves alone, known
+    /// or not, is sent back as it was.
+    fn update_appointment(
+        &self,
+        appointment_id: &str,
+        actor: &str,
+        edit: impl FnOnce(&mut Value) -> std::result::Result<(), CoreError>,
+    ) -> Result<QueuedWrite> {
         let what = format!("Appointment/{appointment_id}");
         let json = self
             .store
@@ -83,7 +147,7 @@ impl SyncHandle {
             .pointer("/meta/versionId")
             .and_then(Value::as_str)
             .map(str::to_string);
-        value["status"] = Value::String(status.to_string());
+        edit(&mut value)?;
         let key = new_key()?;
         stamp_source(&mut value, &key);
         let local = resource_row(&value)?;

@@ -136,6 +136,12 @@ impl SyncHandle {
 }
 
 impl SyncLink for SyncHandle {
+    fn set_join_link(&self, appointment_id: &str, url: &str, actor: &str) -> Result<(), CoreError> {
+        self.set_appointment_join_link(appointment_id, url, actor)
+            .map(|_| ())
+            .map_err(CoreError::from)
+    }
+
     fn summary(&self) -> (Connectivity, SyncSummary) {
         self.summary_now().unwrap_or_else(|e| {
             (
