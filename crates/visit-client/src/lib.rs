@@ -325,8 +325,9 @@ async fn session(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(Ended::Dropped),
                     Some(Ok(_)) => continue,
                 };
-                let msg: ServerMsg = serde_json::from_str(&text)
-                    .map_err(|e| VisitError::Protocol(e.to_string()))?;
+                // A message this version does not know is skipped (PROTOCOL.md: the service may
+                // add messages within v1).
+                let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
                 match msg {
                     ServerMsg::Welcome { participant, resume, .. } => *me = Some((participant, resume)),
                     ServerMsg::Roster { participants, .. } => {
