@@ -293,8 +293,8 @@ impl Workstation {
         request: &VisitInviteRequest,
     ) -> Result<VisitInvite, CoreError> {
         check_id(&request.appointment_id)?;
-        let desk = self.visit_desk()?.cloned().ok_or_else(no_visit_service)?;
         let ready = self.open_for_phi()?;
+        let desk = ready.visits.clone().ok_or_else(no_visit_service)?;
         let what = format!("Appointment/{}", request.appointment_id);
         let appt = ready
             .store
@@ -375,13 +375,9 @@ fn no_visit_service() -> CoreError {
     CoreError::Unavailable("the visit service (no [visit] in the configuration)".into())
 }
 
-/// A FHIR logical id.
+/// An appointment id from the UI must be a FHIR logical id.
 fn check_id(id: &str) -> Result<(), CoreError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if ok {
+    if hearth_fhir::is_id(id) {
         Ok(())
     } else {
         Err(CoreError::InvalidInput(format!("{id:?} is not a FHIR id")))

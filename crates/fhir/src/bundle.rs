@@ -139,7 +139,8 @@ fn is_type_name(t: &str) -> bool {
         && t.len() <= 64
 }
 
-fn is_id(id: &str) -> bool {
+/// Whether `id` is a FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()

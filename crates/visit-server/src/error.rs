@@ -51,6 +51,13 @@ impl Refusal {
         }
     }
 
+    pub(crate) fn rate_limited() -> Self {
+        Self::new(
+            ErrorCode::RateLimited,
+            "too many attempts from this address; wait a minute and try again",
+        )
+    }
+
     pub(crate) fn unavailable(what: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorCode::Unavailable,

@@ -36,6 +36,8 @@ pub struct App {
     /// This instance's id: connections are `<instance>:<n>`.
     pub instance: String,
     next_conn: AtomicU64,
+    /// The join page's Content-Security-Policy (made once from `public_url`).
+    pub csp: String,
     /// Set when the service stops: every open socket closes.
     pub stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -56,7 +58,28 @@ impl App {
             Some(url) => Shared::redis(url, hub.clone(), &instance).await?,
             None => Shared::memory(hub.clone()),
         };
+        let public = &settings.public_url;
+        let ws_origin = format!(
+            "{}://{}",
+            if public.scheme() == "https" {
+                "wss"
+            } else {
+                "ws"
+            },
+            public
+                .host_str()
+                .map_or_else(String::new, |h| match public.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_owned(),
+                })
+        );
+        let csp = format!(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             media-src 'self' blob: mediastream:; connect-src 'self' {ws_origin}; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'"
+        );
         Ok(Arc::new(Self {
+            csp,
             signer: LinkSigner::new(&settings.link_secret),
             verifier: Verifier::new(settings.identity.clone()),
             limiter: RateLimiter::new(settings.joins_per_minute),
@@ -117,11 +140,14 @@ impl App {
     pub async fn sweep(&self) {
         let grace = self.settings.grace.as_millis() as u64;
         for id in self.shared.visit_ids().await {
-            let Ok(Some(visit)) = self.shared.get(&id).await else {
-                if let Ok(None) = self.shared.get(&id).await {
+            let visit = match self.shared.get(&id).await {
+                Ok(Some(visit)) => visit,
+                // Expired from Redis: forget its id.
+                Ok(None) => {
                     self.shared.forget(&id).await;
+                    continue;
                 }
-                continue;
+                Err(_) => continue,
             };
             let alive = self.shared.alive(&visit.instances(), &self.instance).await;
             let is_alive = |i: &str| alive.iter().any(|a| a == i);

@@ -81,6 +81,8 @@ pub struct Memory {
 
 pub struct RedisShared {
     conn: redis::aio::ConnectionManager,
+    /// The compare-and-set script (its SHA is computed once).
+    cas: redis::Script,
     client: redis::Client,
     instance: String,
 }
@@ -127,6 +129,7 @@ impl Shared {
             .map_err(|e| SetupError::Redis(e.to_string()))?;
         let shared = Arc::new(RedisShared {
             conn,
+            cas: redis::Script::new(CAS),
             client,
             instance: instance.to_owned(),
         });
@@ -177,7 +180,6 @@ impl Shared {
             }
             Self::Redis(r) => {
                 let mut conn = r.conn.clone();
-                let script = redis::Script::new(CAS);
                 for _ in 0..64 {
                     let raw: Option<String> = redis::cmd("GET")
                         .arg(visit_key(id))
@@ -191,7 +193,8 @@ impl Shared {
                     let result = change(&mut visit)?;
                     let new = serde_json::to_string(&visit)
                         .map_err(|e| Refusal::unavailable(e.to_string()))?;
-                    let swapped: i32 = script
+                    let swapped: i32 = r
+                        .cas
                         .key(visit_key(id))
                         .key(VISITS)
                         .arg(raw.as_deref().unwrap_or(""))

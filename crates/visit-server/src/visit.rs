@@ -352,7 +352,6 @@ impl Visit {
         id: &str,
         secret_ok: impl Fn(&str) -> bool,
         conn: &str,
-        now: u64,
     ) -> Result<(Member, Vec<Out>), Refusal> {
         let refused = || {
             Refusal::new(
@@ -389,7 +388,6 @@ impl Visit {
             _ => outs.extend(self.enter_call(id)),
         }
         outs.extend(self.roster());
-        let _ = now;
         Ok((snapshot, outs))
     }
 
@@ -446,13 +444,9 @@ impl Visit {
 
     /// Whether [`Visit::sweep`] would change anything (so a sweep need not write).
     pub fn needs_sweep(&self, now: u64, grace_ms: u64, alive: &dyn Fn(&str) -> bool) -> bool {
-        self.members.iter().any(|m| match (&m.conn, m.dropped_ms) {
-            (Some(conn), _) => !alive(conn.split(':').next().unwrap_or_default()),
-            (None, Some(dropped)) => {
-                m.standing != Standing::Left && now.saturating_sub(dropped) >= grace_ms
-            }
-            (None, None) => false,
-        })
+        let mut swept = self.clone();
+        swept.sweep(now, grace_ms, alive);
+        swept != *self
     }
 
     /// Signaling from `from` to `to` is allowed only between admitted participants.
@@ -592,11 +586,11 @@ mod tests {
         // A stale disconnect of an older connection changes nothing.
         assert!(v.disconnect("pat", "i1:old", 11).is_empty());
         let refused = v
-            .resume("pat", |h| h == "wrong", "i2:1", 12)
+            .resume("pat", |h| h == "wrong", "i2:1")
             .map_err(|e| e.code);
         assert_eq!(refused.err(), Some(ErrorCode::ResumeRefused));
         let (m, outs) = v
-            .resume("pat", |h| h == "hash-pat", "i2:1", 12)
+            .resume("pat", |h| h == "hash-pat", "i2:1")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.standing, Standing::Admitted);
         assert!(matches!(
@@ -619,7 +613,7 @@ mod tests {
             Some((Standing::Left, Some(20)))
         );
         assert_eq!(
-            v.resume("pat", |_| true, "i1:9", 60_030)
+            v.resume("pat", |_| true, "i1:9")
                 .map(|_| ())
                 .map_err(|e| e.code),
             Err(ErrorCode::ResumeRefused)

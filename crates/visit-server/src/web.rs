@@ -71,32 +71,13 @@ async fn headers(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     let mut response = next.run(request).await;
     let status = response.status();
     let public = &app.settings.public_url;
-    let ws_origin = format!(
-        "{}://{}",
-        if public.scheme() == "https" {
-            "wss"
-        } else {
-            "ws"
-        },
-        public
-            .host_str()
-            .map_or_else(String::new, |h| match public.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-    );
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         media-src 'self' blob: mediastream:; connect-src 'self' {ws_origin}; base-uri 'none'; \
-         form-action 'none'; frame-ancestors 'none'"
-    );
     let h = response.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     };
-    set("content-security-policy", &csp);
+    set("content-security-policy", &app.csp);
     set("x-content-type-options", "nosniff");
     set("referrer-policy", "no-referrer");
     set("cross-origin-opener-policy", "same-origin");
@@ -153,13 +134,6 @@ fn bearer(headers: &HeaderMap) -> Result<Secret, Refusal> {
         .ok_or_else(|| Refusal::new(ErrorCode::Unauthorized, "sign in first: no bearer token"))
 }
 
-fn rate_limited() -> Refusal {
-    Refusal::new(
-        ErrorCode::RateLimited,
-        "too many attempts from this address; wait a minute and try again",
-    )
-}
-
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|e| {
         Refusal::new(
@@ -167,14 +141,6 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> 
             format!("the request could not be read: {e}"),
         )
     })
-}
-
-/// A FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
-pub fn valid_visit_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 async fn make_link(
@@ -188,13 +154,13 @@ async fn make_link(
         Err(e) => {
             // Failed sign-ins count against the address; successful ones do not.
             if !app.limiter.allow(client_ip(&app, peer, &headers)) {
-                return Err(rate_limited());
+                return Err(Refusal::rate_limited());
             }
             return Err(e);
         }
     };
     let request: LinkRequest = json_body(&body)?;
-    if !valid_visit_id(&request.appointment) {
+    if !hearth_fhir::is_id(&request.appointment) {
         return Err(Refusal::new(
             ErrorCode::BadMessage,
             "appointment must be a FHIR logical id (letters, digits, '-', '.'; at most 64)",
@@ -239,10 +205,8 @@ async fn make_link(
         jti: random_id(),
     });
     let mut url = app.settings.public_url.clone();
-    url.set_path(&format!(
-        "{}join",
-        url.path().trim_end_matches('/').to_owned() + "/"
-    ));
+    let path = format!("{}/join", url.path().trim_end_matches('/'));
+    url.set_path(&path);
     url.set_fragment(Some(token.expose()));
     tracing::info!(by = %clinician.subject, role = ?request.role, "join link made");
     Ok(Json(LinkResponse {
@@ -260,7 +224,7 @@ async fn check_link(
     body: axum::body::Bytes,
 ) -> Result<Json<LinkInfo>, Refusal> {
     if !app.limiter.allow(client_ip(&app, peer, &headers)) {
-        return Err(rate_limited());
+        return Err(Refusal::rate_limited());
     }
     let check: LinkCheck = json_body(&body)?;
     let claims = app.signer.verify(&check.token, now_ms())?;

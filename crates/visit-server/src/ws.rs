@@ -3,14 +3,16 @@
 
 use crate::error::Refusal;
 use crate::visit::{clean_name, Delivery, Newcomer};
-use crate::web::{client_ip, valid_visit_id};
+use crate::web::client_ip;
 use crate::{now_ms, tokens, App};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, ServerMsg, Standing, PROTOCOL_VERSION};
+use hearth_visit_protocol::{
+    ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing, PROTOCOL_VERSION,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +51,6 @@ struct Joined {
     visit: String,
     participant: String,
     conn: String,
-    role: Role,
 }
 
 async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
@@ -103,7 +104,8 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
             }
         };
         let result = match (&joined, msg) {
-            (_, ClientMsg::Ping { id }) => {
+            (Some(j), msg) => act(&app, j, msg, &tx).await,
+            (None, ClientMsg::Ping { id }) => {
                 send(&tx, ServerMsg::Pong { id }).await;
                 Ok(false)
             }
@@ -111,25 +113,14 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
                 None,
                 first
                 @ (ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. }),
-            ) => match hello(&app, ip, first, &tx).await {
-                Ok(j) => {
-                    joined = Some(j);
-                    Ok(false)
-                }
-                Err(e) => Err(e),
-            },
+            ) => hello(&app, ip, first, &tx).await.map(|j| {
+                joined = Some(j);
+                false
+            }),
             (None, _) => Err(Refusal::new(
                 ErrorCode::NotJoined,
                 "say who you are first (join, host or resume)",
             )),
-            (
-                Some(_),
-                ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. },
-            ) => Err(Refusal::new(
-                ErrorCode::BadMessage,
-                "this connection has already joined",
-            )),
-            (Some(j), msg) => act(&app, j, msg).await,
         };
         match result {
             Ok(true) => break,
@@ -175,10 +166,7 @@ fn limited(app: &App, ip: IpAddr) -> Result<(), Refusal> {
     if app.limiter.allow(ip) {
         Ok(())
     } else {
-        Err(Refusal::new(
-            ErrorCode::RateLimited,
-            "too many attempts from this address; wait a minute and try again",
-        ))
+        Err(Refusal::rate_limited())
     }
 }
 
@@ -198,26 +186,15 @@ async fn hello(
             let claims = app.signer.verify(&token, now)?;
             same_visit(&claims, visit.as_deref())?;
             let name = clean_name(&name)?;
-            let participant = tokens::random_id();
-            let (secret, hash) = tokens::resume_secret();
-            app.hub.register(&participant, &conn, tx.clone());
-            let outs = app
-                .shared
-                .update(&claims.visit, |v| {
-                    v.add(
-                        Newcomer {
-                            id: participant.clone(),
-                            name: name.clone(),
-                            role: claims.role,
-                            media: true,
-                            resume_hash: hash.clone(),
-                            conn: conn.clone(),
-                        },
-                        now,
-                    )
-                })
-                .await;
-            let outs = unregister_on_error(app, &participant, &conn, outs)?;
+            let (participant, secret, outs) = enter(
+                app,
+                &claims.visit,
+                (name, claims.role, true),
+                &conn,
+                tx,
+                now,
+            )
+            .await?;
             tracing::info!(role = ?claims.role, "participant joined the waiting room");
             (
                 claims.visit,
@@ -242,7 +219,7 @@ async fn hello(
                     return Err(e);
                 }
             };
-            if !valid_visit_id(&visit) {
+            if !hearth_fhir::is_id(&visit) {
                 return Err(Refusal::new(
                     ErrorCode::BadMessage,
                     "visit must be an appointment id",
@@ -252,26 +229,15 @@ async fn hello(
                 .and_then(|n| clean_name(&n).ok())
                 .or(clinician.name.clone())
                 .unwrap_or_else(|| "Clinician".to_owned());
-            let participant = tokens::random_id();
-            let (secret, hash) = tokens::resume_secret();
-            app.hub.register(&participant, &conn, tx.clone());
-            let outs = app
-                .shared
-                .update(&visit, |v| {
-                    v.add(
-                        Newcomer {
-                            id: participant.clone(),
-                            name: display.clone(),
-                            role: Role::Clinician,
-                            media,
-                            resume_hash: hash.clone(),
-                            conn: conn.clone(),
-                        },
-                        now,
-                    )
-                })
-                .await;
-            let outs = unregister_on_error(app, &participant, &conn, outs)?;
+            let (participant, secret, outs) = enter(
+                app,
+                &visit,
+                (display, Role::Clinician, media),
+                &conn,
+                tx,
+                now,
+            )
+            .await?;
             tracing::info!(by = %clinician.subject, "clinician joined a visit");
             (
                 visit,
@@ -297,7 +263,6 @@ async fn hello(
                         &participant,
                         |hash| tokens::resume_matches(&resume, hash),
                         &conn,
-                        now,
                     )
                 })
                 .await;
@@ -339,8 +304,41 @@ async fn hello(
         visit,
         participant,
         conn,
-        role,
     })
+}
+
+/// A new participant (`name`, `role`, `media`) enters `visit` on connection `conn`: a fresh id
+/// and resume secret, the connection registered, the visit changed (patients and guests wait,
+/// clinicians are admitted). Returns the id, the secret and the messages the change caused.
+async fn enter(
+    app: &App,
+    visit: &str,
+    (name, role, media): (String, Role, bool),
+    conn: &str,
+    tx: &mpsc::Sender<Delivery>,
+    now: u64,
+) -> Result<(String, Secret, Vec<crate::visit::Out>), Refusal> {
+    let participant = tokens::random_id();
+    let (secret, hash) = tokens::resume_secret();
+    app.hub.register(&participant, conn, tx.clone());
+    let outs = app
+        .shared
+        .update(visit, |v| {
+            v.add(
+                Newcomer {
+                    id: participant.clone(),
+                    name: name.clone(),
+                    role,
+                    media,
+                    resume_hash: hash.clone(),
+                    conn: conn.to_owned(),
+                },
+                now,
+            )
+        })
+        .await;
+    let outs = unregister_on_error(app, &participant, conn, outs)?;
+    Ok((participant, secret, outs))
 }
 
 /// A link opens its own visit only.
@@ -367,7 +365,12 @@ fn unregister_on_error<T>(
 }
 
 /// Everything after the first message. `Ok(true)` ends the connection.
-async fn act(app: &App, j: &Joined, msg: ClientMsg) -> Result<bool, Refusal> {
+async fn act(
+    app: &App,
+    j: &Joined,
+    msg: ClientMsg,
+    tx: &mpsc::Sender<Delivery>,
+) -> Result<bool, Refusal> {
     let now = now_ms();
     let me = j.participant.as_str();
     let (outs, done) = match msg {
@@ -412,10 +415,8 @@ async fn act(app: &App, j: &Joined, msg: ClientMsg) -> Result<bool, Refusal> {
             (vec![out], false)
         }
         ClientMsg::Ping { id } => {
-            return Ok({
-                let _ = id;
-                false
-            })
+            send(tx, ServerMsg::Pong { id }).await;
+            return Ok(false);
         }
         ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. } => {
             return Err(Refusal::new(
@@ -424,7 +425,6 @@ async fn act(app: &App, j: &Joined, msg: ClientMsg) -> Result<bool, Refusal> {
             ));
         }
     };
-    let _ = j.role;
     app.shared.publish(outs).await;
     Ok(done)
 }
