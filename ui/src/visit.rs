@@ -156,18 +156,8 @@ fn room_view(props: &RoomProps) -> Html {
             RoomService::Live => people(&r.participants, &admit),
         },
     };
-    let configured = !matches!(&*room, Some(Ok(r)) if r.service == RoomService::NotConfigured);
-    if !configured {
-        return html! {};
-    }
-    let on_patient = {
-        let ask = ask_link.clone();
-        Callback::from(move |_: MouseEvent| ask.emit(InviteRole::Patient))
-    };
-    let on_guest = {
-        let ask = ask_link.clone();
-        Callback::from(move |_: MouseEvent| ask.emit(InviteRole::Guest))
-    };
+    let on_patient = ask_link.reform(|_: MouseEvent| InviteRole::Patient);
+    let on_guest = ask_link.reform(|_: MouseEvent| InviteRole::Guest);
     html! {
         <section id="visit-room" aria-labelledby="room-heading">
             <h3 id="room-heading">{ "Virtual waiting room" }</h3>
