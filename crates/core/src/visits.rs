@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 pub struct Arrival {
     pub appointment_id: String,
     pub role: RoomRole,
-    /// The visit's local start (`HH:MM`), filled in by the workstation.
+    /// The visit's local start (`HH:MM`).
     pub start_label: String,
 }
 
@@ -193,8 +193,9 @@ impl VisitDesk {
             .map_err(|_| CoreError::VisitService("the presence connection has stopped".into()))
     }
 
-    /// Participants who came into a waiting room since the last call (each once).
-    pub fn arrivals(&self) -> Vec<Arrival> {
+    /// Participants who came into a waiting room since the last call (each once);
+    /// `start_labels` gives each visit's local start by appointment id.
+    pub fn arrivals(&self, start_labels: &HashMap<String, String>) -> Vec<Arrival> {
         let mut announced = self.announced.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         for (appointment, presence) in self.rooms().iter() {
@@ -203,7 +204,7 @@ impl VisitDesk {
                     out.push(Arrival {
                         appointment_id: appointment.clone(),
                         role: role(p.role),
-                        start_label: String::new(),
+                        start_label: start_labels.get(appointment).cloned().unwrap_or_default(),
                     });
                 }
             }

@@ -355,11 +355,7 @@ impl Workstation {
                 starts.insert(row.appointment_id.clone(), row.start_label.clone());
             }
         }
-        let mut arrivals = desk.arrivals();
-        for a in &mut arrivals {
-            a.start_label = starts.get(&a.appointment_id).cloned().unwrap_or_default();
-        }
-        arrivals
+        desk.arrivals(&starts)
     }
 
     pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {
