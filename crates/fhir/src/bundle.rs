@@ -60,16 +60,21 @@ impl RawResource {
             }
             None => return Err(FhirError::malformed(place, "resourceType", "is missing")),
         };
+        // Without a usable id the resource is named by type and where it was found.
+        let unnamed = || match place {
+            "resource" => resource_type.clone(),
+            _ => format!("{resource_type} at {place}"),
+        };
         let id = match head.id {
             Some(serde_json::Value::String(id)) if is_id(&id) => id,
             Some(_) => {
                 return Err(FhirError::malformed(
-                    &resource_type,
+                    unnamed(),
                     "id",
                     "is not a FHIR id (1-64 of A-Z a-z 0-9 - .)",
                 ))
             }
-            None => return Err(FhirError::malformed(&resource_type, "id", "is missing")),
+            None => return Err(FhirError::malformed(unnamed(), "id", "is missing")),
         };
         let what = format!("{resource_type}/{id}");
         let (version_id, last_updated) = match head.meta {
@@ -168,6 +173,16 @@ pub struct Page {
     pub total: Option<u64>,
     /// `Bundle.meta.lastUpdated` or `Bundle.timestamp`, when the server gave one.
     pub timestamp: Option<String>,
+    /// The HTTP `Date` of the answer (the server's clock), when it came over HTTP.
+    pub server_date: Option<String>,
+}
+
+impl Page {
+    /// The server's clock when it made this page: the Bundle's own time, else the answer's
+    /// `Date` header. `None` only when the server gave neither.
+    pub fn server_time(&self) -> Option<&str> {
+        self.timestamp.as_deref().or(self.server_date.as_deref())
+    }
 }
 
 #[derive(Deserialize)]
@@ -274,13 +289,21 @@ pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
         next,
         total: wire.total,
         timestamp: wire.meta.and_then(|m| m.last_updated).or(wire.timestamp),
+        server_date: None,
     })
 }
 
 fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
-    let place = format!("Bundle entry {i}");
-    let e: EntryWire<'_> = serde_json::from_str(raw.get())
-        .map_err(|err| FhirError::malformed(&place, "(entry)", err.to_string()))?;
+    let e: EntryWire<'_> = serde_json::from_str(raw.get()).map_err(|err| {
+        FhirError::malformed(format!("Bundle entry {i}"), "(entry)", err.to_string())
+    })?;
+    // An entry is named by what identifies it to people and to a later fetch: its fullUrl,
+    // else the resource's own id; the position only when it carries neither.
+    let place = match (&e.full_url, e.resource.and_then(|r| id_of(r.get()))) {
+        (Some(url), _) => url.clone(),
+        (None, Some(id)) => format!("Bundle entry {i} (id {id})"),
+        (None, None) => format!("Bundle entry {i}"),
+    };
     if e.search.and_then(|s| s.mode).as_deref() == Some("outcome") {
         return Ok(None);
     }
@@ -311,6 +334,24 @@ fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
         }
         None => Err(FhirError::malformed(&place, "resource", "is missing")),
     }
+}
+
+/// The `id` of a resource's JSON, when it is a string (for naming an unreadable entry).
+fn id_of(json: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<IdOnly>(json).ok()?.id? {
+        serde_json::Value::String(id) if is_id(&id) => Some(id),
+        _ => None,
+    }
+}
+
+/// The `(Type, id)` a name or URL points to: `Type/id`, or a full URL ending in one
+/// (`[base/]Type/id[/_history/v]`); `None` for anything else (`Bundle entry 4`, `urn:uuid:..`).
+pub fn reference_in(name: &str) -> Option<(String, String)> {
+    split_reference(name)
 }
 
 /// `[base/]Type/id[/_history/v]` → `(Type, id)`. (An id may itself look like a type name,
@@ -350,12 +391,44 @@ mod tests {
         assert!(p1.json.ends_with(r#""valueString":"k"}],  "zz":1}"#));
         assert_eq!(
             page.entries[1].as_ref().unwrap_err().to_string(),
-            "Patient: field `id` is not a FHIR id (1-64 of A-Z a-z 0-9 - .)"
+            "Patient at Bundle entry 1: field `id` is not a FHIR id (1-64 of A-Z a-z 0-9 - .)"
         );
         assert_eq!(
             page.entries[2].as_ref().unwrap_err().to_string(),
             "Patient/p3: field `meta.lastUpdated` is not an instant (RFC 3339 with time zone)"
         );
+    }
+
+    #[test]
+    fn an_entry_without_a_type_is_named_by_its_full_url_or_id_not_its_position() {
+        let body = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"fullUrl":"http://h/fhir/Observation/o7","resource":{"id":"o7","status":"final"}},
+            {"resource":{"id":"c9"}},
+            {"resource":{"resourceType":7}}]}"#;
+        let page = parse_bundle(body).unwrap();
+        let named: Vec<String> = page
+            .entries
+            .iter()
+            .map(|e| e.as_ref().unwrap_err().to_string())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "http://h/fhir/Observation/o7: field `resourceType` is missing",
+                "Bundle entry 1 (id c9): field `resourceType` is missing",
+                "Bundle entry 2: field `resourceType` is not a resource type name",
+            ]
+        );
+        // The full URL names a record that can be fetched again; a position cannot.
+        assert_eq!(
+            reference_in("http://h/fhir/Observation/o7"),
+            Some(("Observation".into(), "o7".into()))
+        );
+        assert_eq!(
+            reference_in("Patient/p1"),
+            Some(("Patient".into(), "p1".into()))
+        );
+        assert_eq!(reference_in("Bundle entry 1 (id c9)"), None);
     }
 
     #[test]

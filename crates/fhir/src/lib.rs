@@ -14,7 +14,7 @@
 mod bundle;
 mod error;
 
-pub use bundle::{is_id, parse_bundle, Entry, Page, RawResource};
+pub use bundle::{is_id, parse_bundle, reference_in, Entry, Page, RawResource};
 pub use error::{FhirError, Issue, Outcome};
 
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -379,7 +379,9 @@ impl Client {
 
     async fn page(&self, url: Url) -> Result<Page, FhirError> {
         let reply = self.send(Method::GET, url, &[], None).await?;
-        parse_bundle(&reply.body)
+        let mut page = parse_bundle(&reply.body)?;
+        page.server_date = server_date(&reply.headers);
+        Ok(page)
     }
 
     /// Creates a resource. With `if_none_exist` (a search query such as
@@ -477,6 +479,17 @@ fn describe_transport(e: &reqwest::Error) -> String {
     }
 }
 
+/// The server's clock when it answered: the `Date` header (RFC 9110 §6.6.1: an origin server
+/// with a clock sends it on every 2xx, 3xx and 4xx answer), as RFC 3339 UTC.
+fn server_date(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("date")?.to_str().ok()?.trim();
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        chrono::DateTime::<chrono::Utc>::from(when)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
@@ -501,7 +514,11 @@ fn check_status(reply: Reply, url: &Url) -> Result<Reply, FhirError> {
         StatusCode::FORBIDDEN => FhirError::Forbidden(outcome.summary()),
         StatusCode::NOT_FOUND => FhirError::NotFound { what },
         StatusCode::GONE => FhirError::Gone { what },
-        StatusCode::PRECONDITION_FAILED => FhirError::VersionConflict { what },
+        // FHIR R4 http.html#concurrency: a server refuses a stale `If-Match` with 412, and
+        // may answer 409 Conflict for the same contention: both are a version conflict.
+        StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => {
+            FhirError::VersionConflict { what }
+        }
         s if s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() => FhirError::Server {
             status: s.as_u16(),
             outcome,
