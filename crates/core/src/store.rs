@@ -186,9 +186,73 @@ pub fn resource_row_owned(json: String) -> Result<hearth_store::ResourceRow, Cor
     row_with_text(&value, json)
 }
 
+/// Types whose top-level `code` is a CodeableConcept the chart reads.
+const CODED: &[&str] = &[
+    "Observation",
+    "Condition",
+    "Procedure",
+    "AllergyIntolerance",
+    "DiagnosticReport",
+];
+
+/// The elements the projections read must have their FHIR R4 datatype's JSON shape
+/// (a Reference or a CodeableConcept is an object, a dateTime a string): a record whose
+/// `subject` is a bare string would otherwise be stored with no owning patient, and one whose
+/// `code` is a string with no code, and no word to anyone.
+fn check_shapes(r: &Resource<'_>) -> Result<(), CoreError> {
+    let wrong =
+        |field: &str, problem: &str| Err(CoreError::invalid_data(r.label(), field, problem));
+    let reference = |field: &str, v: Option<&Value>| -> Result<(), CoreError> {
+        match v {
+            None | Some(Value::Object(_)) => {}
+            Some(_) => return wrong(field, "is not a Reference (a JSON object)"),
+        }
+        match v.and_then(|v| v.get("reference")) {
+            None | Some(Value::String(_)) => Ok(()),
+            Some(_) => wrong(&format!("{field}.reference"), "is not a string"),
+        }
+    };
+    reference("subject", r.get("subject"))?;
+    reference("patient", r.get("patient"))?;
+    if let Some(participants) = r.get("participant") {
+        let Some(list) = participants.as_array() else {
+            return wrong("participant", "is not a list");
+        };
+        for (i, p) in list.iter().enumerate() {
+            if !p.is_object() {
+                return wrong(&format!("participant[{i}]"), "is not an object");
+            }
+            if r.resource_type() == "Appointment" {
+                reference(&format!("participant[{i}].actor"), p.get("actor"))?;
+            }
+        }
+    }
+    if CODED.contains(&r.resource_type()) {
+        match r.get("code") {
+            None | Some(Value::Object(_)) => {}
+            Some(_) => return wrong("code", "is not a CodeableConcept (a JSON object)"),
+        }
+        match r.get("code").and_then(|c| c.get("coding")) {
+            None => {}
+            Some(Value::Array(codings)) if codings.iter().all(Value::is_object) => {}
+            Some(_) => return wrong("code.coding", "is not a list of Codings"),
+        }
+    }
+    for field in ["effectiveDateTime", "start"] {
+        if r.get(field).is_some_and(|v| !v.is_string()) {
+            return wrong(field, "is not a string");
+        }
+    }
+    if r.get("effectivePeriod").is_some_and(|v| !v.is_object()) {
+        return wrong("effectivePeriod", "is not a Period (a JSON object)");
+    }
+    Ok(())
+}
+
 fn row_with_text(resource: &Value, json: String) -> Result<hearth_store::ResourceRow, CoreError> {
     use hearth_store::Projection;
     let r = Resource::new(resource)?;
+    check_shapes(&r)?;
     let index = match r.resource_type() {
         "Appointment" if r.get("start").is_some() => Projection::Appointment {
             start_utc: r
@@ -257,6 +321,51 @@ impl ClinicalStore for hearth_store::Store {
 
     fn len(&self) -> Result<usize, CoreError> {
         Ok(self.resource_count()?)
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problem(v: Value) -> String {
+        resource_row_raw(&v.to_string()).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn elements_of_the_wrong_json_type_are_named_not_stored_partly() {
+        assert_eq!(
+            problem(json!({"resourceType": "Encounter", "id": "e1", "subject": "Patient/p1"})),
+            "Encounter/e1: field `subject` is not a Reference (a JSON object)"
+        );
+        assert_eq!(
+            problem(
+                json!({"resourceType": "Observation", "id": "o1", "code": "8867-4",
+                           "subject": {"reference": "Patient/p1"}})
+            ),
+            "Observation/o1: field `code` is not a CodeableConcept (a JSON object)"
+        );
+        assert_eq!(
+            problem(json!({"resourceType": "Condition", "id": "c1",
+                           "subject": {"reference": 7}})),
+            "Condition/c1: field `subject.reference` is not a string"
+        );
+        assert_eq!(
+            problem(json!({"resourceType": "Appointment", "id": "a1",
+                           "start": "2026-01-01T10:00:00Z",
+                           "participant": [{"actor": "Patient/p1"}]})),
+            "Appointment/a1: field `participant[0].actor` is not a Reference (a JSON object)"
+        );
+        // Well-formed records still give their owning patient and codes.
+        let row = resource_row_raw(
+            &json!({"resourceType": "Observation", "id": "o1",
+                    "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(row.patient_id.as_deref(), Some("p1"));
     }
 }
 
