@@ -17,6 +17,7 @@
 )]
 
 pub mod clinic;
+pub mod faulty;
 pub mod smart;
 pub mod visit;
 
@@ -157,6 +158,19 @@ pub fn peers_dir() -> PathBuf {
         })
 }
 
+/// libfaketime's library (Debian package `faketime`, installed by `scripts/setup`).
+fn faketime_library() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!("libfaketime is not installed (Debian package faketime): run scripts/setup")
+    })
+}
+
 /// The sekmet executable: `$HEARTH_SEKMET`, else where `scripts/setup` installs it.
 fn sekmet_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_SEKMET") {
@@ -174,6 +188,8 @@ pub struct FhirServer {
     settings: PathBuf,
     log: PathBuf,
     dir: tempfile::TempDir,
+    /// Seconds the server's clock runs ahead (+) or behind (-) the machine's.
+    clock_offset: Option<i64>,
 }
 
 impl FhirServer {
@@ -185,6 +201,13 @@ impl FhirServer {
     /// Starts a server reached through a proxy at `public_port`: the links it writes (paging,
     /// Location) name that port.
     pub fn start_with_public_port(public_port: Option<u16>) -> Self {
+        Self::start_with(public_port, None)
+    }
+
+    /// [`FhirServer::start_with_public_port`], with the server's clock `clock_offset` seconds
+    /// ahead of (or, negative, behind) the machine's: an EHR whose clock differs from the
+    /// workstation's (libfaketime, Debian package `faketime`).
+    pub fn start_with(public_port: Option<u16>, clock_offset: Option<i64>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let base_url = format!("http://127.0.0.1:{}/fhir", public_port.unwrap_or(port));
@@ -207,6 +230,7 @@ impl FhirServer {
             log: dir.path().join("sekmet.log"),
             settings,
             dir,
+            clock_offset,
         };
         server.resume();
         server
@@ -234,7 +258,13 @@ impl FhirServer {
             bin.display()
         );
         let log = std::fs::File::create(&self.log).expect("sekmet log");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(offset) = self.clock_offset {
+            command
+                .env("LD_PRELOAD", faketime_library())
+                .env("FAKETIME", format!("{offset:+}"));
+        }
+        let child = command
             .arg("serve")
             .arg("-c")
             .arg(&self.settings)
