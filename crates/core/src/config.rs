@@ -49,6 +49,13 @@ pub struct SyncConfig {
     /// The schedule window kept offline, in days before and after today.
     pub schedule_days_back: u32,
     pub schedule_days_ahead: u32,
+    /// How far before the server's time of the last pull the next one reaches again: a change
+    /// committed (or stamped by an EHR node whose clock lags) up to this long before it became
+    /// visible is still pulled. Versions already held are skipped, so the overlap costs little.
+    pub overlap_seconds: u32,
+    /// How often the whole working set is compared with the EHR (ids and versions): finds
+    /// deletions, which `_lastUpdated` searches never show, and anything a pull missed.
+    pub reconcile_minutes: u32,
 }
 
 impl Default for SyncConfig {
@@ -58,6 +65,8 @@ impl Default for SyncConfig {
             patients: PatientScope::Schedule,
             schedule_days_back: 1,
             schedule_days_ahead: 7,
+            overlap_seconds: 30,
+            reconcile_minutes: 60,
         }
     }
 }
@@ -188,6 +197,18 @@ impl MachineConfig {
             return Err(format!(
                 "key `sync.poll_interval_seconds` must be between 1 and 3600, not {}",
                 self.sync.poll_interval_seconds
+            ));
+        }
+        if !(1..=3600).contains(&self.sync.overlap_seconds) {
+            return Err(format!(
+                "key `sync.overlap_seconds` must be between 1 and 3600, not {}",
+                self.sync.overlap_seconds
+            ));
+        }
+        if !(1..=1440).contains(&self.sync.reconcile_minutes) {
+            return Err(format!(
+                "key `sync.reconcile_minutes` must be between 1 and 1440, not {}",
+                self.sync.reconcile_minutes
             ));
         }
         if self.sync.schedule_days_back > 366 || self.sync.schedule_days_ahead > 366 {

@@ -124,13 +124,76 @@ impl Method {
     }
 }
 
+/// Where a write stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Waiting to be sent (again).
+    Pending,
+    /// The EHR applied it.
+    Sent,
+    /// The EHR had changed the record: both versions wait for the user.
+    Conflict,
+    /// The EHR refused it (shown; the user retries or drops it).
+    Failed,
+    /// The user dropped it in favour of the EHR's version.
+    Discarded,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Conflict => "conflict",
+            Self::Failed => "failed",
+            Self::Discarded => "discarded",
+        }
+    }
+
+    /// The state a stored text names (the column's CHECK constraint allows no other).
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "sent" => Self::Sent,
+            "conflict" => Self::Conflict,
+            "failed" => Self::Failed,
+            "discarded" => Self::Discarded,
+            other => {
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    7,
+                    rusqlite::types::Type::Text,
+                    format!("unknown outbox state {other:?}").into(),
+                ))
+            }
+        })
+    }
+}
+
+/// A record the EHR served that Hearth could not read: kept, named and fetched again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// `Type/id`, or where it was served (fullUrl) when its type is unreadable.
+    pub record: String,
+    /// Type and id when known: then it is fetched again on later rounds.
+    pub resource: Option<(String, String)>,
+    /// What is wrong (field and problem; never clinical content).
+    pub message: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// How many times it was served unreadable.
+    pub fetches: u32,
+}
+
 /// An outbox entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     pub seq: i64,
     pub write: OutboxWrite,
-    pub state: String,
+    pub state: OutboxState,
+    /// Every send attempt.
     pub attempts: u32,
+    /// Attempts the EHR answered with a server error (5xx, 429): these alone give a write up.
+    pub server_errors: u32,
     pub last_error: Option<String>,
     /// The earlier queued write to the same resource this one builds on: it is sent with
     /// `If-Match` on the version that write produced.
@@ -500,7 +563,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT seq, idempotency_key, resource_type, resource_id, method, if_match, body, state,
-                    attempts, last_error, after_seq, result_version
+                    attempts, last_error, after_seq, result_version, server_errors
              FROM outbox WHERE {cond} ORDER BY seq"
         ))?;
         let rows = stmt.query_map(args, |r| {
@@ -514,11 +577,12 @@ impl Store {
                     if_match: r.get(5)?,
                     body: r.get(6)?,
                 },
-                state: r.get(7)?,
+                state: OutboxState::parse(&r.get::<_, String>(7)?)?,
                 attempts: r.get(8)?,
                 last_error: r.get(9)?,
                 after_seq: r.get(10)?,
                 result_version: r.get(11)?,
+                server_errors: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -741,7 +805,18 @@ impl Store {
                 }
             }
         }
-        let stored = put_rows(&tx, fresh)?;
+        let stored = put_rows(&tx, fresh.iter().copied())?;
+        // A record read at last is no longer kept as unreadable.
+        let any_rejected: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM rejected)", [], |r| r.get(0))?;
+        if any_rejected {
+            let mut settle = tx.prepare_cached(
+                "DELETE FROM rejected WHERE resource_type = ?1 AND resource_id = ?2",
+            )?;
+            for row in &fresh {
+                settle.execute(params![row.resource_type, row.id])?;
+            }
+        }
         tx.commit()?;
         Ok((stored, held))
     }
@@ -798,7 +873,8 @@ impl Store {
                 .ok_or(StoreError::NoSuchOutboxEntry { seq })?;
             let state = if retry { "pending" } else { "discarded" };
             tx.execute(
-                "UPDATE outbox SET state = ?2, last_error = NULL, attempts = 0 WHERE seq = ?1",
+                "UPDATE outbox SET state = ?2, last_error = NULL, attempts = 0, server_errors = 0
+                 WHERE seq = ?1",
                 params![seq, state],
             )?;
             if let (false, Some(id)) = (retry, &id) {
@@ -864,17 +940,140 @@ impl Store {
             .flatten())
     }
 
-    /// Records the outcome of a send attempt: `sent`, `conflict`, `failed`, or back to
-    /// `pending` with the error (to retry).
-    pub fn record_attempt(&self, seq: i64, state: &str, error: Option<&str>) -> Result<()> {
+    /// Records the outcome of a send attempt: `failed`, or back to `pending` with the error
+    /// (to retry; an offline or sign-in failure, which never gives a write up).
+    pub fn record_attempt(&self, seq: i64, state: OutboxState, error: Option<&str>) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE outbox SET state = ?2, attempts = attempts + 1, last_error = ?3 WHERE seq = ?1",
-            params![seq, state, error],
+            params![seq, state.as_str(), error],
         )?;
         if n == 0 {
             return Err(StoreError::NoSuchOutboxEntry { seq });
         }
         Ok(())
+    }
+
+    /// Records a send the EHR answered with a server error: the write waits for the next
+    /// round, and is given up (`failed`, shown) once `limit` server errors are reached.
+    /// Returns its state after this one.
+    pub fn record_server_error(&self, seq: i64, error: &str, limit: u32) -> Result<OutboxState> {
+        let state: Option<String> = self
+            .conn()
+            .query_row(
+                "UPDATE outbox SET attempts = attempts + 1, server_errors = server_errors + 1,
+                        last_error = ?2,
+                        state = CASE WHEN server_errors + 1 >= ?3 THEN 'failed' ELSE 'pending' END
+                 WHERE seq = ?1 RETURNING state",
+                params![seq, error, limit],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let state = state.ok_or(StoreError::NoSuchOutboxEntry { seq })?;
+        Ok(OutboxState::parse(&state)?)
+    }
+
+    /// Keeps a record the EHR served unreadable (or names it again, with today's problem).
+    /// `resource` is its type and id when known: then it is fetched again later.
+    pub fn reject(
+        &self,
+        record: &str,
+        resource: Option<(&str, &str)>,
+        message: &str,
+    ) -> Result<()> {
+        let conn = self.conn();
+        // Named once: a record first named by where it was served keeps that name.
+        if let Some((ty, id)) = resource {
+            let n = conn.execute(
+                "UPDATE rejected SET message = ?3, last_seen = ?4, fetches = fetches + 1
+                 WHERE resource_type = ?1 AND resource_id = ?2",
+                params![ty, id, message, now()],
+            )?;
+            if n > 0 {
+                return Ok(());
+            }
+        }
+        let (ty, id) = resource.unzip();
+        conn.execute(
+            "INSERT INTO rejected (record, resource_type, resource_id, message, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+             ON CONFLICT (record) DO UPDATE SET message = excluded.message,
+                 last_seen = excluded.last_seen, fetches = fetches + 1",
+            params![record, ty, id, message, now()],
+        )?;
+        Ok(())
+    }
+
+    /// How many records are kept as unreadable.
+    pub fn rejected_count(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The records kept as unreadable, by name.
+    pub fn rejected(&self) -> Result<Vec<Rejected>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record, resource_type, resource_id, message, first_seen, last_seen, fetches
+             FROM rejected ORDER BY record",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let ty: Option<String> = r.get(1)?;
+            let id: Option<String> = r.get(2)?;
+            Ok(Rejected {
+                record: r.get(0)?,
+                resource: ty.zip(id),
+                message: r.get(3)?,
+                first_seen: r.get(4)?,
+                last_seen: r.get(5)?,
+                fetches: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A record kept as unreadable is settled (read at last, gone at the EHR, or dropped).
+    pub fn unreject(&self, record: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM rejected WHERE record = ?1", params![record])?;
+        Ok(())
+    }
+
+    /// [`Store::unreject`] by type and id, however the record was named.
+    pub fn unreject_resource(&self, resource_type: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM rejected WHERE resource_type = ?1 AND resource_id = ?2",
+            params![resource_type, id],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` ids of one type after `after_id` (in id order) with their versions: the
+    /// working set, a slice at a time, for reconciling it with the EHR.
+    pub fn versions_of_type(
+        &self,
+        resource_type: &str,
+        after_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, version_id FROM resource WHERE type = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![resource_type, after_id.unwrap_or(""), limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The resource types the store holds.
+    pub fn resource_types(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT type FROM resource ORDER BY type")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn cursor(&self, name: &str) -> Result<Option<String>> {

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_initial.sql")),
     (2, include_str!("../migrations/0002_sync.sql")),
     (3, include_str!("../migrations/0003_resource_rowid.sql")),
+    (4, include_str!("../migrations/0004_rejected.sql")),
 ];
 
 /// The newest schema this build knows.

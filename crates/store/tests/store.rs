@@ -8,7 +8,7 @@
 mod common;
 
 use hearth_store::{
-    migrations, DbKey, Method, OutboxWrite, Projection, ResourceRow, Store, StoreError,
+    migrations, DbKey, Method, OutboxState, OutboxWrite, Projection, ResourceRow, Store, StoreError,
 };
 use rusqlite::Connection;
 use std::path::Path;
@@ -174,11 +174,18 @@ fn every_earlier_schema_migrates_to_the_latest() {
             // A write queued under the old schema must survive the upgrade and still be sent.
             conn.execute_batch(
                 "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at)
-                 VALUES ('k-old', 'Appointment', 'a1', 'update', 'W/\"1\"', '{}', '2026-01-01T00:00:00Z');
-                 INSERT INTO resource (type, id, version_id, json)
-                 VALUES ('Patient', 'old', '1', '{\"resourceType\":\"Patient\",\"id\":\"old\"}');",
+                 VALUES ('k-old', 'Appointment', 'a1', 'update', 'W/\"1\"', '{}', '2026-01-01T00:00:00Z');",
             )
             .unwrap();
+            // Schema 3 keeps resources as (codec, body); earlier ones as JSON text.
+            let resource = if from >= 3 {
+                "INSERT INTO resource (type, id, version_id, codec, body)
+                 VALUES ('Patient', 'old', '1', 0, CAST('{\"resourceType\":\"Patient\",\"id\":\"old\"}' AS BLOB));"
+            } else {
+                "INSERT INTO resource (type, id, version_id, json)
+                 VALUES ('Patient', 'old', '1', '{\"resourceType\":\"Patient\",\"id\":\"old\"}');"
+            };
+            conn.execute_batch(resource).unwrap();
         }
         drop(conn);
         let store = Store::open(&path, &key).unwrap();
@@ -252,16 +259,22 @@ fn the_outbox_is_durable_ordered_and_idempotent() {
         .map(|e| e.write.idempotency_key.as_str())
         .collect();
     assert_eq!(keys, ["note-1", "note-2"]);
-    store.record_attempt(pending[0].seq, "sent", None).unwrap();
     store
-        .record_attempt(pending[1].seq, "pending", Some("connection refused"))
+        .record_attempt(pending[0].seq, OutboxState::Failed, None)
+        .unwrap();
+    store
+        .record_attempt(
+            pending[1].seq,
+            OutboxState::Pending,
+            Some("connection refused"),
+        )
         .unwrap();
     let left = store.pending().unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].attempts, 1);
     assert_eq!(left[0].last_error.as_deref(), Some("connection refused"));
     assert!(matches!(
-        store.record_attempt(999, "sent", None),
+        store.record_attempt(999, OutboxState::Failed, None),
         Err(StoreError::NoSuchOutboxEntry { seq: 999 })
     ));
     store
@@ -300,4 +313,82 @@ fn the_audit_log_is_a_chain_that_shows_tampering() {
         store.verify_audit(),
         Err(StoreError::AuditTampered { seq: 2 })
     ));
+}
+
+#[test]
+fn only_server_errors_give_a_write_up_and_unreadable_records_are_kept_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("hearth.db"), &DbKey::generate().unwrap()).unwrap();
+    let write = OutboxWrite {
+        idempotency_key: "k-1".into(),
+        resource_type: "Appointment".into(),
+        resource_id: Some("a1".into()),
+        method: Method::Update,
+        if_match: Some("W/\"1\"".into()),
+        body: Some("{}".into()),
+    };
+    let seq = store.enqueue(&write, "tester").unwrap();
+    // Offline and sign-in failures, however many, never give it up.
+    for _ in 0..10 {
+        store
+            .record_attempt(seq, OutboxState::Pending, Some("offline"))
+            .unwrap();
+    }
+    assert_eq!(
+        store.record_server_error(seq, "503", 3).unwrap(),
+        OutboxState::Pending
+    );
+    assert_eq!(
+        store.record_server_error(seq, "503", 3).unwrap(),
+        OutboxState::Pending
+    );
+    assert_eq!(
+        store.record_server_error(seq, "503", 3).unwrap(),
+        OutboxState::Failed
+    );
+    let e = store.outbox_entry(seq).unwrap();
+    assert_eq!((e.attempts, e.server_errors), (13, 3));
+    assert!(matches!(
+        store.record_server_error(999, "503", 3),
+        Err(StoreError::NoSuchOutboxEntry { seq: 999 })
+    ));
+
+    // Unreadable records: named once each, whichever name came first, until read at last.
+    store
+        .reject(
+            "http://ehr/fhir/Observation/o1",
+            Some(("Observation", "o1")),
+            "field `resourceType` is missing",
+        )
+        .unwrap();
+    store
+        .reject(
+            "Observation/o1",
+            Some(("Observation", "o1")),
+            "field `code` is not an object",
+        )
+        .unwrap();
+    store
+        .reject("Bundle entry 4", None, "field `resource` is missing")
+        .unwrap();
+    let kept = store.rejected().unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let obs = kept.iter().find(|r| r.resource.is_some()).unwrap();
+    assert_eq!(obs.record, "http://ehr/fhir/Observation/o1");
+    assert_eq!(obs.message, "field `code` is not an object");
+    assert_eq!(obs.fetches, 2);
+    assert_eq!(store.rejected_count().unwrap(), 2);
+    let row = ResourceRow {
+        resource_type: "Observation".into(),
+        id: "o1".into(),
+        version_id: Some("2".into()),
+        last_updated: None,
+        patient_id: None,
+        json: r#"{"resourceType":"Observation","id":"o1"}"#.into(),
+        index: Projection::None,
+    };
+    store.ingest([&row]).unwrap();
+    let kept = store.rejected().unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].record, "Bundle entry 4");
 }

@@ -5,10 +5,12 @@ use hearth_core::config::{PatientScope, SyncConfig};
 use hearth_core::store::{resource_row_owned, resource_row_raw};
 use hearth_core::sync_link::EhrLink;
 use hearth_core::CoreError;
-use hearth_fhir::{Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource};
+use hearth_fhir::{
+    reference_in, Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource,
+};
 use hearth_ipc::{ProblemView, SyncProgress};
-use hearth_store::{Method, OutboxEntry, ResourceRow, Store};
-use std::collections::{BTreeSet, HashSet};
+use hearth_store::{Method, OutboxEntry, OutboxState, ResourceRow, Store};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,15 +18,25 @@ use std::time::Duration;
 /// key, and the create is conditional on it.
 pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
 
+/// The pull cursor of system history, and the starting point of every per-type cursor.
 const CURSOR_SINCE: &str = "pull.since";
+/// When the working set was last compared with the EHR in full.
+const CURSOR_RECONCILED: &str = "reconcile.done";
+/// Where a comparison under way stopped (`Type/id` compared last; empty when none is).
+const CURSOR_RECONCILE_AT: &str = "reconcile.at";
 const CURSOR_INITIAL: &str = "initial.completed";
 const CURSOR_INITIAL_STARTED: &str = "initial.started";
 /// A write the EHR answers with a server error this many times is given up as failed (shown).
 const MAX_SERVER_ERRORS: u32 = 5;
 /// Rows per transaction during the initial sync.
 const INGEST_BATCH: usize = 5_000;
-/// At most this many unreadable records are listed (the count goes on).
-const MAX_PROBLEMS: usize = 200;
+/// At most this many records kept as unreadable are fetched again per round.
+const REFETCH_REJECTED_PER_ROUND: usize = 50;
+/// Ids asked for in one reconciliation search (`_id=a,b,...`).
+const RECONCILE_CHUNK: usize = 100;
+/// Reconciliation searches per round: a large working set is compared over several rounds,
+/// so pulls are never held up for long.
+const RECONCILE_CHUNKS_PER_ROUND: usize = 20;
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -34,8 +46,12 @@ pub struct EngineConfig {
     pub schedule_days_back: u32,
     pub schedule_days_ahead: u32,
     pub page_size: u32,
-    /// How far back each pull reaches before the cursor, against late commits.
+    /// How far back each pull reaches before the server's time of the previous one, against
+    /// late commits and EHR nodes whose clocks differ.
     pub overlap: chrono::Duration,
+    /// How often the working set is compared with the EHR by id and version (finds deletions
+    /// a `_lastUpdated` search never shows).
+    pub reconcile_every: Duration,
     /// Who the audit log names for the engine's own writes.
     pub actor: String,
     /// How changes are pulled.
@@ -82,7 +98,8 @@ impl EngineConfig {
             schedule_days_back: s.schedule_days_back,
             schedule_days_ahead: s.schedule_days_ahead,
             page_size: 200,
-            overlap: chrono::Duration::seconds(2),
+            overlap: chrono::Duration::seconds(i64::from(s.overlap_seconds)),
+            reconcile_every: Duration::from_secs(u64::from(s.reconcile_minutes) * 60),
             actor: "hearth-sync".into(),
             pull: PullMode::Auto,
         }
@@ -98,6 +115,10 @@ pub struct Round {
     pub conflicts: usize,
     pub failed: usize,
     pub unreadable: usize,
+    /// Local records found gone at the EHR by a reconciliation, and records fetched again
+    /// because their version differed.
+    pub reconciled_gone: usize,
+    pub reconciled_stale: usize,
     /// Writes found already applied at the EHR when sent again (an answer lost to a crash or
     /// a dropped connection): recorded as sent, not applied twice.
     pub replayed: usize,
@@ -108,8 +129,6 @@ pub(crate) struct State {
     pub online: Option<bool>,
     pub last_success: Option<String>,
     pub progress: Option<SyncProgress>,
-    pub unreadable: Vec<ProblemView>,
-    pub unreadable_total: usize,
     pub last_error: Option<String>,
     pub initial_done: bool,
 }
@@ -245,6 +264,11 @@ impl Engine {
         self.push(&mut round).await?;
         self.pull(&mut round).await?;
         self.refetch(&mut round).await?;
+        self.refetch_rejected(&mut round).await?;
+        if self.reconcile_due()? {
+            self.reconcile_step(&mut round, RECONCILE_CHUNKS_PER_ROUND)
+                .await?;
+        }
         Ok(round)
     }
 
@@ -263,21 +287,24 @@ impl Engine {
         let client = self.client();
         let size = self.config.page_size.to_string();
         self.progress(0, 1, "Connecting to the EHR");
-        // The server's clock at the start (from the first answer), minus the overlap.
+        // The server's clock at the start (the first answer's Bundle time or `Date` header),
+        // minus the overlap: never the workstation's clock, which may differ from the EHR's.
         let first = client.search("Schedule", &[("_count", &size)]).await?;
         // Kept from the first attempt: a resumed initial sync must not skip what changed
         // between the attempts for the patients already fetched.
         let started = match self.store().cursor(CURSOR_INITIAL_STARTED)? {
             Some(s) => s,
             None => {
-                let s = first.timestamp.clone().unwrap_or_else(now_rfc3339);
+                let s = first
+                    .server_time()
+                    .map(str::to_string)
+                    .unwrap_or_else(now_rfc3339);
                 self.store().set_cursor(CURSOR_INITIAL_STARTED, &s)?;
                 s
             }
         };
         let mut patients = BTreeSet::new();
-        let rows = self.collect_all(first, round, &mut patients).await?;
-        self.store_rows(&rows, round)?;
+        self.store_search(first, round, &mut patients).await?;
 
         let today = chrono::Utc::now().date_naive();
         let from = today - chrono::Days::new(u64::from(self.config.schedule_days_back));
@@ -290,19 +317,16 @@ impl Engine {
                 &[("date", &ge), ("date", &lt), ("_count", &size)],
             )
             .await?;
-        let rows = self.collect_all(appts, round, &mut patients).await?;
-        self.store_rows(&rows, round)?;
+        self.store_search(appts, round, &mut patients).await?;
         let slots = client
             .search("Slot", &[("start", &ge), ("start", &lt), ("_count", &size)])
             .await?;
-        let rows = self.collect_all(slots, round, &mut patients).await?;
-        self.store_rows(&rows, round)?;
+        self.store_search(slots, round, &mut patients).await?;
 
         if self.config.scope == PatientScope::All {
             self.progress(0, 1, "Patient list");
             let page = client.search("Patient", &[("_count", &size)]).await?;
-            let rows = self.collect_all(page, round, &mut patients).await?;
-            self.store_rows(&rows, round)?;
+            self.store_search(page, round, &mut patients).await?;
         }
         // Patients' records go to the store in large transactions (each commit rewrites the
         // index pages it touched); a patient counts as done only once its records are stored.
@@ -332,6 +356,8 @@ impl Engine {
         self.progress(total, total, "Patient records");
         let since = shift(&started, -self.config.overlap);
         self.store().set_cursor(CURSOR_SINCE, &since)?;
+        // The working set was just read whole: the first comparison is one interval away.
+        self.store().set_cursor(CURSOR_RECONCILED, &now_rfc3339())?;
         self.store().set_cursor(CURSOR_INITIAL, &now_rfc3339())?;
         Ok(())
     }
@@ -351,7 +377,25 @@ impl Engine {
         Ok(())
     }
 
-    /// The rows of every page of a search, collecting the patients it mentions.
+    /// Every page of a search into the store as it arrives (never all pages in memory),
+    /// collecting the patients it mentions.
+    async fn store_search(
+        &self,
+        first: Page,
+        round: &mut Round,
+        patients: &mut BTreeSet<String>,
+    ) -> Result<()> {
+        let mut page = Some(first);
+        while let Some(mut p) = page {
+            let rows = self.page_rows(&mut p, round, patients)?;
+            self.store_rows(&rows, round)?;
+            page = self.client().next_page(&p).await?;
+        }
+        Ok(())
+    }
+
+    /// The rows of every page of a search, collecting the patients it mentions (one
+    /// patient's compartment: bounded).
     async fn collect_all(
         &self,
         mut page: Page,
@@ -360,19 +404,7 @@ impl Engine {
     ) -> Result<Vec<ResourceRow>> {
         let mut all = Vec::new();
         loop {
-            let (rows, problems) = rows_of(std::mem::take(&mut page.entries));
-            round.unreadable += problems.len();
-            for p in problems {
-                self.record_problem(p.record, p.message);
-            }
-            for row in &rows {
-                if row.resource_type == "Patient" {
-                    patients.insert(row.id.clone());
-                } else if let Some(p) = &row.patient_id {
-                    patients.insert(p.clone());
-                }
-            }
-            all.extend(rows);
+            all.extend(self.page_rows(&mut page, round, patients)?);
             match self.client().next_page(&page).await? {
                 Some(next) => page = next,
                 None => return Ok(all),
@@ -380,136 +412,177 @@ impl Engine {
         }
     }
 
-    /// The store's row for a served resource; a resource the views cannot index is reported
-    /// (naming it and the field) and left out.
-    fn row(&self, r: &RawResource) -> Option<ResourceRow> {
+    /// One page's rows; its unreadable entries are kept by name (and fetched again later).
+    fn page_rows(
+        &self,
+        page: &mut Page,
+        round: &mut Round,
+        patients: &mut BTreeSet<String>,
+    ) -> Result<Vec<ResourceRow>> {
+        let (rows, problems) = rows_of(std::mem::take(&mut page.entries));
+        round.unreadable += problems.len();
+        for p in problems {
+            self.record_problem(&p.record, &p.message)?;
+        }
+        for row in &rows {
+            if row.resource_type == "Patient" {
+                patients.insert(row.id.clone());
+            } else if let Some(p) = &row.patient_id {
+                patients.insert(p.clone());
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The store's row for a served resource; a resource the views cannot index is kept as
+    /// unreadable (naming it and the field) and left out.
+    fn row(&self, r: &RawResource) -> Result<Option<ResourceRow>> {
         match row_of(r) {
-            Ok(row) => Some(row),
+            Ok(row) => Ok(Some(row)),
             Err(p) => {
-                self.record_problem(p.record, p.message);
-                None
+                self.record_problem(&p.record, &p.message)?;
+                Ok(None)
             }
         }
     }
 
-    fn problem(&self, e: &FhirError) {
+    fn problem(&self, e: &FhirError) -> Result<()> {
         let p = fhir_problem(e);
-        self.record_problem(p.record, p.message);
+        self.record_problem(&p.record, &p.message)
     }
 
-    fn record_problem(&self, record: String, message: String) {
-        let mut st = self.handle.state();
-        st.unreadable
-            .retain(|p| p.record != record || record.is_empty());
-        st.unreadable_total += 1;
-        if st.unreadable.len() < MAX_PROBLEMS {
-            st.unreadable.push(ProblemView { record, message });
-        }
-    }
-
-    /// Pulls what changed at the server since the cursor.
-    pub async fn pull(&self, round: &mut Round) -> Result<()> {
-        let since = match self.store().cursor(CURSOR_SINCE)? {
-            Some(s) => s,
-            None => return Ok(()),
-        };
-        let client = self.client();
-        let mut sources = Vec::new();
-        let mut searched_from = None;
-        if self.pull_by_history().await? {
-            sources.push(
-                client
-                    .history_since(Some(&since), self.config.page_size)
-                    .await?,
-            );
+    /// Keeps an unreadable record by name in the store: shown in the sync panel and the
+    /// hearth-sync tool, and fetched again on later rounds when its type and id are known.
+    fn record_problem(&self, record: &str, message: &str) -> Result<()> {
+        let record = if record.is_empty() {
+            "(unnamed record)"
         } else {
-            for ty in PULL_TYPES {
-                sources.push(
-                    client
-                        .changed_since(ty, &since, self.config.page_size)
-                        .await?,
-                );
-            }
-            searched_from = sources.first().and_then(|p| p.timestamp.clone());
+            record
+        };
+        let resource = reference_in(record);
+        self.store().reject(
+            record,
+            resource.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
+            message,
+        )?;
+        Ok(())
+    }
+
+    /// Pulls what changed at the server since the cursors: system history (one cursor), or a
+    /// `_lastUpdated` search per type, each type with its own cursor.
+    ///
+    /// A cursor moves only once everything its request returned is stored, and only to the
+    /// **server's** clock at that request (the Bundle's time, else its `Date` header) minus
+    /// the overlap: never to the newest change seen (which skips a change to a type searched
+    /// earlier, or one committed late) and never to the workstation's clock.
+    pub async fn pull(&self, round: &mut Round) -> Result<()> {
+        let Some(since) = self.store().cursor(CURSOR_SINCE)? else {
+            return Ok(());
+        };
+        if self.pull_by_history().await? {
+            let first = self
+                .client()
+                .history_since(Some(&since), self.config.page_size)
+                .await?;
+            return self.pull_source(CURSOR_SINCE, &since, first, round).await;
         }
-        let mut seen = HashSet::new();
-        let mut rows = Vec::new();
-        let mut deleted = Vec::new();
+        for ty in PULL_TYPES {
+            let name = format!("{CURSOR_SINCE}.{ty}");
+            let since = self.store().cursor(&name)?.unwrap_or_else(|| since.clone());
+            let first = self
+                .client()
+                .changed_since(ty, &since, self.config.page_size)
+                .await?;
+            self.pull_source(&name, &since, first, round).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads every page of one pull request into the store, page by page, then moves its
+    /// cursor.
+    async fn pull_source(
+        &self,
+        cursor: &str,
+        since: &str,
+        first: Page,
+        round: &mut Round,
+    ) -> Result<()> {
+        // The server's time when it answered the first page: everything committed before it
+        // (less the overlap, for late commits and lagging nodes) is in this answer.
+        let server_time = first.server_time().map(str::to_string);
         let mut newest: Option<String> = None;
-        let mut new_patients = BTreeSet::new();
-        for mut page in sources {
-            loop {
-                for entry in std::mem::take(&mut page.entries) {
-                    let entry = match entry {
-                        Ok(e) => e,
-                        Err(e) => {
-                            self.problem(&e);
-                            round.unreadable += 1;
-                            continue;
-                        }
-                    };
-                    let (ty, id, last_updated) = match &entry {
-                        Entry::Resource(r) => (&r.resource_type, &r.id, r.last_updated.clone()),
-                        Entry::Deleted {
-                            resource_type,
-                            id,
-                            last_updated,
-                        } => (resource_type, id, last_updated.clone()),
-                    };
-                    if let Some(lu) = last_updated {
-                        if newest.as_ref().is_none_or(|n| later(&lu, n)) {
-                            newest = Some(lu);
-                        }
-                    }
-                    // History lists newest first: the first entry for a resource is its state.
-                    if !seen.insert((ty.clone(), id.clone())) {
+        // History lists newest first: the first entry for a resource is its state.
+        let mut seen = HashSet::new();
+        let mut page = Some(first);
+        while let Some(mut p) = page {
+            let mut rows = Vec::new();
+            let mut deleted = Vec::new();
+            let mut new_patients = BTreeSet::new();
+            for entry in std::mem::take(&mut p.entries) {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.problem(&e)?;
+                        round.unreadable += 1;
                         continue;
                     }
-                    match entry {
-                        Entry::Deleted {
-                            resource_type, id, ..
-                        } => deleted.push((resource_type, id)),
-                        Entry::Resource(r) => {
-                            if self.store().version_of(&r.resource_type, &r.id)? == r.version_id
-                                && r.version_id.is_some()
-                            {
-                                continue;
-                            }
-                            let Some(row) = self.row(&r) else {
-                                round.unreadable += 1;
-                                continue;
-                            };
-                            if !self.in_working_set(&row, &mut new_patients)? {
-                                continue;
-                            }
-                            rows.push(row);
-                        }
+                };
+                let (ty, id, last_updated) = match &entry {
+                    Entry::Resource(r) => (&r.resource_type, &r.id, r.last_updated.clone()),
+                    Entry::Deleted {
+                        resource_type,
+                        id,
+                        last_updated,
+                    } => (resource_type, id, last_updated.clone()),
+                };
+                if let Some(lu) = last_updated {
+                    if newest.as_ref().is_none_or(|n| later(&lu, n)) {
+                        newest = Some(lu);
                     }
                 }
-                match client.next_page(&page).await? {
-                    Some(next) => page = next,
-                    None => break,
+                if !seen.insert((ty.clone(), id.clone())) {
+                    continue;
+                }
+                match entry {
+                    Entry::Deleted {
+                        resource_type, id, ..
+                    } => deleted.push((resource_type, id)),
+                    Entry::Resource(r) => {
+                        if r.version_id.is_some()
+                            && self.store().version_of(&r.resource_type, &r.id)? == r.version_id
+                        {
+                            continue;
+                        }
+                        let Some(row) = self.row(&r)? else {
+                            round.unreadable += 1;
+                            continue;
+                        };
+                        if !self.in_working_set(&row, &mut new_patients)? {
+                            continue;
+                        }
+                        rows.push(row);
+                    }
                 }
             }
-        }
-        // New patients first: if fetching one fails, their appointment is not stored either,
-        // so the next pull sees it again and tries again.
-        for p in new_patients {
-            let rows = self.fetch_patient(&p, round).await?;
-            self.store_rows(&rows, round)?;
-        }
-        round.stored += self.store().ingest(&rows)?.0;
-        round.deleted += self.store().delete_resources(&deleted)?;
-        // Type by type, the searches ran one after another: the next pull starts from the
-        // server's time at the first of them, not from the newest change seen in any.
-        if let Some(first_search) = searched_from {
-            newest = Some(first_search);
-        }
-        if let Some(n) = newest {
-            let next = shift(&n, -self.config.overlap);
-            if later(&next, &since) {
-                self.store().set_cursor(CURSOR_SINCE, &next)?;
+            // New patients first: if fetching one fails, their appointment is not stored
+            // either, so the next pull sees it again and tries again.
+            for patient in new_patients {
+                let rows = self.fetch_patient(&patient, round).await?;
+                self.store_rows(&rows, round)?;
             }
+            self.store_rows(&rows, round)?;
+            round.deleted += self.store().delete_resources(&deleted)?;
+            page = self.client().next_page(&p).await?;
+        }
+        // A server that gives no time at all (no Bundle time, no `Date`, against RFC 9110
+        // §6.6.1): the newest change this very request returned, which cannot run ahead of
+        // the server's clock. Nothing returned and no time: the cursor stays.
+        let Some(reached) = server_time.or(newest) else {
+            return Ok(());
+        };
+        let next = shift(&reached, -self.config.overlap);
+        if later(&next, since) {
+            self.store().set_cursor(cursor, &next)?;
         }
         Ok(())
     }
@@ -518,20 +591,213 @@ impl Engine {
     /// deletion it held back), now that nothing of ours waits on them.
     pub async fn refetch(&self, round: &mut Round) -> Result<()> {
         for (ty, id) in self.store().refetch_ready()? {
-            match self.client().read(&ty, &id).await {
-                Ok(r) => {
-                    if let Some(row) = self.row(&r) {
-                        self.store_rows(&[row], round)?;
-                    }
-                }
-                Err(FhirError::Gone { .. } | FhirError::NotFound { .. }) => {
-                    round.deleted += self.store().delete_resources(&[(ty.clone(), id.clone())])?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            self.fetch_again(&ty, &id, round).await?;
             self.store().refetched(&ty, &id)?;
         }
         Ok(())
+    }
+
+    /// Reads one record again and stores it (or deletes it, gone at the EHR). One the EHR
+    /// still serves unreadable stays kept by name.
+    async fn fetch_again(&self, ty: &str, id: &str, round: &mut Round) -> Result<()> {
+        match self.client().read(ty, id).await {
+            Ok(r) => {
+                if let Some(row) = self.row(&r)? {
+                    self.store_rows(&[row], round)?;
+                } else {
+                    round.unreadable += 1;
+                }
+            }
+            Err(FhirError::Gone { .. } | FhirError::NotFound { .. }) => {
+                round.deleted += self
+                    .store()
+                    .delete_resources(&[(ty.to_string(), id.to_string())])?;
+                self.store().unreject_resource(ty, id)?;
+            }
+            Err(e @ FhirError::Malformed { .. }) => {
+                // Named by where it was read, which is the record itself.
+                let p = fhir_problem(&e);
+                self.store()
+                    .reject(&format!("{ty}/{id}"), Some((ty, id)), &p.message)?;
+                round.unreadable += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Fetches again the records kept as unreadable (those whose type and id are known), the
+    /// longest-waiting first: once the EHR serves them readable, they are stored and no longer
+    /// listed.
+    pub async fn refetch_rejected(&self, round: &mut Round) -> Result<()> {
+        let mut rejected = self.store().rejected()?;
+        rejected.sort_by(|a, b| a.last_seen.cmp(&b.last_seen));
+        for r in rejected.into_iter().take(REFETCH_REJECTED_PER_ROUND) {
+            let Some((ty, id)) = &r.resource else {
+                continue;
+            };
+            // Stored at last (which settles it, however it was named), or named again.
+            self.fetch_again(ty, id, round).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the working set is due for a comparison with the EHR (or one is under way).
+    fn reconcile_due(&self) -> Result<bool> {
+        if self
+            .store()
+            .cursor(CURSOR_RECONCILE_AT)?
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Ok(true);
+        }
+        let Some(at) = self.store().cursor(CURSOR_RECONCILED)? else {
+            return Ok(true);
+        };
+        let every = chrono::Duration::from_std(self.config.reconcile_every)
+            .unwrap_or(chrono::Duration::MAX);
+        Ok(!later(&shift(&at, every), &now_rfc3339()))
+    }
+
+    /// Compares every record held with the EHR by id and version, to the end.
+    pub async fn reconcile(&self, round: &mut Round) -> Result<()> {
+        while !self.reconcile_step(round, usize::MAX).await? {}
+        Ok(())
+    }
+
+    /// Goes on comparing the records held with the EHR by id and version (`_id` searches
+    /// asking only for `id,meta`), at most `chunks` searches of [`RECONCILE_CHUNK`] ids, from
+    /// where the last step stopped: a record the EHR no longer has is deleted here (a
+    /// `_lastUpdated` search never shows deletions), one whose version differs is fetched
+    /// again. Returns whether the sweep reached the end.
+    async fn reconcile_step(&self, round: &mut Round, mut chunks: usize) -> Result<bool> {
+        let position = self
+            .store()
+            .cursor(CURSOR_RECONCILE_AT)?
+            .filter(|p| !p.is_empty());
+        let (from_type, from_id) = match position.as_deref().and_then(|p| p.split_once('/')) {
+            Some((t, i)) => (Some(t.to_string()), Some(i.to_string())),
+            None => (None, None),
+        };
+        for ty in self.store().resource_types()? {
+            if from_type.as_ref().is_some_and(|f| ty < *f) {
+                continue;
+            }
+            let mut after = if from_type.as_ref() == Some(&ty) {
+                from_id.clone()
+            } else {
+                None
+            };
+            loop {
+                if chunks == 0 {
+                    return Ok(false);
+                }
+                let held = self
+                    .store()
+                    .versions_of_type(&ty, after.as_deref(), RECONCILE_CHUNK)?;
+                let Some((last, _)) = held.last() else {
+                    break;
+                };
+                let last = last.clone();
+                self.reconcile_chunk(&ty, &held, round).await?;
+                self.store()
+                    .set_cursor(CURSOR_RECONCILE_AT, &format!("{ty}/{last}"))?;
+                chunks -= 1;
+                if held.len() < RECONCILE_CHUNK {
+                    break;
+                }
+                after = Some(last);
+            }
+        }
+        self.store().set_cursor(CURSOR_RECONCILE_AT, "")?;
+        self.store().set_cursor(CURSOR_RECONCILED, &now_rfc3339())?;
+        Ok(true)
+    }
+
+    async fn reconcile_chunk(
+        &self,
+        ty: &str,
+        held: &[(String, Option<String>)],
+        round: &mut Round,
+    ) -> Result<()> {
+        let ids: Vec<&str> = held.iter().map(|(id, _)| id.as_str()).collect();
+        let there = self.versions_at_ehr(ty, &ids).await?;
+        let mut gone = Vec::new();
+        for (id, version) in held {
+            match there.get(id) {
+                None => gone.push(id),
+                Some(v) if v.is_some() && v != version => {
+                    round.reconciled_stale += 1;
+                    self.fetch_again(ty, id, round).await?;
+                }
+                Some(_) => {}
+            }
+        }
+        // Each missing one is confirmed by a read before it is deleted: a server whose search
+        // leaves something out must not make Hearth drop it.
+        for id in gone {
+            match self.client().read(ty, id).await {
+                Err(FhirError::Gone { .. } | FhirError::NotFound { .. }) => {
+                    let n = self
+                        .store()
+                        .delete_resources(&[(ty.to_string(), id.clone())])?;
+                    round.reconciled_gone += n;
+                    round.deleted += n;
+                }
+                Ok(_) | Err(FhirError::Malformed { .. }) => {
+                    round.reconciled_stale += 1;
+                    self.fetch_again(ty, id, round).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `id -> versionId` of the given ids of one type that the EHR has now.
+    async fn versions_at_ehr(
+        &self,
+        ty: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Option<String>>> {
+        let joined = ids.join(",");
+        let count = ids.len().to_string();
+        let mut page = Some(
+            self.client()
+                .search(
+                    ty,
+                    &[
+                        ("_id", &joined),
+                        ("_elements", "id,meta"),
+                        ("_count", &count),
+                    ],
+                )
+                .await?,
+        );
+        let mut there = HashMap::new();
+        while let Some(mut p) = page {
+            for entry in std::mem::take(&mut p.entries) {
+                // A summary that cannot be read still says the record exists: its full
+                // read (if the version differs) names what is wrong.
+                match entry {
+                    Ok(Entry::Resource(r)) if r.resource_type == ty => {
+                        there.insert(r.id, r.version_id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let FhirError::Malformed { what, .. } = &e {
+                            if let Some((t, id)) = reference_in(what) {
+                                if t == ty {
+                                    there.insert(id, None);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            page = self.client().next_page(&p).await?;
+        }
+        Ok(there)
     }
 
     /// With the schedule scope, only records of patients already kept (and shared records such
@@ -580,14 +846,14 @@ impl Engine {
                 None => entry.write.if_match.clone(),
                 Some(prev) => {
                     let prev = self.store().outbox_entry(prev)?;
-                    match (prev.state.as_str(), &prev.result_version) {
-                        ("sent", Some(v)) => Some(format!("W/\"{v}\"")),
-                        ("sent", None) => entry.write.if_match.clone(),
-                        ("failed", _) => {
+                    match (prev.state, &prev.result_version) {
+                        (OutboxState::Sent, Some(v)) => Some(format!("W/\"{v}\"")),
+                        (OutboxState::Sent, None) => entry.write.if_match.clone(),
+                        (OutboxState::Failed, _) => {
                             // Built on a change the EHR refused: refused too, and shown.
                             self.store().record_attempt(
                                 entry.seq,
-                                "failed",
+                                OutboxState::Failed,
                                 Some("builds on an earlier change the EHR refused"),
                             )?;
                             blocked.insert(key);
@@ -602,14 +868,21 @@ impl Engine {
                 }
             };
             match self.send(&entry, if_match.as_deref()).await {
-                Ok(Sent::Done(resource, replayed)) => {
-                    round.replayed += usize::from(replayed.is_some());
-                    let row = resource.as_ref().and_then(|r| self.row(r));
+                Ok(Sent::Applied(resource)) => {
+                    let row = match &resource {
+                        Some(r) => self.row(r)?,
+                        None => None,
+                    };
+                    let version = resource.as_ref().and_then(|r| r.version_id.as_deref());
+                    self.store().mark_sent(entry.seq, version, row.as_ref())?;
+                    round.sent += 1;
+                }
+                Ok(Sent::Replayed { ours, current }) => {
+                    round.replayed += 1;
+                    let row = self.row(&current)?;
                     // A replay's result is the version that carries our write, not whatever
                     // came after it: a later queued write must not skip someone's change.
-                    let version = replayed
-                        .flatten()
-                        .or_else(|| resource.as_ref().and_then(|r| r.version_id.clone()));
+                    let version = ours.or_else(|| current.version_id.clone());
                     self.store()
                         .mark_sent(entry.seq, version.as_deref(), row.as_ref())?;
                     round.sent += 1;
@@ -623,31 +896,39 @@ impl Engine {
                     blocked.insert(key);
                     round.conflicts += 1;
                 }
-                Err(e @ FhirError::Server { .. }) if entry.attempts + 1 >= MAX_SERVER_ERRORS => {
-                    self.store()
-                        .record_attempt(entry.seq, "failed", Some(&e.to_string()))?;
-                    blocked.insert(key);
-                    round.failed += 1;
-                }
                 Err(e @ FhirError::Server { .. }) => {
-                    // This write makes the EHR fail: it waits for the next round, the rest go on.
-                    self.store()
-                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
+                    // This write makes the EHR fail: it waits for the next round (the rest go
+                    // on), and only server errors count toward giving it up.
+                    let state = self.store().record_server_error(
+                        entry.seq,
+                        &e.to_string(),
+                        MAX_SERVER_ERRORS,
+                    )?;
                     blocked.insert(key);
+                    if state == OutboxState::Failed {
+                        round.failed += 1;
+                    }
                 }
-                Err(e) if e.is_transient() => {
-                    self.store()
-                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
-                    return Err(e.into());
-                }
-                Err(e @ (FhirError::Unauthorized(_) | FhirError::Auth(_))) => {
-                    self.store()
-                        .record_attempt(entry.seq, "pending", Some(&e.to_string()))?;
+                Err(
+                    e @ (FhirError::Unreachable { .. }
+                    | FhirError::Unauthorized(_)
+                    | FhirError::Auth(_)),
+                ) => {
+                    // Offline, or the sign-in lapsed: the write stays queued, whatever the
+                    // number of tries, and goes when the EHR can be reached as the user again.
+                    self.store().record_attempt(
+                        entry.seq,
+                        OutboxState::Pending,
+                        Some(&e.to_string()),
+                    )?;
                     return Err(e.into());
                 }
                 Err(e) => {
-                    self.store()
-                        .record_attempt(entry.seq, "failed", Some(&e.to_string()))?;
+                    self.store().record_attempt(
+                        entry.seq,
+                        OutboxState::Failed,
+                        Some(&e.to_string()),
+                    )?;
                     blocked.insert(key);
                     round.failed += 1;
                 }
@@ -668,14 +949,19 @@ impl Engine {
             (Method::Create, _) => {
                 let cond = format!("identifier={HEARTH_WRITE_SYSTEM}|{}", w.idempotency_key);
                 let written = client.create(&w.resource_type, body, Some(&cond)).await?;
-                Ok(Sent::Done(
-                    Some(written.resource.clone()),
-                    (!written.created).then(|| written.resource.version_id.clone()),
-                ))
+                Ok(if written.created {
+                    Sent::Applied(Some(written.resource))
+                } else {
+                    // If-None-Exist found ours: an earlier send landed.
+                    Sent::Replayed {
+                        ours: written.resource.version_id.clone(),
+                        current: written.resource,
+                    }
+                })
             }
             (Method::Update, Some(id)) => {
                 match client.update(&w.resource_type, id, body, if_match).await {
-                    Ok(written) => Ok(Sent::Done(Some(written.resource), None)),
+                    Ok(written) => Ok(Sent::Applied(Some(written.resource))),
                     Err(FhirError::VersionConflict { .. }) => {
                         // Ours already, from a send whose answer was lost (crash, dropped
                         // connection)? Then it landed once; otherwise it is a conflict.
@@ -683,7 +969,7 @@ impl Engine {
                             .find_own_version(&w.resource_type, id, &w.idempotency_key)
                             .await?
                         {
-                            return Ok(Sent::Done(Some(current), Some(ours)));
+                            return Ok(Sent::Replayed { ours, current });
                         }
                         let current = match client.read(&w.resource_type, id).await {
                             Ok(r) => Some(r),
@@ -697,7 +983,7 @@ impl Engine {
             }
             (Method::Delete, Some(id)) => {
                 client.delete(&w.resource_type, id).await?;
-                Ok(Sent::Done(None, None))
+                Ok(Sent::Applied(None))
             }
             (_, None) => Err(FhirError::Invalid(format!(
                 "outbox entry {} has no resource id",
@@ -797,9 +1083,15 @@ fn fhir_problem(e: &FhirError) -> ProblemView {
 }
 
 enum Sent {
-    /// Applied: the server's copy (none for a delete); for a replay (applied already by an
-    /// earlier send whose answer was lost), `Some(the version that carries our write)`.
-    Done(Option<RawResource>, Option<Option<String>>),
+    /// Applied now: the server's copy (none for a delete).
+    Applied(Option<RawResource>),
+    /// Applied already by an earlier send whose answer was lost (a crash, a dropped
+    /// connection): the version that carries our write, when the server names it, and the
+    /// resource as it is now.
+    Replayed {
+        ours: Option<String>,
+        current: RawResource,
+    },
     /// 412 from someone else's change: the server's current version, if it still exists.
     Conflict(Option<RawResource>),
 }

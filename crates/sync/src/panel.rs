@@ -6,7 +6,7 @@ use hearth_core::sync_link::SyncLink;
 use hearth_core::CoreError;
 use hearth_ipc::{
     ConflictChoice, ConflictField, ConflictView, Connectivity, FailedWriteChoice, FailedWriteView,
-    ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
+    ProblemView, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
 use hearth_store::Resolution;
 use serde_json::Value;
@@ -109,6 +109,7 @@ fn count(n: usize) -> u32 {
 impl SyncHandle {
     fn summary_now(&self) -> Result<(Connectivity, SyncSummary), CoreError> {
         let outbox = self.store.outbox_summary()?;
+        let rejected = self.store.rejected_count()?;
         let st = self.state();
         let connectivity = match st.online {
             Some(true) => Connectivity::Online,
@@ -128,7 +129,7 @@ impl SyncHandle {
                 description,
                 conflicts: count(outbox.conflicts),
                 failed_writes: count(outbox.failed),
-                unreadable_records: count(st.unreadable_total),
+                unreadable_records: count(rejected),
                 progress: st.progress.clone(),
             },
         ))
@@ -179,7 +180,16 @@ impl SyncLink for SyncHandle {
                     .unwrap_or_else(|| "the EHR refused this change".into()),
             })
             .collect();
-        let unreadable = self.state().unreadable.clone();
+        // Each by type and id (or where the EHR served it), with what is wrong.
+        let unreadable = self
+            .store
+            .rejected()?
+            .into_iter()
+            .map(|r| ProblemView {
+                record: r.record,
+                message: r.message,
+            })
+            .collect();
         Ok(SyncPanel {
             summary,
             conflicts,

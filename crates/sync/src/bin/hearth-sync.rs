@@ -1,6 +1,7 @@
 //! Headless sync of one Hearth profile with its EHR: for IT diagnostics, and the process the
 //! crash tests kill. It opens the profile's encrypted store (key from the OS keychain), runs
-//! sync rounds, and prints one line per round (counts only, never clinical content).
+//! sync rounds, and prints one line per round (counts only, never clinical content), then the
+//! records kept as unreadable by name.
 //!
 //! usage: hearth-sync --db FILE --fhir-base URL --keychain-account NAME [--until-idle]
 //!        [--push-only] [--poll-seconds N]
@@ -114,6 +115,19 @@ fn main() -> ExitCode {
                     r.stored, r.deleted, r.sent, r.replayed, r.conflicts, r.failed, r.unreadable
                 ),
                 Err(e) => println!("round failed: {}", e.for_people()),
+            }
+            // The records kept as unreadable, by name (type and id, or where the EHR served
+            // them) and problem: what IT needs to raise with the EHR's vendor.
+            match store.rejected() {
+                Ok(rejected) => {
+                    for r in &rejected {
+                        println!(
+                            "unreadable: {} ({}; served so {} times since {})",
+                            r.record, r.message, r.fetches, r.first_seen
+                        );
+                    }
+                }
+                Err(e) => println!("unreadable records cannot be listed: {e}"),
             }
             let idle = store.pending().map(|p| p.is_empty()).unwrap_or(false);
             if args.until_idle && idle && result.is_ok() {
