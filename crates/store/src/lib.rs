@@ -286,8 +286,15 @@ impl std::fmt::Debug for OutboxWrite {
 }
 
 /// The encrypted store. One connection, shared behind a mutex.
+/// Read connections beside the one writer: views, the status line and the engine's look-ups
+/// read from a snapshot (WAL) while a large write transaction runs, never waiting for it.
+const READERS: usize = 3;
+
 pub struct Store {
+    /// The one connection that writes (SQLite allows one writer at a time anyway).
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
 }
 
@@ -319,6 +326,19 @@ pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open(path)
 }
 
+/// A read-only connection to an open, migrated database.
+fn open_reader(path: &Path, key: &DbKey) -> Result<Connection> {
+    let conn = open_connection(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;
+    conn.execute_batch(
+        "PRAGMA query_only = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16384;",
+    )?;
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
     pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
@@ -346,14 +366,38 @@ impl Store {
         )?;
         let mut conn = conn;
         migrations::migrate(&mut conn, &display)?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path, key).map(Mutex::new))
+            .collect::<Result<_>>()?;
         Ok(Self {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_path_buf(),
         })
     }
 
+    /// The writer.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A free read connection (or, all busy, the next one's turn).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return guard,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens the database at `path` with its key from the OS keychain. A new database gets a
@@ -390,7 +434,7 @@ impl Store {
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<u32> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
@@ -409,7 +453,7 @@ impl Store {
     /// The raw JSON of one resource.
     pub fn resource(&self, resource_type: &str, id: &str) -> Result<Option<String>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT codec, body FROM resource WHERE type = ?1 AND id = ?2",
                 params![resource_type, id],
@@ -420,7 +464,7 @@ impl Store {
 
     /// The JSON of the resources a query selects (as `codec, body`).
     fn strings(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<String>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(sql)?;
         let rows = stmt.query_map(args, decode)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -466,7 +510,7 @@ impl Store {
 
     pub fn resource_count(&self) -> Result<usize> {
         Ok(self
-            .conn()
+            .reader()
             .query_row("SELECT count(*) FROM resource", [], |r| r.get::<_, i64>(0))?
             .try_into()
             .unwrap_or(0))
@@ -560,7 +604,7 @@ impl Store {
     }
 
     fn outbox_where(&self, cond: &str, args: impl rusqlite::Params) -> Result<Vec<OutboxEntry>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT seq, idempotency_key, resource_type, resource_id, method, if_match, body, state,
                     attempts, last_error, after_seq, result_version, server_errors
@@ -590,7 +634,7 @@ impl Store {
 
     /// Counts of the outbox by state.
     pub fn outbox_summary(&self) -> Result<OutboxSummary> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM outbox GROUP BY state")?;
         let mut rows = stmt.query([])?;
         let mut sum = OutboxSummary::default();
@@ -683,7 +727,7 @@ impl Store {
 
     /// Conflicts the user has not resolved yet, oldest first.
     pub fn conflicts(&self) -> Result<Vec<Conflict>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT id, outbox_seq, resource_type, resource_id, local_json, server_json, server_version, detected_at
              FROM conflict WHERE resolution IS NULL ORDER BY id",
@@ -899,7 +943,7 @@ impl Store {
 
     /// Records held back from a pull whose local changes are now settled: to fetch again.
     pub fn refetch_ready(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT f.type, f.id FROM refetch f WHERE NOT EXISTS (
                  SELECT 1 FROM outbox o WHERE o.resource_type = f.type AND o.resource_id = f.id
@@ -920,7 +964,7 @@ impl Store {
 
     /// Whether the store holds a resource (without reading it).
     pub fn contains(&self, resource_type: &str, id: &str) -> Result<bool> {
-        Ok(self.conn().query_row(
+        Ok(self.reader().query_row(
             "SELECT EXISTS (SELECT 1 FROM resource WHERE type = ?1 AND id = ?2)",
             params![resource_type, id],
             |r| r.get(0),
@@ -930,7 +974,7 @@ impl Store {
     /// The stored version of a resource.
     pub fn version_of(&self, resource_type: &str, id: &str) -> Result<Option<String>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT version_id FROM resource WHERE type = ?1 AND id = ?2",
                 params![resource_type, id],
@@ -1006,14 +1050,14 @@ impl Store {
     /// How many records are kept as unreadable.
     pub fn rejected_count(&self) -> Result<usize> {
         let n: i64 = self
-            .conn()
+            .reader()
             .query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// The records kept as unreadable, by name.
     pub fn rejected(&self) -> Result<Vec<Rejected>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT record, resource_type, resource_id, message, first_seen, last_seen, fetches
              FROM rejected ORDER BY record",
@@ -1057,7 +1101,7 @@ impl Store {
         after_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Option<String>)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT id, version_id FROM resource WHERE type = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
@@ -1070,7 +1114,7 @@ impl Store {
 
     /// The resource types the store holds.
     pub fn resource_types(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached("SELECT DISTINCT type FROM resource ORDER BY type")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1078,7 +1122,7 @@ impl Store {
 
     pub fn cursor(&self, name: &str) -> Result<Option<String>> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT value FROM sync_cursor WHERE name = ?1",
                 params![name],
@@ -1107,7 +1151,7 @@ impl Store {
 
     /// The last `limit` audit entries, oldest first: (actor, action, entity).
     pub fn audit_entries(&self, limit: u32) -> Result<Vec<(String, String, String)>> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT actor, action, entity FROM
                (SELECT seq, actor, action, entity FROM audit_log ORDER BY seq DESC LIMIT ?1)
@@ -1121,7 +1165,7 @@ impl Store {
 
     /// Recomputes the audit chain; returns its length, or where it was altered.
     pub fn verify_audit(&self) -> Result<usize> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT seq, at, actor, action, entity, prev_hash, hash FROM audit_log ORDER BY seq",
         )?;

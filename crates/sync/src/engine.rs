@@ -342,14 +342,13 @@ impl Engine {
             batch.extend(self.fetch_patient(patient, round).await?);
             batch_done.push(cursor);
             if batch.len() >= INGEST_BATCH {
-                self.store_rows(&batch, round)?;
+                self.store_rows(std::mem::take(&mut batch), round).await?;
                 for c in batch_done.drain(..) {
                     self.store().set_cursor(&c, "done")?;
                 }
-                batch.clear();
             }
         }
-        self.store_rows(&batch, round)?;
+        self.store_rows(batch, round).await?;
         for c in batch_done {
             self.store().set_cursor(&c, "done")?;
         }
@@ -372,8 +371,15 @@ impl Engine {
         self.collect_all(page, round, &mut sink).await
     }
 
-    fn store_rows(&self, rows: &[ResourceRow], round: &mut Round) -> Result<()> {
-        round.stored += self.store().ingest(rows)?.0;
+    /// Stores rows in one transaction, on a blocking thread: a 5,000-row commit must not hold
+    /// up the async runtime that also answers the window.
+    async fn store_rows(&self, rows: Vec<ResourceRow>, round: &mut Round) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let store = self.handle.store.clone();
+        let stored = blocking(move || store.ingest(&rows)).await?.0;
+        round.stored += stored;
         Ok(())
     }
 
@@ -388,7 +394,7 @@ impl Engine {
         let mut page = Some(first);
         while let Some(mut p) = page {
             let rows = self.page_rows(&mut p, round, patients)?;
-            self.store_rows(&rows, round)?;
+            self.store_rows(rows, round).await?;
             page = self.client().next_page(&p).await?;
         }
         Ok(())
@@ -568,10 +574,13 @@ impl Engine {
             // either, so the next pull sees it again and tries again.
             for patient in new_patients {
                 let rows = self.fetch_patient(&patient, round).await?;
-                self.store_rows(&rows, round)?;
+                self.store_rows(rows, round).await?;
             }
-            self.store_rows(&rows, round)?;
-            round.deleted += self.store().delete_resources(&deleted)?;
+            self.store_rows(rows, round).await?;
+            if !deleted.is_empty() {
+                let store = self.handle.store.clone();
+                round.deleted += blocking(move || store.delete_resources(&deleted)).await?;
+            }
             page = self.client().next_page(&p).await?;
         }
         // A server that gives no time at all (no Bundle time, no `Date`, against RFC 9110
@@ -603,7 +612,7 @@ impl Engine {
         match self.client().read(ty, id).await {
             Ok(r) => {
                 if let Some(row) = self.row(&r)? {
-                    self.store_rows(&[row], round)?;
+                    self.store_rows(vec![row], round).await?;
                 } else {
                     round.unreadable += 1;
                 }
@@ -1094,6 +1103,16 @@ enum Sent {
     },
     /// 412 from someone else's change: the server's current version, if it still exists.
     Conflict(Option<RawResource>),
+}
+
+/// Runs store work on tokio's blocking threads; a panic there is a panic here.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> hearth_store::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => Ok(result?),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 pub(crate) fn now_rfc3339() -> String {
