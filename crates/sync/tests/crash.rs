@@ -257,3 +257,122 @@ fn killing_the_sync_process_at_random_points_loses_and_duplicates_nothing() {
     );
     store.verify_audit().unwrap();
 }
+
+/// Every record a profile's store holds, with its version, by `Type/id`.
+fn held(store: &Store) -> std::collections::BTreeMap<String, Option<String>> {
+    let mut all = std::collections::BTreeMap::new();
+    for ty in store.resource_types().unwrap() {
+        for (id, version) in store.versions_of_type(&ty, None, usize::MAX).unwrap() {
+            all.insert(format!("{ty}/{id}"), version);
+        }
+    }
+    all
+}
+
+/// Runs the sync process and SIGKILLs it at a random point (or lets it finish, if it does
+/// first); returns whether the kill landed while it ran.
+fn run_and_kill(
+    profile: &Profile,
+    server: &FhirServer,
+    rng: &mut fastrand::Rng,
+    max_ms: u64,
+) -> bool {
+    let mut worker = profile.worker(server, &["--until-idle"]);
+    let kill_at = std::time::Instant::now() + Duration::from_millis(rng.u64(20..max_ms));
+    // The random point in the process's life is the test's input, not a wait for a result.
+    while std::time::Instant::now() < kill_at {
+        if let Ok(Some(_)) = worker.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let landed = matches!(worker.try_wait(), Ok(None));
+    kill9(&mut worker);
+    landed
+}
+
+#[test]
+fn killing_the_sync_process_during_initial_sync_and_pulls_loses_nothing() {
+    let name = "killing_the_sync_process_during_initial_sync_and_pulls_loses_nothing";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return;
+    };
+    let Some((server, clinic)) = server_with_clinic(name) else {
+        return;
+    };
+    let seed = std::env::var("HEARTH_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_201_u64);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for dir in ["killed", "reference"] {
+        std::fs::create_dir_all(home.join(dir)).unwrap();
+    }
+    let killed = Profile::new(&home.join("killed"));
+    let reference = Profile::new(&home.join("reference"));
+
+    // A profile never killed syncs first; how long it takes bounds the kill points.
+    let timed = |profile: &Profile| {
+        let t = std::time::Instant::now();
+        profile.sync_until_idle(&server, &[]);
+        u64::try_from(t.elapsed().as_millis()).unwrap().max(50)
+    };
+    let initial_ms = timed(&reference);
+    // The initial sync, killed again and again at random points; then left to finish.
+    let mut initial_kills = 0;
+    for _ in 0..12 {
+        initial_kills += usize::from(run_and_kill(&killed, &server, &mut rng, initial_ms));
+    }
+    killed.sync_until_idle(&server, &[]);
+
+    // Changes at the EHR, pulled by runs killed at random points; then left to finish.
+    let mut changed = Vec::new();
+    for (i, appt) in clinic.appointments.iter().enumerate().take(6) {
+        let v = update_at_server(&server, "Appointment", appt, |a| {
+            a["comment"] = Value::String(format!("moved {i}"));
+        });
+        changed.push((format!("Appointment/{appt}"), v));
+    }
+    for p in clinic.patients.iter().take(3) {
+        let v = update_at_server(&server, "Patient", p, |r| {
+            r["language"] = Value::String("en-US".into());
+        });
+        changed.push((format!("Patient/{p}"), v));
+    }
+    let pull_ms = timed(&reference);
+    let mut pull_kills = 0;
+    for _ in 0..8 {
+        pull_kills += usize::from(run_and_kill(&killed, &server, &mut rng, pull_ms));
+    }
+    killed.sync_until_idle(&server, &[]);
+    eprintln!(
+        "crash test (seed {seed}): {initial_kills} kills during the initial sync, {pull_kills} during pulls"
+    );
+    assert!(initial_kills > 0, "no kill landed during the initial sync");
+    assert!(pull_kills > 0, "no kill landed during a pull");
+
+    // Every change at the EHR arrived, at the version the EHR holds.
+    let store = killed.store();
+    let mine = held(&store);
+    for (record, version) in &changed {
+        assert_eq!(
+            mine.get(record),
+            Some(&Some(version.clone())),
+            "{record} is not at the EHR's version"
+        );
+    }
+    // And the killed profile holds exactly what a profile never killed holds.
+    let theirs = held(&reference.store());
+    assert_eq!(mine.len(), theirs.len());
+    let differ: Vec<_> = theirs
+        .iter()
+        .filter(|(k, v)| mine.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .take(10)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the killed profile differs at {differ:?}"
+    );
+    store.verify_audit().unwrap();
+}
