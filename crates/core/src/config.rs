@@ -6,6 +6,7 @@
 //! Hearth never guesses past a broken configuration.
 
 use crate::CoreError;
+pub use hearth_model::settings::{PatientScope, SyncConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -35,38 +36,6 @@ pub struct VisitConfig {
     /// as the R4 cross-version extension), for the EHR's reminders. Default: no.
     #[serde(default)]
     pub link_to_appointment: bool,
-}
-
-/// How Hearth keeps its local copy in step with the EHR.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SyncConfig {
-    /// Seconds between pulls of changes when the EHR offers no websocket subscription.
-    pub poll_interval_seconds: u32,
-    /// Whose records are kept offline: `"schedule"` (the patients on the schedule window) or
-    /// `"all"` (every patient the EHR lets this user see; small practices).
-    pub patients: PatientScope,
-    /// The schedule window kept offline, in days before and after today.
-    pub schedule_days_back: u32,
-    pub schedule_days_ahead: u32,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            poll_interval_seconds: 15,
-            patients: PatientScope::Schedule,
-            schedule_days_back: 1,
-            schedule_days_ahead: 7,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PatientScope {
-    Schedule,
-    All,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The extension that marks a virtual visit in R4 (R5's `Appointment.virtualService`).
-pub const VIRTUAL_SERVICE_EXTENSION: &str = hearth_demo::VIRTUAL_SERVICE_EXTENSION;
+pub use hearth_model::fhir::VIRTUAL_SERVICE_EXTENSION;
 const SNOMED_TELEMEDICINE: &str = "448337001";
 
 /// Whether an Appointment is a virtual visit: it carries the virtual-service extension, or
@@ -53,7 +53,11 @@ pub fn visit_status(
         "noshow" => VisitStatus::NoShow,
         "cancelled" => VisitStatus::Cancelled,
         "entered-in-error" => return Ok(None),
-        _ => return Err(appt.error("status", "is not an Appointment status code")),
+        _ => {
+            return Err(appt
+                .error("status", "is not an Appointment status code")
+                .into())
+        }
     }))
 }
 
@@ -126,7 +130,7 @@ fn row(
     }
     let end = appt.required_instant("end")?.with_timezone(&offset);
     if end < start {
-        return Err(appt.error("end", "is before `start`"));
+        return Err(appt.error("end", "is before `start`").into());
     }
     let modality = if is_virtual(&appt) {
         Modality::Virtual
@@ -313,6 +317,14 @@ mod tests {
         assert_eq!(d.appointments[1].status, VisitStatus::Booked);
         assert_eq!(d.practitioners.len(), 1);
         assert_eq!(d.date_label, "Tuesday 10 March 2026");
+    }
+
+    #[test]
+    fn the_demo_clinic_marks_virtual_visits_as_hearth_reads_them() {
+        assert_eq!(
+            hearth_demo::VIRTUAL_SERVICE_EXTENSION,
+            VIRTUAL_SERVICE_EXTENSION
+        );
     }
 
     #[test]

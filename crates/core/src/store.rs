@@ -3,10 +3,14 @@
 //! Every view reads through [`ClinicalStore`]; nothing on a read path touches the network.
 //! [`MemoryStore`] serves demo mode and tests; the encrypted SQLite store
 //! ([`hearth_store::Store`]) implements the same trait, with the FHIR understanding its
-//! projections need (owning patient, appointment start, observation code) supplied from here.
+//! projections need (owning patient, appointment start, observation code) supplied by
+//! [`hearth_model::row`], which the sync engine uses too.
 
-use crate::fhir::{concept_code, reference_id, Resource};
+use crate::fhir::Resource;
 use crate::CoreError;
+use hearth_model::row::owning_patient;
+/// The store's row for a resource, from the crate the sync engine shares.
+pub use hearth_model::row::{resource_row, resource_row_owned, resource_row_raw};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -52,24 +56,6 @@ impl MemoryStore {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// The patient a resource belongs to, if any.
-fn owning_patient(r: &Resource<'_>) -> Option<String> {
-    if r.resource_type() == "Patient" {
-        return None;
-    }
-    reference_id(r.get("subject"), "Patient")
-        .or_else(|| reference_id(r.get("patient"), "Patient"))
-        .or_else(|| {
-            // Appointment: the patient among the participants.
-            r.get("participant")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find_map(|p| reference_id(p.get("actor"), "Patient"))
-        })
-        .map(str::to_string)
 }
 
 impl ClinicalStore for MemoryStore {
@@ -127,100 +113,6 @@ impl ClinicalStore for MemoryStore {
     fn len(&self) -> Result<usize, CoreError> {
         Ok(self.read().resources.len())
     }
-}
-
-/// The row the encrypted store keeps for a resource: its JSON and projection fields.
-pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreError> {
-    row_with_text(resource, resource.to_string())
-}
-
-/// The row for a resource as the server sent it: `json` is kept byte for byte.
-pub fn resource_row_raw(json: &str) -> Result<hearth_store::ResourceRow, CoreError> {
-    resource_row_owned(json.to_string())
-}
-
-/// [`resource_row_raw`] taking the text by value (no copy).
-///
-/// Only the elements the projections read are materialised (the rest is skipped while
-/// parsing), which keeps a 190k-resource sync fast; anything unusual takes the full parse,
-/// so the errors are the same either way.
-pub fn resource_row_owned(json: String) -> Result<hearth_store::ResourceRow, CoreError> {
-    #[derive(serde::Deserialize)]
-    struct Projected {
-        #[serde(rename = "resourceType")]
-        resource_type: Option<Value>,
-        id: Option<Value>,
-        meta: Option<Value>,
-        subject: Option<Value>,
-        patient: Option<Value>,
-        participant: Option<Value>,
-        start: Option<Value>,
-        code: Option<Value>,
-        #[serde(rename = "effectiveDateTime")]
-        effective_date_time: Option<Value>,
-        #[serde(rename = "effectivePeriod")]
-        effective_period: Option<Value>,
-    }
-    if let Ok(p) = serde_json::from_str::<Projected>(&json) {
-        let fields = [
-            ("resourceType", p.resource_type),
-            ("id", p.id),
-            ("meta", p.meta),
-            ("subject", p.subject),
-            ("patient", p.patient),
-            ("participant", p.participant),
-            ("start", p.start),
-            ("code", p.code),
-            ("effectiveDateTime", p.effective_date_time),
-            ("effectivePeriod", p.effective_period),
-        ];
-        let small: serde_json::Map<String, Value> = fields
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v?)))
-            .collect();
-        return row_with_text(&Value::Object(small), json);
-    }
-    let value: Value = serde_json::from_str(&json).map_err(|e| {
-        CoreError::invalid_data("resource", "(document)", format!("is not JSON: {e}"))
-    })?;
-    row_with_text(&value, json)
-}
-
-fn row_with_text(resource: &Value, json: String) -> Result<hearth_store::ResourceRow, CoreError> {
-    use hearth_store::Projection;
-    let r = Resource::new(resource)?;
-    let index = match r.resource_type() {
-        "Appointment" if r.get("start").is_some() => Projection::Appointment {
-            start_utc: r
-                .required_instant("start")?
-                .with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            practitioner_id: r
-                .get("participant")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find_map(|p| reference_id(p.get("actor"), "Practitioner"))
-                .map(str::to_string),
-        },
-        "Observation" => Projection::Observation {
-            code: concept_code(r.get("code"), "http://loinc.org").map(str::to_string),
-            effective: r
-                .str("effectiveDateTime")
-                .or_else(|| r.str("effectivePeriod.start"))
-                .map(str::to_string),
-        },
-        _ => Projection::None,
-    };
-    Ok(hearth_store::ResourceRow {
-        resource_type: r.resource_type().to_string(),
-        id: r.id().to_string(),
-        version_id: r.str("meta.versionId").map(str::to_string),
-        last_updated: r.str("meta.lastUpdated").map(str::to_string),
-        patient_id: owning_patient(&r),
-        json,
-        index,
-    })
 }
 
 fn parse_stored(json: &str, what: &str) -> Result<Value, CoreError> {
@@ -330,31 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn resource_rows_carry_the_projection_fields() {
-        let appt = json!({"resourceType": "Appointment", "id": "a1", "meta": {"versionId": "2"},
-            "start": "2026-03-10T09:00:00-05:00",
-            "participant": [{"actor": {"reference": "Patient/p1"}}, {"actor": {"reference": "Practitioner/d1"}}]});
-        let row = resource_row(&appt).unwrap();
-        assert_eq!(resource_row_raw(&appt.to_string()).unwrap(), row);
-        assert_eq!(row.version_id.as_deref(), Some("2"));
-        assert_eq!(
-            row.index,
-            hearth_store::Projection::Appointment {
-                start_utc: "2026-03-10T14:00:00Z".into(),
-                practitioner_id: Some("d1".into()),
-            }
-        );
-        assert_eq!(row.json, appt.to_string());
-        let bad = json!({"resourceType": "Appointment", "id": "a2", "start": "soon"});
-        assert_eq!(
-            resource_row(&bad).unwrap_err().to_string(),
-            "Appointment/a2: field `start` is not an RFC 3339 instant"
-        );
-        assert_eq!(
-            resource_row_raw(&bad.to_string()).unwrap_err(),
-            resource_row(&bad).unwrap_err()
-        );
-        // The row of every demo resource is the same by either path.
+    fn every_demo_resource_gets_the_same_row_by_either_path() {
         let now = chrono::DateTime::parse_from_rfc3339("2026-03-10T11:10:00-05:00").unwrap();
         for r in hearth_demo::generate(&hearth_demo::DemoOptions::new(5, now)) {
             assert_eq!(

@@ -5,7 +5,7 @@ use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
 use crate::visits::{Arrival, VisitDesk};
-use crate::{chart, schedule, CoreError};
+use crate::{chart, schedule, CoreError, KEYCHAIN_SERVICE};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, InviteRole, Modality,
@@ -14,9 +14,6 @@ use hearth_ipc::{
     VisitInviteRequest, VisitRoom, VisitRoomRequest, VisitStatus,
 };
 use std::sync::{Arc, OnceLock};
-
-/// The keychain service under which database keys are kept.
-pub const KEYCHAIN_SERVICE: &str = "org.hearth.workstation";
 
 /// The application: one per window, shared by every command.
 ///
@@ -143,7 +140,7 @@ impl Workstation {
     pub fn sync_panel(&self) -> Result<SyncPanel, CoreError> {
         self.open_for_phi()?;
         match self.sync.get() {
-            Some(link) => link.panel(),
+            Some(link) => Ok(link.panel()?),
             None => {
                 let (_, summary) = self.local_summary()?;
                 Ok(SyncPanel {
@@ -158,14 +155,16 @@ impl Workstation {
 
     /// Applies the user's choice for a conflict.
     pub fn resolve_conflict(&self, request: &ResolveConflictRequest) -> Result<(), CoreError> {
-        self.sync_for(|| format!("conflict {}", request.conflict_id))?
-            .resolve(request)
+        Ok(self
+            .sync_for(|| format!("conflict {}", request.conflict_id))?
+            .resolve(request)?)
     }
 
     /// Applies the user's choice for a change the EHR refused.
     pub fn settle_failed_write(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
-        self.sync_for(|| format!("queued change {}", request.seq))?
-            .settle_failed(request)
+        Ok(self
+            .sync_for(|| format!("queued change {}", request.seq))?
+            .settle_failed(request)?)
     }
 
     /// The sync engine, for an action on `what`: without one (demo mode, or before it

@@ -1,12 +1,12 @@
 //! The sync engine: initial sync, push of the outbox, pull of changes.
 
-use crate::{Result, SyncError};
-use hearth_core::config::{PatientScope, SyncConfig};
-use hearth_core::store::{resource_row_owned, resource_row_raw};
-use hearth_core::sync_link::EhrLink;
-use hearth_core::CoreError;
+use crate::Result;
 use hearth_fhir::{Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource};
 use hearth_ipc::{ProblemView, SyncProgress};
+use hearth_model::row::{resource_row_owned, resource_row_raw};
+use hearth_model::settings::{PatientScope, SyncConfig};
+use hearth_model::sync_link::EhrLink;
+use hearth_model::ModelError;
 use hearth_store::{Method, OutboxEntry, ResourceRow, Store};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -769,11 +769,11 @@ fn row_of_owned(r: RawResource) -> std::result::Result<ResourceRow, ProblemView>
     resource_row_owned(r.json).map_err(|e| data_problem(reference, e))
 }
 
-fn data_problem(record: String, e: CoreError) -> ProblemView {
+fn data_problem(record: String, e: ModelError) -> ProblemView {
     ProblemView {
         record,
         message: match e {
-            CoreError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
+            ModelError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
             other => other.to_string(),
         },
     }
@@ -827,16 +827,6 @@ fn shift(instant: &str, by: chrono::Duration) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         })
         .unwrap_or_else(|_| instant.to_string())
-}
-
-impl From<SyncError> for CoreError {
-    fn from(e: SyncError) -> Self {
-        match e {
-            SyncError::Data(c) => c,
-            SyncError::Store(s) => CoreError::Store(s.to_string()),
-            SyncError::Fhir(f) => CoreError::Unavailable(format!("the EHR ({})", f.code())),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use hearth_core::config::PatientScope;
+use hearth_model::settings::PatientScope;
 use hearth_store::{Keychain, Store};
 use hearth_testkit::{wait_until, FhirServer};
 use serde_json::{json, Value};
@@ -40,7 +40,7 @@ impl Profile {
     }
 
     fn store(&self) -> Arc<Store> {
-        let keychain = Keychain::new(hearth_core::KEYCHAIN_SERVICE, &self.account);
+        let keychain = Keychain::new(hearth_model::KEYCHAIN_SERVICE, &self.account);
         Arc::new(Store::open_with_keychain(&self.db, &keychain).unwrap())
     }
 

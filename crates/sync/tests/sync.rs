@@ -10,9 +10,9 @@
 mod common;
 
 use common::*;
-use hearth_core::config::PatientScope;
-use hearth_core::sync_link::SyncLink;
 use hearth_ipc::{ConflictChoice, ResolveConflictRequest};
+use hearth_model::settings::PatientScope;
+use hearth_model::sync_link::SyncLink;
 use hearth_sync::Round;
 use hearth_testkit::wait_until;
 use serde_json::Value;

@@ -7,8 +7,8 @@
     reason = "each test binary uses part of the kit"
 )]
 
-use hearth_core::config::PatientScope;
 use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::PatientScope;
 use hearth_store::{DbKey, Store};
 use hearth_sync::{Engine, EngineConfig};
 pub use hearth_testkit::clinic::{server_with_clinic, server_with_clinic_at, Clinic};
@@ -32,7 +32,7 @@ pub fn engine(base_url: &str, store: &Arc<Store>, scope: PatientScope, poll: Dur
         ..RetryPolicy::default()
     };
     let client = Client::new(base_url, Arc::new(NoToken), retry).unwrap();
-    let mut config = EngineConfig::from_settings(&hearth_core::config::SyncConfig::default());
+    let mut config = EngineConfig::from_settings(&hearth_model::settings::SyncConfig::default());
     config.scope = scope;
     config.poll_interval = poll;
     Engine::new(client, store.clone(), config)
