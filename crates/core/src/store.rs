@@ -208,8 +208,9 @@ mod tests {
 
         let mode = DataMode::Demo { seed: 3 };
         let clock = Arc::new(ManualClock::new(now));
-        let a = Workstation::with_store(mode.clone(), memory, clock.clone());
-        let b = Workstation::with_store(mode, sql, clock);
+        let zone = crate::clock::Zone::named("America/New_York").unwrap();
+        let a = Workstation::with_store(mode.clone(), memory, clock.clone(), zone);
+        let b = Workstation::with_store(mode, sql, clock, zone);
         let day = a.schedule(&ScheduleRequest::default()).unwrap();
         assert!(!day.appointments.is_empty());
         assert_eq!(day, b.schedule(&ScheduleRequest::default()).unwrap());

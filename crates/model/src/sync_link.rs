@@ -2,6 +2,7 @@
 //! top bar and the sync panel read through it, conflicts are resolved through it. Both crates
 //! sit on this one; the shell connects them.
 
+use crate::clock::{Clock, Zone};
 use crate::settings::SyncConfig;
 use crate::ModelError;
 use hearth_ipc::{
@@ -29,4 +30,7 @@ pub struct EhrLink {
     pub fhir_base_url: String,
     pub store: std::sync::Arc<hearth_store::Store>,
     pub sync: SyncConfig,
+    /// The workstation's clock and the clinic's time zone (the schedule window's days).
+    pub clock: std::sync::Arc<dyn Clock>,
+    pub zone: Zone,
 }

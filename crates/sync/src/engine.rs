@@ -3,6 +3,7 @@
 use crate::Result;
 use hearth_fhir::{Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource};
 use hearth_ipc::{ProblemView, SyncProgress};
+use hearth_model::clock::{Clock, SystemClock, Zone};
 use hearth_model::row::{resource_row_owned, resource_row_raw};
 use hearth_model::settings::{PatientScope, SyncConfig};
 use hearth_model::sync_link::EhrLink;
@@ -40,6 +41,10 @@ pub struct EngineConfig {
     pub actor: String,
     /// How changes are pulled.
     pub pull: PullMode,
+    /// The engine's only source of the present time.
+    pub clock: Arc<dyn Clock>,
+    /// The clinic's time zone: the schedule window's days.
+    pub zone: Zone,
 }
 
 /// How the engine asks the EHR what changed.
@@ -85,6 +90,8 @@ impl EngineConfig {
             overlap: chrono::Duration::seconds(2),
             actor: "hearth-sync".into(),
             pull: PullMode::Auto,
+            clock: Arc::new(SystemClock),
+            zone: Zone::system(),
         }
     }
 }
@@ -178,11 +185,12 @@ impl Engine {
     /// The engine for a workstation connected to an EHR.
     pub fn for_workstation(link: &EhrLink, tokens: Arc<dyn TokenSource>) -> Result<Self> {
         let client = Client::new(&link.fhir_base_url, tokens, RetryPolicy::default())?;
-        Ok(Self::new(
-            client,
-            link.store.clone(),
-            EngineConfig::from_settings(&link.sync),
-        ))
+        let config = EngineConfig {
+            clock: link.clock.clone(),
+            zone: link.zone,
+            ..EngineConfig::from_settings(&link.sync)
+        };
+        Ok(Self::new(client, link.store.clone(), config))
     }
 
     pub fn handle(&self) -> SyncHandle {
@@ -195,6 +203,11 @@ impl Engine {
 
     fn store(&self) -> &Store {
         &self.handle.store
+    }
+
+    /// Now, by the engine's clock, as RFC 3339 UTC with milliseconds.
+    fn now_rfc3339(&self) -> String {
+        rfc3339(self.config.clock.now())
     }
 
     /// Runs rounds until `shutdown` completes: every poll interval, and at once when woken.
@@ -222,7 +235,7 @@ impl Engine {
         match &result {
             Ok(_) => {
                 st.online = Some(true);
-                st.last_success = Some(now_rfc3339());
+                st.last_success = Some(self.now_rfc3339());
                 st.last_error = None;
             }
             Err(e) => {
@@ -270,7 +283,10 @@ impl Engine {
         let started = match self.store().cursor(CURSOR_INITIAL_STARTED)? {
             Some(s) => s,
             None => {
-                let s = first.timestamp.clone().unwrap_or_else(now_rfc3339);
+                let s = first
+                    .timestamp
+                    .clone()
+                    .unwrap_or_else(|| self.now_rfc3339());
                 self.store().set_cursor(CURSOR_INITIAL_STARTED, &s)?;
                 s
             }
@@ -279,7 +295,7 @@ impl Engine {
         let rows = self.collect_all(first, round, &mut patients).await?;
         self.store_rows(&rows, round)?;
 
-        let today = chrono::Utc::now().date_naive();
+        let today = self.config.zone.today(self.config.clock.as_ref());
         let from = today - chrono::Days::new(u64::from(self.config.schedule_days_back));
         let to = today + chrono::Days::new(u64::from(self.config.schedule_days_ahead) + 1);
         let (ge, lt) = (format!("ge{from}"), format!("lt{to}"));
@@ -332,7 +348,8 @@ impl Engine {
         self.progress(total, total, "Patient records");
         let since = shift(&started, -self.config.overlap);
         self.store().set_cursor(CURSOR_SINCE, &since)?;
-        self.store().set_cursor(CURSOR_INITIAL, &now_rfc3339())?;
+        self.store()
+            .set_cursor(CURSOR_INITIAL, &self.now_rfc3339())?;
         Ok(())
     }
 
@@ -804,8 +821,8 @@ enum Sent {
     Conflict(Option<RawResource>),
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Whether instant `a` is after `b` (both RFC 3339; unparsable compares as text).

@@ -26,6 +26,18 @@ pub fn fresh_store() -> (tempfile::TempDir, Arc<Store>) {
 }
 
 pub fn engine(base_url: &str, store: &Arc<Store>, scope: PatientScope, poll: Duration) -> Engine {
+    engine_with(base_url, store, |config| {
+        config.scope = scope;
+        config.poll_interval = poll;
+    })
+}
+
+/// An engine with the default settings as `edit` changes them.
+pub fn engine_with(
+    base_url: &str,
+    store: &Arc<Store>,
+    edit: impl FnOnce(&mut EngineConfig),
+) -> Engine {
     let retry = RetryPolicy {
         attempts: 2,
         base_delay: Duration::from_millis(50),
@@ -33,8 +45,7 @@ pub fn engine(base_url: &str, store: &Arc<Store>, scope: PatientScope, poll: Dur
     };
     let client = Client::new(base_url, Arc::new(NoToken), retry).unwrap();
     let mut config = EngineConfig::from_settings(&hearth_model::settings::SyncConfig::default());
-    config.scope = scope;
-    config.poll_interval = poll;
+    edit(&mut config);
     Engine::new(client, store.clone(), config)
 }
 
