@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             match entry {
                 Ok(hearth_fhir::Entry::Resource(r)) => {
                     assert!(text.contains(&r.json), "an entry's text was altered");
-                    if let Err(e) = hearth_core::store::resource_row_raw(&r.json) {
+                    if let Err(e) = hearth_model::row::resource_row_raw(&r.json) {
                         assert!(!e.to_string().is_empty());
                     }
                 }

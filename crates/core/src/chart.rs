@@ -106,7 +106,10 @@ fn gather<T>(
 ) -> Result<Vec<T>, CoreError> {
     let mut out = Vec::new();
     for json in store.for_patient(resource_type, patient_id)? {
-        match Resource::new(&json).and_then(|r| f(&r)) {
+        match Resource::new(&json)
+            .map_err(CoreError::from)
+            .and_then(|r| f(&r))
+        {
             Ok(Some(v)) => out.push(v),
             Ok(None) => {}
             Err(e) => issues.push(e.to_string()),
@@ -278,13 +281,13 @@ fn observation(
                     points: Vec::new(),
                 });
             if series.unit != unit {
-                return Err(r.error(
+                return Err(CoreError::from(r.error(
                     "valueQuantity.unit",
                     &format!(
                         "is {unit:?}, unlike the {:?} of earlier measurements",
                         series.unit
                     ),
-                ));
+                )));
             }
             series.points.push(VitalPoint {
                 date: date.clone(),

@@ -5,7 +5,9 @@
 //! that cannot be read or has a wrong or unknown key is an error naming the file and the key;
 //! Hearth never guesses past a broken configuration.
 
+use crate::clock::Zone;
 use crate::CoreError;
+pub use hearth_model::settings::{PatientScope, SyncConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,8 @@ pub struct MachineConfig {
     pub demo: DemoConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    #[serde(default)]
+    pub clinic: ClinicConfig,
     /// The telehealth visit service (hearth-visit). Absent: no video visits from Hearth.
     pub visit: Option<VisitConfig>,
 }
@@ -37,45 +41,13 @@ pub struct VisitConfig {
     pub link_to_appointment: bool,
 }
 
-/// How Hearth keeps its local copy in step with the EHR.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SyncConfig {
-    /// Seconds between pulls of changes when the EHR offers no websocket subscription.
-    pub poll_interval_seconds: u32,
-    /// Whose records are kept offline: `"schedule"` (the patients on the schedule window) or
-    /// `"all"` (every patient the EHR lets this user see; small practices).
-    pub patients: PatientScope,
-    /// The schedule window kept offline, in days before and after today.
-    pub schedule_days_back: u32,
-    pub schedule_days_ahead: u32,
-    /// How far before the server's time of the last pull the next one reaches again: a change
-    /// committed (or stamped by an EHR node whose clock lags) up to this long before it became
-    /// visible is still pulled. Versions already held are skipped, so the overlap costs little.
-    pub overlap_seconds: u32,
-    /// How often the whole working set is compared with the EHR (ids and versions): finds
-    /// deletions, which `_lastUpdated` searches never show, and anything a pull missed.
-    pub reconcile_minutes: u32,
-}
-
-impl Default for SyncConfig {
-    fn default() -> Self {
-        Self {
-            poll_interval_seconds: 15,
-            patients: PatientScope::Schedule,
-            schedule_days_back: 1,
-            schedule_days_ahead: 7,
-            overlap_seconds: 30,
-            reconcile_minutes: 60,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PatientScope {
-    Schedule,
-    All,
+/// Where the clinic is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClinicConfig {
+    /// The IANA time zone the schedule's days and times are in, e.g. `"America/New_York"`.
+    /// Absent: the operating system's zone.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -165,7 +137,24 @@ impl MachineConfig {
         Ok(config)
     }
 
+    /// The clinic's time zone: `[clinic] time_zone`, else the operating system's.
+    pub fn zone(&self) -> Zone {
+        self.clinic
+            .time_zone
+            .as_deref()
+            .and_then(Zone::named)
+            .unwrap_or_else(Zone::system)
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.clinic.time_zone {
+            if Zone::named(name).is_none() {
+                return Err(format!(
+                    "key `clinic.time_zone` must be an IANA time zone name such as \
+                     \"America/New_York\", not {name:?}"
+                ));
+            }
+        }
         if let Some(ehr) = &self.ehr {
             check_url("ehr.fhir_base_url", &ehr.fhir_base_url)?;
         }
@@ -337,6 +326,35 @@ mod tests {
             "{ehr}{id}[visit]\nservice_url = \"https://v.example.org/\"\n"
         ))
         .is_ok());
+    }
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let text = include_str!("../../../installers/config.example.toml");
+        let cfg = MachineConfig::parse(text).unwrap();
+        assert!(cfg.ehr.is_some() && cfg.identity.is_some());
+        let zone = text.replace("# time_zone =", "time_zone =");
+        assert_eq!(
+            MachineConfig::parse(&zone).unwrap().zone().name(),
+            "America/New_York"
+        );
+    }
+
+    #[test]
+    fn the_clinic_time_zone_is_an_iana_name() {
+        let cfg = MachineConfig::parse("[clinic]\ntime_zone = \"America/New_York\"\n").unwrap();
+        assert_eq!(cfg.zone().name(), "America/New_York");
+        assert_eq!(
+            MachineConfig::parse("").unwrap().zone(),
+            Zone::system(),
+            "absent: the operating system's zone"
+        );
+        for bad in ["EST5EDT-ish", "New York", "america/new_york", ""] {
+            let e = MachineConfig::parse(&format!("[clinic]\ntime_zone = {bad:?}\n")).unwrap_err();
+            assert!(e.contains("clinic.time_zone") && e.contains(bad), "{e}");
+        }
+        let e = MachineConfig::parse("[clinic]\ntimezone = \"UTC\"\n").unwrap_err();
+        assert!(e.contains("unknown field `timezone`"), "{e}");
     }
 
     #[test]

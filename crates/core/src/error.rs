@@ -63,6 +63,28 @@ impl CoreError {
     }
 }
 
+impl From<hearth_model::ModelError> for CoreError {
+    /// Variant by variant: the message and the stable code stay what they were.
+    fn from(e: hearth_model::ModelError) -> Self {
+        use hearth_model::ModelError as M;
+        match e {
+            M::NotFound { what } => Self::NotFound { what },
+            M::InvalidInput(m) => Self::InvalidInput(m),
+            M::InvalidData {
+                resource,
+                field,
+                problem,
+            } => Self::InvalidData {
+                resource,
+                field,
+                problem,
+            },
+            M::Unavailable(m) => Self::Unavailable(m),
+            M::Store(m) => Self::Store(m),
+        }
+    }
+}
+
 impl From<hearth_store::StoreError> for CoreError {
     fn from(e: hearth_store::StoreError) -> Self {
         Self::Store(e.to_string())
@@ -90,5 +112,23 @@ mod tests {
             e.to_string(),
             "Appointment/a1: field `start` is not an RFC 3339 instant"
         );
+    }
+
+    #[test]
+    fn model_errors_keep_their_message_and_code() {
+        use hearth_model::ModelError as M;
+        for e in [
+            M::NotFound {
+                what: "conflict 3".into(),
+            },
+            M::InvalidInput("\"x\" is not an appointment status".into()),
+            M::invalid_data("Appointment/a1", "start", "is missing"),
+            M::Unavailable("the EHR (unreachable)".into()),
+            M::Store("disk full".into()),
+        ] {
+            let core = CoreError::from(e.clone());
+            assert_eq!(core.to_string(), e.to_string());
+            assert_eq!(core.code(), e.code());
+        }
     }
 }

@@ -8,18 +8,18 @@
 //! - [`clock::Clock`] injects time, so schedules and ages are testable without waiting.
 
 pub mod chart;
-pub mod clock;
 pub mod config;
 pub mod error;
-pub mod fhir;
 pub mod launch;
 pub mod schedule;
 pub mod sensitive;
 pub mod signon;
 pub mod store;
-pub mod sync_link;
 pub mod visits;
 mod workstation;
 
+/// Shared with the sync engine, from the crate both sit on.
+pub use hearth_model::{clock, fhir, sync_link, KEYCHAIN_SERVICE};
+
 pub use error::CoreError;
-pub use workstation::{Workstation, KEYCHAIN_SERVICE};
+pub use workstation::Workstation;

@@ -1,16 +1,17 @@
 //! The unified schedule: FHIR Appointments of one day, virtual and in person, with the live
 //! status nurses and clinicians act on.
 
+use crate::clock::Zone;
 use crate::fhir::{concept_has, concept_text, human_name, reference_id, Resource};
 use crate::store::ClinicalStore;
 use crate::CoreError;
-use chrono::{FixedOffset, NaiveDate};
+use chrono::{DateTime, NaiveDate, Utc};
 use hearth_ipc::{AppointmentRow, Modality, PractitionerSummary, ScheduleDay, VisitStatus};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The extension that marks a virtual visit in R4 (R5's `Appointment.virtualService`).
-pub const VIRTUAL_SERVICE_EXTENSION: &str = hearth_demo::VIRTUAL_SERVICE_EXTENSION;
+pub use hearth_model::fhir::VIRTUAL_SERVICE_EXTENSION;
 const SNOMED_TELEMEDICINE: &str = "448337001";
 
 /// Whether an Appointment is a virtual visit: it carries the virtual-service extension, or
@@ -53,26 +54,33 @@ pub fn visit_status(
         "noshow" => VisitStatus::NoShow,
         "cancelled" => VisitStatus::Cancelled,
         "entered-in-error" => return Ok(None),
-        _ => return Err(appt.error("status", "is not an Appointment status code")),
+        _ => {
+            return Err(appt
+                .error("status", "is not an Appointment status code")
+                .into())
+        }
     }))
 }
 
 /// One day's schedule for `practitioner_ids` (empty: all), sorted by start time then
-/// practitioner. Appointments that cannot be read are left out and described in `data_issues`,
-/// so one bad record never hides the rest of the day.
+/// practitioner. The day is `date` in the clinic's time `zone` (midnight to midnight, 23 or
+/// 25 hours on a daylight-saving change) and times are that zone's wall-clock times.
+/// Appointments that cannot be read are left out and described in `data_issues`, so one bad
+/// record never hides the rest of the day.
 pub fn day(
     store: &dyn ClinicalStore,
     date: NaiveDate,
-    offset: FixedOffset,
+    zone: Zone,
     practitioner_ids: &[String],
 ) -> Result<ScheduleDay, CoreError> {
+    let hours = zone.day(date);
     let mut rows = Vec::new();
     let mut data_issues = Vec::new();
     let mut names = Names::new(store);
     // Everyone with visits that day, whatever the filter, so the view can offer them all.
     let mut everyone = BTreeMap::new();
     for json in store.all_of_type("Appointment")? {
-        match row(&json, date, offset, &mut names) {
+        match row(&json, &hours, zone, &mut names) {
             Ok(Some(r)) => {
                 everyone.insert(r.practitioner_id.clone(), r.practitioner_name.clone());
                 if practitioner_ids.is_empty() || practitioner_ids.contains(&r.practitioner_id) {
@@ -83,8 +91,10 @@ pub fn day(
             Err(e) => data_issues.push(e.to_string()),
         }
     }
+    // By instant: on the night clocks go back, 01:15 (second time) comes after 01:30 (first).
+    let instant = |r: &AppointmentRow| DateTime::parse_from_rfc3339(&r.start).ok();
     rows.sort_by(|a, b| {
-        (a.start.as_str(), &a.practitioner_name).cmp(&(b.start.as_str(), &b.practitioner_name))
+        (instant(a), &a.practitioner_name).cmp(&(instant(b), &b.practitioner_name))
     });
     let mut practitioners: Vec<PractitionerSummary> = everyone
         .into_iter()
@@ -105,8 +115,8 @@ pub fn day(
 
 fn row(
     json: &Value,
-    date: NaiveDate,
-    offset: FixedOffset,
+    hours: &std::ops::Range<DateTime<Utc>>,
+    zone: Zone,
     names: &mut Names<'_>,
 ) -> Result<Option<AppointmentRow>, CoreError> {
     let appt = Resource::new(json)?;
@@ -120,13 +130,14 @@ fn row(
     {
         return Ok(None);
     }
-    let start = appt.required_instant("start")?.with_timezone(&offset);
-    if start.date_naive() != date {
+    let start = appt.required_instant("start")?;
+    if !hours.contains(&start.to_utc()) {
         return Ok(None);
     }
-    let end = appt.required_instant("end")?.with_timezone(&offset);
+    let start = zone.local(&start);
+    let end = zone.local(&appt.required_instant("end")?);
     if end < start {
-        return Err(appt.error("end", "is before `start`"));
+        return Err(appt.error("end", "is before `start`").into());
     }
     let modality = if is_virtual(&appt) {
         Modality::Virtual
@@ -239,8 +250,9 @@ mod tests {
     use crate::store::MemoryStore;
     use serde_json::json;
 
-    fn offset() -> FixedOffset {
-        FixedOffset::west_opt(5 * 3600).unwrap()
+    /// A zone five hours behind UTC all year (the tests' times are written at -05:00).
+    fn offset() -> Zone {
+        Zone::named("Etc/GMT+5").unwrap()
     }
 
     fn appt(id: &str, start: &str, status: &str, extra: Value) -> Value {
@@ -313,6 +325,106 @@ mod tests {
         assert_eq!(d.appointments[1].status, VisitStatus::Booked);
         assert_eq!(d.practitioners.len(), 1);
         assert_eq!(d.date_label, "Tuesday 10 March 2026");
+    }
+
+    /// A booked one-hour visit of p1 with d1 starting at `start` (UTC).
+    fn visit_at(id: &str, start: &str) -> Value {
+        let start = DateTime::parse_from_rfc3339(start).unwrap();
+        let end = start + chrono::Duration::hours(1);
+        appt(
+            id,
+            &start.to_rfc3339(),
+            "booked",
+            json!({"end": end.to_rfc3339()}),
+        )
+    }
+
+    /// (id, wall-clock label, start as shown, minutes) of the day's visits, in order.
+    fn shown(day: &ScheduleDay) -> Vec<(&str, &str, &str, u32)> {
+        day.appointments
+            .iter()
+            .map(|a| {
+                (
+                    a.appointment_id.as_str(),
+                    a.start_label.as_str(),
+                    a.start.as_str(),
+                    a.duration_minutes,
+                )
+            })
+            .collect()
+    }
+
+    // The expected wall-clock times are written by hand from the US rules for
+    // America/New_York: EST (UTC-5) until 02:00 on 2026-03-08, then EDT (UTC-4) until 02:00
+    // on 2026-11-01, then EST again.
+    #[test]
+    fn a_day_across_a_daylight_saving_change_shows_wall_clock_times() {
+        use crate::clock::ManualClock;
+        use crate::Workstation;
+        use hearth_ipc::{DataMode, ScheduleRequest};
+        use std::sync::Arc;
+
+        let s = store();
+        for (id, start) in [
+            ("spring-before", "2026-03-08T04:30:00Z"), // 23:30 EST on the 7th
+            ("spring-midnight", "2026-03-08T05:00:00Z"),
+            ("spring-0130", "2026-03-08T06:30:00Z"),
+            ("spring-0300", "2026-03-08T07:00:00Z"),
+            ("spring-0900", "2026-03-08T13:00:00Z"),
+            ("spring-2345", "2026-03-09T03:45:00Z"),
+            ("spring-after", "2026-03-09T04:00:00Z"), // 00:00 EDT on the 9th
+            ("autumn-before", "2026-11-01T03:59:00Z"), // 23:59 EDT on 31 October
+            ("autumn-midnight", "2026-11-01T04:00:00Z"),
+            ("autumn-0130-edt", "2026-11-01T05:30:00Z"),
+            ("autumn-0115-est", "2026-11-01T06:15:00Z"),
+            ("autumn-2359", "2026-11-02T04:59:00Z"),
+            ("autumn-after", "2026-11-02T05:00:00Z"), // 00:00 EST on 2 November
+        ] {
+            s.upsert(visit_at(id, start)).unwrap();
+        }
+        let zone = Zone::named("America/New_York").unwrap();
+        let clock = Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-03-08T15:00:00Z").unwrap(),
+        ));
+        let ws =
+            Workstation::with_store(DataMode::Demo { seed: 1 }, Arc::new(s), clock.clone(), zone);
+
+        let spring = ws.schedule(&ScheduleRequest::default()).unwrap();
+        assert!(spring.data_issues.is_empty(), "{:?}", spring.data_issues);
+        assert_eq!(spring.date, "2026-03-08");
+        assert_eq!(
+            shown(&spring),
+            [
+                ("spring-midnight", "00:00", "2026-03-08T00:00:00-05:00", 60),
+                ("spring-0130", "01:30", "2026-03-08T01:30:00-05:00", 60),
+                ("spring-0300", "03:00", "2026-03-08T03:00:00-04:00", 60),
+                ("spring-0900", "09:00", "2026-03-08T09:00:00-04:00", 60),
+                ("spring-2345", "23:45", "2026-03-08T23:45:00-04:00", 60),
+            ]
+        );
+
+        // 23:30 local on the evening before is still the 1st of November by UTC's clock.
+        clock.set(DateTime::parse_from_rfc3339("2026-11-02T03:30:00Z").unwrap());
+        assert_eq!(ws.status().unwrap().today, "2026-11-01");
+        let autumn = ws.schedule(&ScheduleRequest::default()).unwrap();
+        assert_eq!(autumn.date, "2026-11-01");
+        assert_eq!(
+            shown(&autumn),
+            [
+                ("autumn-midnight", "00:00", "2026-11-01T00:00:00-04:00", 60),
+                ("autumn-0130-edt", "01:30", "2026-11-01T01:30:00-04:00", 60),
+                ("autumn-0115-est", "01:15", "2026-11-01T01:15:00-05:00", 60),
+                ("autumn-2359", "23:59", "2026-11-01T23:59:00-05:00", 60),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_demo_clinic_marks_virtual_visits_as_hearth_reads_them() {
+        assert_eq!(
+            hearth_demo::VIRTUAL_SERVICE_EXTENSION,
+            VIRTUAL_SERVICE_EXTENSION
+        );
     }
 
     #[test]

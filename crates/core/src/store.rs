@@ -3,10 +3,14 @@
 //! Every view reads through [`ClinicalStore`]; nothing on a read path touches the network.
 //! [`MemoryStore`] serves demo mode and tests; the encrypted SQLite store
 //! ([`hearth_store::Store`]) implements the same trait, with the FHIR understanding its
-//! projections need (owning patient, appointment start, observation code) supplied from here.
+//! projections need (owning patient, appointment start, observation code) supplied by
+//! [`hearth_model::row`], which the sync engine uses too.
 
-use crate::fhir::{concept_code, reference_id, Resource};
+use crate::fhir::Resource;
 use crate::CoreError;
+use hearth_model::row::owning_patient;
+/// The store's row for a resource, from the crate the sync engine shares.
+pub use hearth_model::row::{resource_row, resource_row_owned, resource_row_raw};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
@@ -52,24 +56,6 @@ impl MemoryStore {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// The patient a resource belongs to, if any.
-fn owning_patient(r: &Resource<'_>) -> Option<String> {
-    if r.resource_type() == "Patient" {
-        return None;
-    }
-    reference_id(r.get("subject"), "Patient")
-        .or_else(|| reference_id(r.get("patient"), "Patient"))
-        .or_else(|| {
-            // Appointment: the patient among the participants.
-            r.get("participant")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find_map(|p| reference_id(p.get("actor"), "Patient"))
-        })
-        .map(str::to_string)
 }
 
 impl ClinicalStore for MemoryStore {
@@ -129,164 +115,6 @@ impl ClinicalStore for MemoryStore {
     }
 }
 
-/// The row the encrypted store keeps for a resource: its JSON and projection fields.
-pub fn resource_row(resource: &Value) -> Result<hearth_store::ResourceRow, CoreError> {
-    row_with_text(resource, resource.to_string())
-}
-
-/// The row for a resource as the server sent it: `json` is kept byte for byte.
-pub fn resource_row_raw(json: &str) -> Result<hearth_store::ResourceRow, CoreError> {
-    resource_row_owned(json.to_string())
-}
-
-/// [`resource_row_raw`] taking the text by value (no copy).
-///
-/// Only the elements the projections read are materialised (the rest is skipped while
-/// parsing), which keeps a 190k-resource sync fast; anything unusual takes the full parse,
-/// so the errors are the same either way.
-pub fn resource_row_owned(json: String) -> Result<hearth_store::ResourceRow, CoreError> {
-    #[derive(serde::Deserialize)]
-    struct Projected {
-        #[serde(rename = "resourceType")]
-        resource_type: Option<Value>,
-        id: Option<Value>,
-        meta: Option<Value>,
-        subject: Option<Value>,
-        patient: Option<Value>,
-        participant: Option<Value>,
-        start: Option<Value>,
-        code: Option<Value>,
-        #[serde(rename = "effectiveDateTime")]
-        effective_date_time: Option<Value>,
-        #[serde(rename = "effectivePeriod")]
-        effective_period: Option<Value>,
-    }
-    if let Ok(p) = serde_json::from_str::<Projected>(&json) {
-        let fields = [
-            ("resourceType", p.resource_type),
-            ("id", p.id),
-            ("meta", p.meta),
-            ("subject", p.subject),
-            ("patient", p.patient),
-            ("participant", p.participant),
-            ("start", p.start),
-            ("code", p.code),
-            ("effectiveDateTime", p.effective_date_time),
-            ("effectivePeriod", p.effective_period),
-        ];
-        let small: serde_json::Map<String, Value> = fields
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v?)))
-            .collect();
-        return row_with_text(&Value::Object(small), json);
-    }
-    let value: Value = serde_json::from_str(&json).map_err(|e| {
-        CoreError::invalid_data("resource", "(document)", format!("is not JSON: {e}"))
-    })?;
-    row_with_text(&value, json)
-}
-
-/// Types whose top-level `code` is a CodeableConcept the chart reads.
-const CODED: &[&str] = &[
-    "Observation",
-    "Condition",
-    "Procedure",
-    "AllergyIntolerance",
-    "DiagnosticReport",
-];
-
-/// The elements the projections read must have their FHIR R4 datatype's JSON shape
-/// (a Reference or a CodeableConcept is an object, a dateTime a string): a record whose
-/// `subject` is a bare string would otherwise be stored with no owning patient, and one whose
-/// `code` is a string with no code, and no word to anyone.
-fn check_shapes(r: &Resource<'_>) -> Result<(), CoreError> {
-    let wrong =
-        |field: &str, problem: &str| Err(CoreError::invalid_data(r.label(), field, problem));
-    let reference = |field: &str, v: Option<&Value>| -> Result<(), CoreError> {
-        match v {
-            None | Some(Value::Object(_)) => {}
-            Some(_) => return wrong(field, "is not a Reference (a JSON object)"),
-        }
-        match v.and_then(|v| v.get("reference")) {
-            None | Some(Value::String(_)) => Ok(()),
-            Some(_) => wrong(&format!("{field}.reference"), "is not a string"),
-        }
-    };
-    reference("subject", r.get("subject"))?;
-    reference("patient", r.get("patient"))?;
-    if let Some(participants) = r.get("participant") {
-        let Some(list) = participants.as_array() else {
-            return wrong("participant", "is not a list");
-        };
-        for (i, p) in list.iter().enumerate() {
-            if !p.is_object() {
-                return wrong(&format!("participant[{i}]"), "is not an object");
-            }
-            if r.resource_type() == "Appointment" {
-                reference(&format!("participant[{i}].actor"), p.get("actor"))?;
-            }
-        }
-    }
-    if CODED.contains(&r.resource_type()) {
-        match r.get("code") {
-            None | Some(Value::Object(_)) => {}
-            Some(_) => return wrong("code", "is not a CodeableConcept (a JSON object)"),
-        }
-        match r.get("code").and_then(|c| c.get("coding")) {
-            None => {}
-            Some(Value::Array(codings)) if codings.iter().all(Value::is_object) => {}
-            Some(_) => return wrong("code.coding", "is not a list of Codings"),
-        }
-    }
-    for field in ["effectiveDateTime", "start"] {
-        if r.get(field).is_some_and(|v| !v.is_string()) {
-            return wrong(field, "is not a string");
-        }
-    }
-    if r.get("effectivePeriod").is_some_and(|v| !v.is_object()) {
-        return wrong("effectivePeriod", "is not a Period (a JSON object)");
-    }
-    Ok(())
-}
-
-fn row_with_text(resource: &Value, json: String) -> Result<hearth_store::ResourceRow, CoreError> {
-    use hearth_store::Projection;
-    let r = Resource::new(resource)?;
-    check_shapes(&r)?;
-    let index = match r.resource_type() {
-        "Appointment" if r.get("start").is_some() => Projection::Appointment {
-            start_utc: r
-                .required_instant("start")?
-                .with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            practitioner_id: r
-                .get("participant")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find_map(|p| reference_id(p.get("actor"), "Practitioner"))
-                .map(str::to_string),
-        },
-        "Observation" => Projection::Observation {
-            code: concept_code(r.get("code"), "http://loinc.org").map(str::to_string),
-            effective: r
-                .str("effectiveDateTime")
-                .or_else(|| r.str("effectivePeriod.start"))
-                .map(str::to_string),
-        },
-        _ => Projection::None,
-    };
-    Ok(hearth_store::ResourceRow {
-        resource_type: r.resource_type().to_string(),
-        id: r.id().to_string(),
-        version_id: r.str("meta.versionId").map(str::to_string),
-        last_updated: r.str("meta.lastUpdated").map(str::to_string),
-        patient_id: owning_patient(&r),
-        json,
-        index,
-    })
-}
-
 fn parse_stored(json: &str, what: &str) -> Result<Value, CoreError> {
     serde_json::from_str(json)
         .map_err(|e| CoreError::invalid_data(what, "(document)", format!("is not JSON: {e}")))
@@ -321,51 +149,6 @@ impl ClinicalStore for hearth_store::Store {
 
     fn len(&self) -> Result<usize, CoreError> {
         Ok(self.resource_count()?)
-    }
-}
-
-#[cfg(test)]
-mod shape_tests {
-    use super::*;
-    use serde_json::json;
-
-    fn problem(v: Value) -> String {
-        resource_row_raw(&v.to_string()).err().unwrap().to_string()
-    }
-
-    #[test]
-    fn elements_of_the_wrong_json_type_are_named_not_stored_partly() {
-        assert_eq!(
-            problem(json!({"resourceType": "Encounter", "id": "e1", "subject": "Patient/p1"})),
-            "Encounter/e1: field `subject` is not a Reference (a JSON object)"
-        );
-        assert_eq!(
-            problem(
-                json!({"resourceType": "Observation", "id": "o1", "code": "8867-4",
-                           "subject": {"reference": "Patient/p1"}})
-            ),
-            "Observation/o1: field `code` is not a CodeableConcept (a JSON object)"
-        );
-        assert_eq!(
-            problem(json!({"resourceType": "Condition", "id": "c1",
-                           "subject": {"reference": 7}})),
-            "Condition/c1: field `subject.reference` is not a string"
-        );
-        assert_eq!(
-            problem(json!({"resourceType": "Appointment", "id": "a1",
-                           "start": "2026-01-01T10:00:00Z",
-                           "participant": [{"actor": "Patient/p1"}]})),
-            "Appointment/a1: field `participant[0].actor` is not a Reference (a JSON object)"
-        );
-        // Well-formed records still give their owning patient and codes.
-        let row = resource_row_raw(
-            &json!({"resourceType": "Observation", "id": "o1",
-                    "subject": {"reference": "Patient/p1"},
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}})
-            .to_string(),
-        )
-        .unwrap();
-        assert_eq!(row.patient_id.as_deref(), Some("p1"));
     }
 }
 
@@ -425,8 +208,9 @@ mod tests {
 
         let mode = DataMode::Demo { seed: 3 };
         let clock = Arc::new(ManualClock::new(now));
-        let a = Workstation::with_store(mode.clone(), memory, clock.clone());
-        let b = Workstation::with_store(mode, sql, clock);
+        let zone = crate::clock::Zone::named("America/New_York").unwrap();
+        let a = Workstation::with_store(mode.clone(), memory, clock.clone(), zone);
+        let b = Workstation::with_store(mode, sql, clock, zone);
         let day = a.schedule(&ScheduleRequest::default()).unwrap();
         assert!(!day.appointments.is_empty());
         assert_eq!(day, b.schedule(&ScheduleRequest::default()).unwrap());
@@ -439,31 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn resource_rows_carry_the_projection_fields() {
-        let appt = json!({"resourceType": "Appointment", "id": "a1", "meta": {"versionId": "2"},
-            "start": "2026-03-10T09:00:00-05:00",
-            "participant": [{"actor": {"reference": "Patient/p1"}}, {"actor": {"reference": "Practitioner/d1"}}]});
-        let row = resource_row(&appt).unwrap();
-        assert_eq!(resource_row_raw(&appt.to_string()).unwrap(), row);
-        assert_eq!(row.version_id.as_deref(), Some("2"));
-        assert_eq!(
-            row.index,
-            hearth_store::Projection::Appointment {
-                start_utc: "2026-03-10T14:00:00Z".into(),
-                practitioner_id: Some("d1".into()),
-            }
-        );
-        assert_eq!(row.json, appt.to_string());
-        let bad = json!({"resourceType": "Appointment", "id": "a2", "start": "soon"});
-        assert_eq!(
-            resource_row(&bad).unwrap_err().to_string(),
-            "Appointment/a2: field `start` is not an RFC 3339 instant"
-        );
-        assert_eq!(
-            resource_row_raw(&bad.to_string()).unwrap_err(),
-            resource_row(&bad).unwrap_err()
-        );
-        // The row of every demo resource is the same by either path.
+    fn every_demo_resource_gets_the_same_row_by_either_path() {
         let now = chrono::DateTime::parse_from_rfc3339("2026-03-10T11:10:00-05:00").unwrap();
         for r in hearth_demo::generate(&hearth_demo::DemoOptions::new(5, now)) {
             assert_eq!(

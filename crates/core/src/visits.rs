@@ -3,8 +3,9 @@
 //! notifications, and the schedule's "in waiting room" status. Hearth keeps one presence
 //! connection per virtual visit it has looked at (no media: video comes with the media pane).
 
+use crate::clock::Zone;
 use crate::CoreError;
-use chrono::{DateTime, FixedOffset, TimeZone};
+use chrono::{DateTime, Utc};
 use hearth_ipc::{
     InviteRole, RoomParticipant, RoomRole, RoomService, RoomStanding, VisitInvite, VisitRoom,
 };
@@ -58,11 +59,12 @@ fn role(r: Role) -> RoomRole {
     }
 }
 
-fn label(ms: u64, offset: FixedOffset) -> String {
-    offset
-        .timestamp_millis_opt(ms as i64)
-        .single()
-        .map(|t| t.format("%H:%M").to_string())
+/// The clinic's wall-clock time (`HH:MM`) of an instant in Unix milliseconds.
+fn label(ms: u64, zone: Zone) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map(|t| zone.local(&t).format("%H:%M").to_string())
         .unwrap_or_default()
 }
 
@@ -91,7 +93,7 @@ impl VisitDesk {
     }
 
     /// The room as the visit pane shows it (watching it from now on).
-    pub fn room(&self, appointment_id: &str, offset: FixedOffset) -> VisitRoom {
+    pub fn room(&self, appointment_id: &str, zone: Zone) -> VisitRoom {
         self.watch(appointment_id);
         let state = self
             .rooms()
@@ -120,8 +122,8 @@ impl VisitDesk {
                         Standing::Left => RoomStanding::Left,
                     },
                     connected: p.connected,
-                    joined_label: label(p.joined_ms, offset),
-                    left_label: p.left_ms.map(|ms| label(ms, offset)),
+                    joined_label: label(p.joined_ms, zone),
+                    left_label: p.left_ms.map(|ms| label(ms, zone)),
                 })
                 .collect(),
         }
@@ -147,29 +149,30 @@ impl VisitDesk {
         })
     }
 
-    /// A join link for the appointment (`start`..`end`), for the patient or a guest.
+    /// A join link for the appointment (`start`..`end`), for the patient or a guest; its
+    /// window is told in `zone`'s wall-clock time.
     pub async fn invite(
         &self,
         appointment_id: &str,
-        start: DateTime<FixedOffset>,
-        end: DateTime<FixedOffset>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
         who: InviteRole,
+        zone: Zone,
     ) -> Result<VisitInvite, CoreError> {
         let role = match who {
             InviteRole::Patient => Role::Patient,
             InviteRole::Guest => Role::Guest,
         };
-        let ms = |t: DateTime<FixedOffset>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
+        let ms = |t: DateTime<Utc>| u64::try_from(t.timestamp_millis()).unwrap_or(0);
         let link = self
             .client
             .link(appointment_id, role, ms(start), ms(end))
             .await
             .map_err(visit_error)?;
-        let offset = *start.offset();
         Ok(VisitInvite {
             url: link.url.expose().to_owned(),
-            opens_label: label(link.not_before_ms, offset),
-            expires_label: label(link.expires_ms, offset),
+            opens_label: label(link.not_before_ms, zone),
+            expires_label: label(link.expires_ms, zone),
             saved_to_appointment: false,
         })
     }

@@ -1,11 +1,11 @@
-use crate::clock::Clock;
+use crate::clock::{Clock, Zone};
 use crate::config::MachineConfig;
 use crate::launch::LaunchOptions;
 use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
 use crate::visits::{Arrival, VisitDesk};
-use crate::{chart, schedule, CoreError};
+use crate::{chart, schedule, CoreError, KEYCHAIN_SERVICE};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, InviteRole, Modality,
@@ -15,15 +15,14 @@ use hearth_ipc::{
 };
 use std::sync::{Arc, OnceLock};
 
-/// The keychain service under which database keys are kept.
-pub const KEYCHAIN_SERVICE: &str = "org.hearth.workstation";
-
 /// The application: one per window, shared by every command.
 ///
 /// A workstation whose configuration is broken still starts, so the window can tell IT what
 /// is wrong: every request then answers the configuration error.
 pub struct Workstation {
     clock: Arc<dyn Clock>,
+    /// The clinic's time zone: the schedule's days and wall-clock times.
+    zone: Zone,
     state: Result<Ready, CoreError>,
     sync: OnceLock<Arc<dyn SyncLink>>,
 }
@@ -53,10 +52,15 @@ impl Workstation {
         clock: Arc<dyn Clock>,
         idle_clock: Arc<dyn hearth_auth::Clock>,
     ) -> Self {
-        let state = MachineConfig::load(&options.config_path)
-            .and_then(|config| Ready::open(&config, options, clock.as_ref(), idle_clock));
+        let config = MachineConfig::load(&options.config_path);
+        let zone = config
+            .as_ref()
+            .map_or_else(|_| Zone::system(), MachineConfig::zone);
+        let state =
+            config.and_then(|config| Ready::open(&config, options, &clock, zone, idle_clock));
         Self {
             clock,
+            zone,
             state,
             sync: OnceLock::new(),
         }
@@ -143,7 +147,7 @@ impl Workstation {
     pub fn sync_panel(&self) -> Result<SyncPanel, CoreError> {
         self.open_for_phi()?;
         match self.sync.get() {
-            Some(link) => link.panel(),
+            Some(link) => Ok(link.panel()?),
             None => {
                 let (_, summary) = self.local_summary()?;
                 Ok(SyncPanel {
@@ -158,14 +162,16 @@ impl Workstation {
 
     /// Applies the user's choice for a conflict.
     pub fn resolve_conflict(&self, request: &ResolveConflictRequest) -> Result<(), CoreError> {
-        self.sync_for(|| format!("conflict {}", request.conflict_id))?
-            .resolve(request)
+        Ok(self
+            .sync_for(|| format!("conflict {}", request.conflict_id))?
+            .resolve(request)?)
     }
 
     /// Applies the user's choice for a change the EHR refused.
     pub fn settle_failed_write(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
-        self.sync_for(|| format!("queued change {}", request.seq))?
-            .settle_failed(request)
+        Ok(self
+            .sync_for(|| format!("queued change {}", request.seq))?
+            .settle_failed(request)?)
     }
 
     /// The sync engine, for an action on `what`: without one (demo mode, or before it
@@ -192,14 +198,16 @@ impl Workstation {
         Ok((connectivity, SyncSummary::idle(description)))
     }
 
-    /// A workstation over an existing store; for tests and tools.
+    /// A workstation over an existing store, in time zone `zone`; for tests and tools.
     pub fn with_store(
         mode: DataMode,
         store: Arc<dyn ClinicalStore>,
         clock: Arc<dyn Clock>,
+        zone: Zone,
     ) -> Self {
         Self {
             clock,
+            zone,
             state: Ok(Ready {
                 mode,
                 store,
@@ -216,8 +224,9 @@ impl Workstation {
         self.state.as_ref().map_err(Clone::clone)
     }
 
+    /// Today in the clinic's time zone.
     fn today(&self) -> NaiveDate {
-        self.clock.now().date_naive()
+        self.zone.today(self.clock.as_ref())
     }
 
     pub fn status(&self) -> Result<AppStatus, CoreError> {
@@ -248,11 +257,10 @@ impl Workstation {
                 CoreError::InvalidInput(format!("date {d:?} is not in YYYY-MM-DD form"))
             })?,
         };
-        let offset = *self.clock.now().offset();
         let mut day = schedule::day(
             ready.store.as_ref(),
             date,
-            offset,
+            self.zone,
             &request.practitioner_ids,
         )?;
         // The visit service knows before the EHR that a patient is in the waiting room.
@@ -284,7 +292,7 @@ impl Workstation {
                 participants: Vec::new(),
             });
         };
-        Ok(desk.room(&request.appointment_id, *self.clock.now().offset()))
+        Ok(desk.room(&request.appointment_id, self.zone))
     }
 
     /// A join link for the appointment's patient or a guest, valid for its visit window.
@@ -304,12 +312,12 @@ impl Workstation {
             appt.get(field)
                 .and_then(|v| v.as_str())
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(self.clock.now().offset()))
+                .map(|t| t.with_timezone(&chrono::Utc))
                 .ok_or_else(|| CoreError::invalid_data(&what, field, "is not an RFC 3339 instant"))
         };
         let (start, end) = (instant("start")?, instant("end")?);
         let mut invite = desk
-            .invite(&request.appointment_id, start, end, request.role)
+            .invite(&request.appointment_id, start, end, request.role, self.zone)
             .await?;
         // The patient's link into the Appointment, when IT asked for it (for reminders).
         if request.role == InviteRole::Patient && ready.visit_link_to_appointment {
@@ -384,7 +392,8 @@ impl Ready {
     fn open(
         config: &MachineConfig,
         options: &LaunchOptions,
-        clock: &dyn Clock,
+        clock: &Arc<dyn Clock>,
+        zone: Zone,
         idle_clock: Arc<dyn hearth_auth::Clock>,
     ) -> Result<Self, CoreError> {
         if let Some(ehr) = &config.ehr {
@@ -437,6 +446,8 @@ impl Ready {
                     fhir_base_url: ehr.fhir_base_url.clone(),
                     store: sql,
                     sync: config.sync.clone(),
+                    clock: clock.clone(),
+                    zone,
                 }),
                 signon,
                 visits,
@@ -451,7 +462,9 @@ impl Ready {
             .demo_seed
             .or(config.demo.seed)
             .unwrap_or(hearth_demo::DEFAULT_SEED);
-        let opts = hearth_demo::DemoOptions::new(seed, clock.now());
+        // The demo clinic's day is today on the clinic's wall clock.
+        let now = zone.local(&clock.now()).fixed_offset();
+        let opts = hearth_demo::DemoOptions::new(seed, now);
         for resource in hearth_demo::generate(&opts) {
             store.upsert(resource)?;
         }

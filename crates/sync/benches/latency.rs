@@ -10,9 +10,9 @@
     reason = "a bench binary: a failure is the run failing, with its message"
 )]
 
-use hearth_core::config::{PatientScope, SyncConfig};
-use hearth_core::sync_link::SyncLink;
 use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::{PatientScope, SyncConfig};
+use hearth_model::sync_link::SyncLink;
 use hearth_store::{DbKey, Store};
 use hearth_sync::{Engine, EngineConfig};
 use std::sync::Arc;

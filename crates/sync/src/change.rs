@@ -3,8 +3,8 @@
 
 use crate::engine::{SyncHandle, HEARTH_WRITE_SYSTEM};
 use crate::Result;
-use hearth_core::store::resource_row;
-use hearth_core::CoreError;
+use hearth_model::row::resource_row;
+use hearth_model::ModelError;
 use hearth_store::{Method, OutboxWrite};
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ pub struct QueuedWrite {
 }
 
 /// The R5 `Appointment.virtualService` as an R4 cross-version extension.
-const VIRTUAL_SERVICE: &str = hearth_core::schedule::VIRTUAL_SERVICE_EXTENSION;
+const VIRTUAL_SERVICE: &str = hearth_model::fhir::VIRTUAL_SERVICE_EXTENSION;
 
 /// Appointment statuses a user may set (FHIR R4 AppointmentStatus).
 const APPOINTMENT_STATUSES: &[&str] = &[
@@ -36,7 +36,7 @@ const APPOINTMENT_STATUSES: &[&str] = &[
 pub(crate) fn new_key() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
-        .map_err(|e| CoreError::Unavailable(format!("the system random source ({e})")))?;
+        .map_err(|e| ModelError::Unavailable(format!("the system random source ({e})")))?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -70,7 +70,7 @@ impl SyncHandle {
         actor: &str,
     ) -> Result<QueuedWrite> {
         if !APPOINTMENT_STATUSES.contains(&status) {
-            return Err(CoreError::InvalidInput(format!(
+            return Err(ModelError::InvalidInput(format!(
                 "{status:?} is not an appointment status"
             ))
             .into());
@@ -94,11 +94,11 @@ impl SyncHandle {
             let what = format!("Appointment/{appointment_id}");
             let obj = value
                 .as_object_mut()
-                .ok_or_else(|| CoreError::invalid_data(&what, "(document)", "is not an object"))?;
+                .ok_or_else(|| ModelError::invalid_data(&what, "(document)", "is not an object"))?;
             let exts = obj.entry("extension").or_insert_with(|| json!([]));
             let exts = exts
                 .as_array_mut()
-                .ok_or_else(|| CoreError::invalid_data(&what, "extension", "is not a list"))?;
+                .ok_or_else(|| ModelError::invalid_data(&what, "extension", "is not a list"))?;
             let service = match exts
                 .iter()
                 .position(|e| e.get("url").and_then(Value::as_str) == Some(VIRTUAL_SERVICE))
@@ -119,7 +119,7 @@ impl SyncHandle {
                 .map(|o| o.entry("extension").or_insert_with(|| json!([])))
                 .and_then(Value::as_array_mut)
                 .ok_or_else(|| {
-                    CoreError::invalid_data(&what, "extension.virtualService", "is not a list")
+                    ModelError::invalid_data(&what, "extension.virtualService", "is not a list")
                 })?;
             parts.retain(|p| p.get("url").and_then(Value::as_str) != Some("addressUrl"));
             parts.push(json!({"url": "addressUrl", "valueUrl": url}));
@@ -134,15 +134,15 @@ impl SyncHandle {
         &self,
         appointment_id: &str,
         actor: &str,
-        edit: impl FnOnce(&mut Value) -> std::result::Result<(), CoreError>,
+        edit: impl FnOnce(&mut Value) -> std::result::Result<(), ModelError>,
     ) -> Result<QueuedWrite> {
         let what = format!("Appointment/{appointment_id}");
         let json = self
             .store
             .resource("Appointment", appointment_id)?
-            .ok_or_else(|| CoreError::NotFound { what: what.clone() })?;
+            .ok_or_else(|| ModelError::NotFound { what: what.clone() })?;
         let mut value: Value = serde_json::from_str(&json)
-            .map_err(|e| CoreError::invalid_data(&what, "(document)", e.to_string()))?;
+            .map_err(|e| ModelError::invalid_data(&what, "(document)", e.to_string()))?;
         let version = value
             .pointer("/meta/versionId")
             .and_then(Value::as_str)
@@ -173,7 +173,7 @@ impl SyncHandle {
         let resource_type = resource
             .get("resourceType")
             .and_then(Value::as_str)
-            .ok_or_else(|| CoreError::invalid_data("resource", "resourceType", "is missing"))?
+            .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?
             .to_string();
         let key = new_key()?;
         stamp_source(&mut resource, &key);
@@ -183,7 +183,7 @@ impl SyncHandle {
             match ids.as_array_mut() {
                 Some(ids) => ids.push(json!({"system": HEARTH_WRITE_SYSTEM, "value": key})),
                 None => {
-                    return Err(CoreError::invalid_data(
+                    return Err(ModelError::invalid_data(
                         &resource_type,
                         "identifier",
                         "is not a list",

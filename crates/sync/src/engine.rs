@@ -1,14 +1,15 @@
 //! The sync engine: initial sync, push of the outbox, pull of changes.
 
-use crate::{Result, SyncError};
-use hearth_core::config::{PatientScope, SyncConfig};
-use hearth_core::store::{resource_row_owned, resource_row_raw};
-use hearth_core::sync_link::EhrLink;
-use hearth_core::CoreError;
+use crate::Result;
 use hearth_fhir::{
     reference_in, Client, Entry, FhirError, Page, RawResource, RetryPolicy, TokenSource,
 };
 use hearth_ipc::{ProblemView, SyncProgress};
+use hearth_model::clock::{Clock, SystemClock, Zone};
+use hearth_model::row::{resource_row_owned, resource_row_raw};
+use hearth_model::settings::{PatientScope, SyncConfig};
+use hearth_model::sync_link::EhrLink;
+use hearth_model::ModelError;
 use hearth_store::{Method, OutboxEntry, OutboxState, ResourceRow, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -56,6 +57,10 @@ pub struct EngineConfig {
     pub actor: String,
     /// How changes are pulled.
     pub pull: PullMode,
+    /// The engine's only source of the present time.
+    pub clock: Arc<dyn Clock>,
+    /// The clinic's time zone: the schedule window's days.
+    pub zone: Zone,
 }
 
 /// How the engine asks the EHR what changed.
@@ -102,6 +107,8 @@ impl EngineConfig {
             reconcile_every: Duration::from_secs(u64::from(s.reconcile_minutes) * 60),
             actor: "hearth-sync".into(),
             pull: PullMode::Auto,
+            clock: Arc::new(SystemClock),
+            zone: Zone::system(),
         }
     }
 }
@@ -197,11 +204,12 @@ impl Engine {
     /// The engine for a workstation connected to an EHR.
     pub fn for_workstation(link: &EhrLink, tokens: Arc<dyn TokenSource>) -> Result<Self> {
         let client = Client::new(&link.fhir_base_url, tokens, RetryPolicy::default())?;
-        Ok(Self::new(
-            client,
-            link.store.clone(),
-            EngineConfig::from_settings(&link.sync),
-        ))
+        let config = EngineConfig {
+            clock: link.clock.clone(),
+            zone: link.zone,
+            ..EngineConfig::from_settings(&link.sync)
+        };
+        Ok(Self::new(client, link.store.clone(), config))
     }
 
     pub fn handle(&self) -> SyncHandle {
@@ -214,6 +222,11 @@ impl Engine {
 
     fn store(&self) -> &Store {
         &self.handle.store
+    }
+
+    /// Now, by the engine's clock, as RFC 3339 UTC with milliseconds.
+    fn now_rfc3339(&self) -> String {
+        rfc3339(self.config.clock.now())
     }
 
     /// Runs rounds until `shutdown` completes: every poll interval, and at once when woken.
@@ -241,7 +254,7 @@ impl Engine {
         match &result {
             Ok(_) => {
                 st.online = Some(true);
-                st.last_success = Some(now_rfc3339());
+                st.last_success = Some(self.now_rfc3339());
                 st.last_error = None;
             }
             Err(e) => {
@@ -298,7 +311,7 @@ impl Engine {
                 let s = first
                     .server_time()
                     .map(str::to_string)
-                    .unwrap_or_else(now_rfc3339);
+                    .unwrap_or_else(|| self.now_rfc3339());
                 self.store().set_cursor(CURSOR_INITIAL_STARTED, &s)?;
                 s
             }
@@ -306,7 +319,7 @@ impl Engine {
         let mut patients = BTreeSet::new();
         self.store_search(first, round, &mut patients).await?;
 
-        let today = chrono::Utc::now().date_naive();
+        let today = self.config.zone.today(self.config.clock.as_ref());
         let from = today - chrono::Days::new(u64::from(self.config.schedule_days_back));
         let to = today + chrono::Days::new(u64::from(self.config.schedule_days_ahead) + 1);
         let (ge, lt) = (format!("ge{from}"), format!("lt{to}"));
@@ -356,8 +369,10 @@ impl Engine {
         let since = shift(&started, -self.config.overlap);
         self.store().set_cursor(CURSOR_SINCE, &since)?;
         // The working set was just read whole: the first comparison is one interval away.
-        self.store().set_cursor(CURSOR_RECONCILED, &now_rfc3339())?;
-        self.store().set_cursor(CURSOR_INITIAL, &now_rfc3339())?;
+        self.store()
+            .set_cursor(CURSOR_RECONCILED, &self.now_rfc3339())?;
+        self.store()
+            .set_cursor(CURSOR_INITIAL, &self.now_rfc3339())?;
         Ok(())
     }
 
@@ -665,7 +680,7 @@ impl Engine {
         };
         let every = chrono::Duration::from_std(self.config.reconcile_every)
             .unwrap_or(chrono::Duration::MAX);
-        Ok(!later(&shift(&at, every), &now_rfc3339()))
+        Ok(!later(&shift(&at, every), &self.now_rfc3339()))
     }
 
     /// Compares every record held with the EHR by id and version, to the end.
@@ -719,7 +734,8 @@ impl Engine {
             }
         }
         self.store().set_cursor(CURSOR_RECONCILE_AT, "")?;
-        self.store().set_cursor(CURSOR_RECONCILED, &now_rfc3339())?;
+        self.store()
+            .set_cursor(CURSOR_RECONCILED, &self.now_rfc3339())?;
         Ok(true)
     }
 
@@ -1064,11 +1080,11 @@ fn row_of_owned(r: RawResource) -> std::result::Result<ResourceRow, ProblemView>
     resource_row_owned(r.json).map_err(|e| data_problem(reference, e))
 }
 
-fn data_problem(record: String, e: CoreError) -> ProblemView {
+fn data_problem(record: String, e: ModelError) -> ProblemView {
     ProblemView {
         record,
         message: match e {
-            CoreError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
+            ModelError::InvalidData { field, problem, .. } => format!("field `{field}` {problem}"),
             other => other.to_string(),
         },
     }
@@ -1115,8 +1131,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Whether instant `a` is after `b` (both RFC 3339; unparsable compares as text).
@@ -1138,16 +1154,6 @@ fn shift(instant: &str, by: chrono::Duration) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         })
         .unwrap_or_else(|_| instant.to_string())
-}
-
-impl From<SyncError> for CoreError {
-    fn from(e: SyncError) -> Self {
-        match e {
-            SyncError::Data(c) => c,
-            SyncError::Store(s) => CoreError::Store(s.to_string()),
-            SyncError::Fhir(f) => CoreError::Unavailable(format!("the EHR ({})", f.code())),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ pub use engine::{
     rows_of, Engine, EngineConfig, PullMode, Round, SyncHandle, HEARTH_WRITE_SYSTEM, PULL_TYPES,
 };
 
-use hearth_core::CoreError;
 use hearth_fhir::FhirError;
+use hearth_model::ModelError;
 use hearth_store::StoreError;
 
 /// What stops a sync round.
@@ -38,7 +38,7 @@ pub enum SyncError {
     #[error("local store: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Data(#[from] CoreError),
+    Data(#[from] ModelError),
 }
 
 impl SyncError {
@@ -69,6 +69,16 @@ impl SyncError {
                 "Hearth could not use its local data file. Contact IT; nothing has been sent or lost.".into()
             }
             other => format!("Synchronisation stopped: {other}"),
+        }
+    }
+}
+
+impl From<SyncError> for ModelError {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Data(c) => c,
+            SyncError::Store(s) => ModelError::Store(s.to_string()),
+            SyncError::Fhir(f) => ModelError::Unavailable(format!("the EHR ({})", f.code())),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! What the top bar and the sync panel show, and the user's conflict choices.
 
 use crate::engine::SyncHandle;
-use hearth_core::store::resource_row_raw;
-use hearth_core::sync_link::SyncLink;
-use hearth_core::CoreError;
 use hearth_ipc::{
     ConflictChoice, ConflictField, ConflictView, Connectivity, FailedWriteChoice, FailedWriteView,
     ProblemView, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
+use hearth_model::row::resource_row_raw;
+use hearth_model::sync_link::SyncLink;
+use hearth_model::ModelError;
 use hearth_store::Resolution;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -107,7 +107,7 @@ fn count(n: usize) -> u32 {
 }
 
 impl SyncHandle {
-    fn summary_now(&self) -> Result<(Connectivity, SyncSummary), CoreError> {
+    fn summary_now(&self) -> Result<(Connectivity, SyncSummary), ModelError> {
         let outbox = self.store.outbox_summary()?;
         let rejected = self.store.rejected_count()?;
         let st = self.state();
@@ -137,10 +137,15 @@ impl SyncHandle {
 }
 
 impl SyncLink for SyncHandle {
-    fn set_join_link(&self, appointment_id: &str, url: &str, actor: &str) -> Result<(), CoreError> {
+    fn set_join_link(
+        &self,
+        appointment_id: &str,
+        url: &str,
+        actor: &str,
+    ) -> Result<(), ModelError> {
         self.set_appointment_join_link(appointment_id, url, actor)
             .map(|_| ())
-            .map_err(CoreError::from)
+            .map_err(ModelError::from)
     }
 
     fn summary(&self) -> (Connectivity, SyncSummary) {
@@ -152,7 +157,7 @@ impl SyncLink for SyncHandle {
         })
     }
 
-    fn panel(&self) -> Result<SyncPanel, CoreError> {
+    fn panel(&self) -> Result<SyncPanel, ModelError> {
         let (_, summary) = self.summary_now()?;
         let conflicts = self
             .store
@@ -198,13 +203,13 @@ impl SyncLink for SyncHandle {
         })
     }
 
-    fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), CoreError> {
+    fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), ModelError> {
         let conflict = self
             .store
             .conflicts()?
             .into_iter()
             .find(|c| c.id == request.conflict_id)
-            .ok_or_else(|| CoreError::NotFound {
+            .ok_or_else(|| ModelError::NotFound {
                 what: format!("conflict {}", request.conflict_id),
             })?;
         let (choice, theirs) = match request.choice {
@@ -224,12 +229,12 @@ impl SyncLink for SyncHandle {
         Ok(())
     }
 
-    fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), CoreError> {
+    fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), ModelError> {
         let retry = request.choice == FailedWriteChoice::Retry;
         self.store
             .settle_failed(request.seq, retry, "workstation-user")
             .map_err(|e| match e {
-                hearth_store::StoreError::NoSuchOutboxEntry { seq } => CoreError::NotFound {
+                hearth_store::StoreError::NoSuchOutboxEntry { seq } => ModelError::NotFound {
                     what: format!("refused change {seq}"),
                 },
                 other => other.into(),

@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use hearth_core::config::PatientScope;
+use hearth_model::settings::PatientScope;
 use hearth_store::{Keychain, Store};
 use hearth_testkit::{wait_until, FhirServer};
 use serde_json::{json, Value};
@@ -40,7 +40,7 @@ impl Profile {
     }
 
     fn store(&self) -> Arc<Store> {
-        let keychain = Keychain::new(hearth_core::KEYCHAIN_SERVICE, &self.account);
+        let keychain = Keychain::new(hearth_model::KEYCHAIN_SERVICE, &self.account);
         Arc::new(Store::open_with_keychain(&self.db, &keychain).unwrap())
     }
 
@@ -181,6 +181,19 @@ fn killing_the_sync_process_at_random_points_loses_and_duplicates_nothing() {
         .unwrap_or(20_261_126_u64);
     let mut rng = fastrand::Rng::with_seed(seed);
     let (mut creates, mut updates) = (Vec::new(), Vec::new());
+    // How long one run takes to send one write here and now (a loaded machine is slower):
+    // the kill points spread over that, so they land at every stage of it.
+    let life_ms = {
+        let note = json!({"resourceType": "Communication", "status": "completed",
+            "subject": {"reference": format!("Patient/{}", clinic.patients[0])},
+            "payload": [{"contentString": "crash-test timing message"}]});
+        creates.push(handle.queue_create(note, "Practitioner/nurse").unwrap().key);
+        let t = std::time::Instant::now();
+        profile.sync_until_idle(&server, &["--push-only"]);
+        u64::try_from(t.elapsed().as_millis())
+            .unwrap()
+            .clamp(120, 2_000)
+    };
     let (mut kills, mut runs) = (0, 0);
     while kills < 200 {
         // Each round queues new work, so every kill can land mid-sync.
@@ -201,7 +214,7 @@ fn killing_the_sync_process_at_random_points_loses_and_duplicates_nothing() {
         let mut worker = profile.worker(&server, &["--until-idle", "--push-only"]);
         // A random point in the process's life: starting, opening the store, mid-request,
         // between the server's answer and the local record of it.
-        std::thread::sleep(Duration::from_millis(rng.u64(0..120)));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..life_ms)));
         if let Ok(None) = worker.try_wait() {
             kills += 1;
         }
@@ -222,7 +235,7 @@ fn killing_the_sync_process_at_random_points_loses_and_duplicates_nothing() {
         })
         .sum();
     eprintln!(
-        "crash test (seed {seed}): {runs} runs, {kills} killed mid-run, {} creates, {} updates, \
+        "crash test (seed {seed}, a run lives ~{life_ms} ms): {runs} runs, {kills} killed mid-run, {} creates, {} updates, \
          {replayed} replays of writes already applied",
         creates.len(),
         updates.len()

@@ -20,9 +20,9 @@
 mod common;
 
 use common::*;
-use hearth_core::config::PatientScope;
-use hearth_core::sync_link::SyncLink;
 use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::PatientScope;
+use hearth_model::sync_link::SyncLink;
 use hearth_store::Store;
 use hearth_sync::{Engine, PullMode};
 use hearth_testkit::faulty::FaultyEhr;
@@ -114,7 +114,7 @@ fn rig(setup: Setup) -> Rig {
     };
     let client = Client::new(&ehr.base_url(), Arc::new(NoToken), retry).unwrap();
     let mut config =
-        hearth_sync::EngineConfig::from_settings(&hearth_core::config::SyncConfig::default());
+        hearth_sync::EngineConfig::from_settings(&hearth_model::settings::SyncConfig::default());
     config.scope = PatientScope::All;
     config.poll_interval = Duration::from_secs(3600);
     config.pull = setup.pull;

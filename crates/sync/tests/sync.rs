@@ -10,9 +10,9 @@
 mod common;
 
 use common::*;
-use hearth_core::config::PatientScope;
-use hearth_core::sync_link::SyncLink;
 use hearth_ipc::{ConflictChoice, ResolveConflictRequest};
+use hearth_model::settings::PatientScope;
+use hearth_model::sync_link::SyncLink;
 use hearth_sync::Round;
 use hearth_testkit::wait_until;
 use serde_json::Value;
@@ -130,6 +130,56 @@ fn initial_sync_keeps_every_resource_byte_for_byte_and_encrypted() {
     }
     let plain = rusqlite_plain_open(&dir.path().join("hearth.db"));
     assert!(plain.is_err(), "the database opened without its key");
+}
+
+#[test]
+fn the_schedule_window_and_the_last_success_follow_the_engines_clock() {
+    let Some((server, clinic)) =
+        server_with_clinic("the_schedule_window_and_the_last_success_follow_the_engines_clock")
+    else {
+        return;
+    };
+    // The seeded schedule's day, as the server holds it.
+    let start = server_resource(&server, "Appointment", &clinic.appointments[0])["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let visit = chrono::DateTime::parse_from_rfc3339(&start)
+        .unwrap()
+        .to_utc();
+    let rt = runtime();
+    // (Appointments kept by the initial sync, the last success the top bar shows after a
+    // round) with an engine whose clock reads `at`; the clinic's zone is UTC, the schedule
+    // window one day back and seven ahead.
+    let sync_at = |at: chrono::DateTime<chrono::Utc>| {
+        let (_dir, store) = fresh_store();
+        let engine = engine_with(&server.base_url, &store, |config| {
+            config.scope = PatientScope::Schedule;
+            config.poll_interval = NO_POLL;
+            config.clock = std::sync::Arc::new(hearth_model::clock::ManualClock::new(at));
+            config.zone = hearth_model::clock::Zone::UTC;
+        });
+        rt.block_on(engine.initial_sync(&mut Round::default()))
+            .unwrap();
+        let kept = clinic
+            .appointments
+            .iter()
+            .filter(|id| store.contains("Appointment", id).unwrap())
+            .count();
+        rt.block_on(engine.round()).unwrap();
+        let (_, summary) = engine.handle().summary();
+        let stamp = chrono::DateTime::parse_from_rfc3339(&summary.last_success.unwrap())
+            .unwrap()
+            .to_utc();
+        (kept, stamp)
+    };
+    let month_ago = visit - chrono::Duration::days(30);
+    assert_eq!(
+        sync_at(month_ago),
+        (0, month_ago),
+        "a month before the visits, they are outside the window"
+    );
+    assert_eq!(sync_at(visit), (clinic.appointments.len(), visit));
 }
 
 /// Opening the file as plain SQLite (no key) must fail.

@@ -6,8 +6,8 @@
 //! usage: hearth-sync --db FILE --fhir-base URL --keychain-account NAME [--until-idle]
 //!        [--push-only] [--poll-seconds N]
 
-use hearth_core::config::SyncConfig;
 use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::SyncConfig;
 use hearth_store::{Keychain, Store};
 use hearth_sync::{Engine, EngineConfig};
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let keychain = Keychain::new(hearth_core::KEYCHAIN_SERVICE, &args.account);
+    let keychain = Keychain::new(hearth_model::KEYCHAIN_SERVICE, &args.account);
     let store = match Store::open_with_keychain(&args.db, &keychain) {
         Ok(s) => Arc::new(s),
         Err(e) => {

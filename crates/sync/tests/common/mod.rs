@@ -7,8 +7,8 @@
     reason = "each test binary uses part of the kit"
 )]
 
-use hearth_core::config::PatientScope;
 use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::PatientScope;
 use hearth_store::{DbKey, Store};
 use hearth_sync::{Engine, EngineConfig};
 pub use hearth_testkit::clinic::{server_with_clinic, server_with_clinic_at, Clinic};
@@ -26,15 +26,26 @@ pub fn fresh_store() -> (tempfile::TempDir, Arc<Store>) {
 }
 
 pub fn engine(base_url: &str, store: &Arc<Store>, scope: PatientScope, poll: Duration) -> Engine {
+    engine_with(base_url, store, |config| {
+        config.scope = scope;
+        config.poll_interval = poll;
+    })
+}
+
+/// An engine with the default settings as `edit` changes them.
+pub fn engine_with(
+    base_url: &str,
+    store: &Arc<Store>,
+    edit: impl FnOnce(&mut EngineConfig),
+) -> Engine {
     let retry = RetryPolicy {
         attempts: 2,
         base_delay: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
     let client = Client::new(base_url, Arc::new(NoToken), retry).unwrap();
-    let mut config = EngineConfig::from_settings(&hearth_core::config::SyncConfig::default());
-    config.scope = scope;
-    config.poll_interval = poll;
+    let mut config = EngineConfig::from_settings(&hearth_model::settings::SyncConfig::default());
+    edit(&mut config);
     Engine::new(client, store.clone(), config)
 }
 

@@ -1,10 +1,15 @@
 //! Reading FHIR R4 JSON leniently: unknown elements are ignored (and kept in the raw resource
 //! by the store); a required element that is missing or malformed yields
-//! [`CoreError::InvalidData`] naming the resource and the field.
+//! [`ModelError::InvalidData`] naming the resource and the field.
 
-use crate::CoreError;
+use crate::ModelError;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde_json::Value;
+
+/// The URL of the extension that marks an Appointment as a virtual visit (FHIR R5's
+/// `Appointment.virtualService`, carried in R4 as a cross-version extension).
+pub const VIRTUAL_SERVICE_EXTENSION: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.virtualService";
 
 /// A borrowed FHIR resource with helpers that produce precise errors.
 #[derive(Clone, Copy)]
@@ -14,15 +19,15 @@ pub struct Resource<'a> {
 
 impl<'a> Resource<'a> {
     /// Wraps a resource after checking it has a `resourceType` and an `id`.
-    pub fn new(json: &'a Value) -> Result<Self, CoreError> {
+    pub fn new(json: &'a Value) -> Result<Self, ModelError> {
         let r = Self { json };
         let ty = json
             .get("resourceType")
             .and_then(Value::as_str)
-            .ok_or_else(|| CoreError::invalid_data("resource", "resourceType", "is missing"))?;
+            .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?;
         match json.get("id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => Ok(r),
-            _ => Err(CoreError::invalid_data(ty, "id", "is missing")),
+            _ => Err(ModelError::invalid_data(ty, "id", "is missing")),
         }
     }
 
@@ -55,7 +60,7 @@ impl<'a> Resource<'a> {
         self.get(path).and_then(Value::as_str)
     }
 
-    pub fn required_str(&self, path: &str) -> Result<&'a str, CoreError> {
+    pub fn required_str(&self, path: &str) -> Result<&'a str, ModelError> {
         match self.get(path) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s),
             Some(_) => Err(self.error(path, "is not a non-empty string")),
@@ -63,14 +68,14 @@ impl<'a> Resource<'a> {
         }
     }
 
-    pub fn required_instant(&self, path: &str) -> Result<DateTime<FixedOffset>, CoreError> {
+    pub fn required_instant(&self, path: &str) -> Result<DateTime<FixedOffset>, ModelError> {
         let s = self.required_str(path)?;
         DateTime::parse_from_rfc3339(s).map_err(|_| self.error(path, "is not an RFC 3339 instant"))
     }
 
     /// A FHIR `date` or `dateTime` reduced to its date; partial dates (`2020`, `2020-04`) take
     /// the first day.
-    pub fn date(&self, path: &str) -> Result<Option<NaiveDate>, CoreError> {
+    pub fn date(&self, path: &str) -> Result<Option<NaiveDate>, ModelError> {
         let Some(s) = self.str(path) else {
             return Ok(None);
         };
@@ -79,8 +84,8 @@ impl<'a> Resource<'a> {
             .ok_or_else(|| self.error(path, "is not a FHIR date"))
     }
 
-    pub fn error(&self, field: &str, problem: &str) -> CoreError {
-        CoreError::invalid_data(self.label(), field, problem)
+    pub fn error(&self, field: &str, problem: &str) -> ModelError {
+        ModelError::invalid_data(self.label(), field, problem)
     }
 }
 

@@ -1,0 +1,36 @@
+//! The seam between the workstation (`hearth-core`) and the sync engine (`hearth-sync`): the
+//! top bar and the sync panel read through it, conflicts are resolved through it. Both crates
+//! sit on this one; the shell connects them.
+
+use crate::clock::{Clock, Zone};
+use crate::settings::SyncConfig;
+use crate::ModelError;
+use hearth_ipc::{
+    Connectivity, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
+};
+
+/// What the sync engine shows and accepts.
+pub trait SyncLink: Send + Sync {
+    /// For the top bar.
+    fn summary(&self) -> (Connectivity, SyncSummary);
+    /// For the sync panel.
+    fn panel(&self) -> Result<SyncPanel, ModelError>;
+    /// Applies the user's choice for a conflict.
+    fn resolve(&self, request: &ResolveConflictRequest) -> Result<(), ModelError>;
+    /// Applies the user's choice for a change the EHR refused.
+    fn settle_failed(&self, request: &SettleFailedWriteRequest) -> Result<(), ModelError>;
+    /// Puts a virtual visit's join link into its Appointment (queued like any change).
+    fn set_join_link(&self, appointment_id: &str, url: &str, actor: &str)
+        -> Result<(), ModelError>;
+}
+
+/// What the sync engine needs from a workstation connected to an EHR.
+#[derive(Debug, Clone)]
+pub struct EhrLink {
+    pub fhir_base_url: String,
+    pub store: std::sync::Arc<hearth_store::Store>,
+    pub sync: SyncConfig,
+    /// The workstation's clock and the clinic's time zone (the schedule window's days).
+    pub clock: std::sync::Arc<dyn Clock>,
+    pub zone: Zone,
+}
