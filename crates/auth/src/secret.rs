@@ -1,27 +1,33 @@
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-/// A token or code: its `Debug` never shows it, and comparing two takes constant time.
-#[derive(Clone)]
-pub struct Secret(String);
+/// A token or code: its `Debug` never shows it (`[REDACTED]`), it is zeroised when dropped,
+/// and comparing two takes constant time.
+#[derive(Clone, Debug)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The value itself, for the one place that must send it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     pub fn ct_eq(&self, other: &str) -> bool {
-        self.0.as_bytes().ct_eq(other.as_bytes()).into()
+        self.expose().as_bytes().ct_eq(other.as_bytes()).into()
+    }
+
+    pub(crate) fn as_secret_string(&self) -> &SecretString {
+        &self.0
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret(<{} bytes>)", self.0.len())
+impl From<SecretString> for Secret {
+    fn from(value: SecretString) -> Self {
+        Self(value)
     }
 }
 

@@ -1,56 +1,34 @@
 use crate::{AuthError, Secret};
 
-/// Where the refresh token is kept: one OS keychain entry (macOS Keychain, Windows Credential
-/// Manager, Linux Secret Service) per profile. Writing a new token replaces the entry in one
-/// step; there is no other copy, in memory or on disk, and no fallback to a file.
+/// Where the refresh token is kept: one OS keychain entry per profile, through Hearth's one
+/// keychain helper ([`hearth_keychain::Keychain`]). Writing a new token replaces the entry in
+/// one step and reads it back; there is no other copy, in memory or on disk, and no fallback
+/// to a file.
 #[derive(Debug, Clone)]
-pub struct Vault {
-    service: String,
-    account: String,
-}
+pub struct Vault(hearth_keychain::Keychain);
 
-fn keychain_error(e: keyring::Error) -> AuthError {
+fn keychain_error(e: hearth_keychain::KeychainError) -> AuthError {
     AuthError::Keychain(e.to_string())
 }
 
 impl Vault {
     pub fn new(service: &str, account: &str) -> Self {
-        Self {
-            service: service.to_string(),
-            account: account.to_string(),
-        }
-    }
-
-    fn entry(&self) -> Result<keyring::Entry, AuthError> {
-        keyring::Entry::new(&self.service, &self.account).map_err(keychain_error)
+        Self(hearth_keychain::Keychain::new(service, account))
     }
 
     pub fn load(&self) -> Result<Option<Secret>, AuthError> {
-        match self.entry()?.get_password() {
-            Ok(token) => Ok(Some(Secret::new(token))),
-            Err(keyring::Error::NoEntry) => Ok(None),
-            Err(e) => Err(keychain_error(e)),
-        }
+        Ok(self.0.load().map_err(keychain_error)?.map(Secret::from))
     }
 
-    /// Stores `token`, replacing the one before; reads it back so a token that did not really
-    /// reach the keychain is reported, not assumed.
+    /// Stores `token`, replacing the one before; a token that did not really reach the
+    /// keychain is reported, not assumed.
     pub fn store(&self, token: &Secret) -> Result<(), AuthError> {
-        self.entry()?
-            .set_password(token.expose())
-            .map_err(keychain_error)?;
-        match self.load()? {
-            Some(stored) if stored.ct_eq(token.expose()) => Ok(()),
-            _ => Err(AuthError::Keychain(
-                "the refresh token was not kept after it was stored".into(),
-            )),
-        }
+        self.0
+            .store(token.as_secret_string())
+            .map_err(keychain_error)
     }
 
     pub fn delete(&self) -> Result<(), AuthError> {
-        match self.entry()?.delete_credential() {
-            Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-            Err(e) => Err(keychain_error(e)),
-        }
+        self.0.forget().map_err(keychain_error)
     }
 }

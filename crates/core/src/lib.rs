@@ -12,7 +12,6 @@ pub mod config;
 pub mod error;
 pub mod launch;
 pub mod schedule;
-pub mod sensitive;
 pub mod signon;
 pub mod store;
 pub mod visits;

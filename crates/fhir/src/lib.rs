@@ -19,35 +19,32 @@ pub use error::{FhirError, Issue, Outcome};
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
 const FHIR_JSON: &str = "application/fhir+json";
 
-/// A bearer token; its `Debug` form never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Bearer(String);
+/// A bearer token; its `Debug` form never shows it (`[REDACTED]`), and it is zeroised when
+/// dropped.
+#[derive(Clone, Debug)]
+pub struct Bearer(SecretString);
 
 impl Bearer {
     pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self(SecretString::from(token.into()))
     }
     /// The token itself (to check, in tests, that it is nowhere on disk).
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
     fn header(&self) -> Result<HeaderValue, FhirError> {
-        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0))
+        let text = zeroize::Zeroizing::new(format!("Bearer {}", self.expose()));
+        let mut v = HeaderValue::from_str(&text)
             .map_err(|_| FhirError::Auth("the access token has characters HTTP forbids".into()))?;
         v.set_sensitive(true);
         Ok(v)
-    }
-}
-
-impl std::fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Bearer(<redacted>)")
     }
 }
 
@@ -603,6 +600,10 @@ mod tests {
             "http://h:1/fhir/Patient/1"
         );
         assert!(Client::new("ftp://h/fhir", Arc::new(NoToken), RetryPolicy::none()).is_err());
-        assert_eq!(format!("{:?}", Bearer::new("s3cret")), "Bearer(<redacted>)");
+        let shown = format!("{:?}", Bearer::new("s3cret"));
+        assert!(
+            shown.contains("REDACTED") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

@@ -1,26 +1,41 @@
 use crate::StoreError;
-use std::fmt;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use zeroize::Zeroizing;
 
-/// The 256-bit key of the encrypted database. Its `Debug` never shows the bytes; it lives in
-/// memory and in the OS keychain only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DbKey([u8; 32]);
+/// The 256-bit key of the encrypted database. It lives in memory (zeroised when dropped) and
+/// in the OS keychain only; `Debug` shows `[REDACTED]`.
+#[derive(Debug)]
+pub struct DbKey(SecretBox<[u8; 32]>);
 
 impl DbKey {
     /// A fresh random key from the operating system's generator.
     pub fn generate() -> Result<Self, StoreError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
-        Ok(Self(bytes))
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+        Ok(Self::from_bytes(*bytes))
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self(SecretBox::new(Box::new(bytes)))
     }
 
-    /// Lowercase hex, for SQLCipher's raw-key syntax and for keychains that hold text.
-    pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    /// Lowercase hex, for keychains that hold text; zeroised when dropped.
+    pub fn hex(&self) -> SecretString {
+        let mut hex = String::with_capacity(64);
+        for b in self.0.expose_secret() {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+        }
+        SecretString::from(hex)
+    }
+
+    /// SQLCipher's statement that gives a connection this raw key; zeroised when dropped.
+    pub(crate) fn pragma(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "PRAGMA key = \"x'{}'\";",
+            self.hex().expose_secret()
+        ))
     }
 
     /// Parses the hex form; `None` if it is not 64 hex digits.
@@ -28,19 +43,33 @@ impl DbKey {
         if s.len() != 64 {
             return None;
         }
-        let mut bytes = [0u8; 32];
+        let mut bytes = Zeroizing::new([0u8; 32]);
         for (i, b) in bytes.iter_mut().enumerate() {
             *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
-        Some(Self(bytes))
+        Some(Self::from_bytes(*bytes))
     }
 }
 
-impl fmt::Debug for DbKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DbKey(<redacted>)")
+impl Clone for DbKey {
+    fn clone(&self) -> Self {
+        Self::from_bytes(*self.0.expose_secret())
     }
 }
+
+impl PartialEq for DbKey {
+    /// In time that does not depend on where the keys differ.
+    fn eq(&self, other: &Self) -> bool {
+        self.0
+            .expose_secret()
+            .iter()
+            .zip(other.0.expose_secret())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+impl Eq for DbKey {}
 
 #[cfg(test)]
 mod tests {
@@ -51,9 +80,19 @@ mod tests {
         let a = DbKey::generate().unwrap();
         let b = DbKey::generate().unwrap();
         assert_ne!(a, b);
-        assert_eq!(format!("{a:?}"), "DbKey(<redacted>)");
-        assert_eq!(DbKey::from_hex(&a.hex()), Some(a));
+        assert_eq!(a.clone(), a);
+        let hex = a.hex();
+        let shown = format!("{a:?} {hex:?}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert!(!shown.contains(&hex.expose_secret()[..8]), "{shown}");
+        assert_eq!(DbKey::from_hex(hex.expose_secret()), Some(a));
         assert_eq!(DbKey::from_hex("zz"), None);
         assert_eq!(DbKey::from_hex(&"g".repeat(64)), None);
+        // The hex digits, independently of `hex()`.
+        let known = DbKey::from_bytes(std::array::from_fn(|i| u8::try_from(i * 8).unwrap()));
+        assert_eq!(
+            known.hex().expose_secret(),
+            "0008101820283038404850586068707880889098a0a8b0b8c0c8d0d8e0e8f0f8"
+        );
     }
 }

@@ -345,7 +345,7 @@ impl Store {
         let conn = open_connection(path)?;
         // Another process of the same profile (the sync tool) may hold the write lock briefly.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;
+        conn.execute_batch(&key.pragma())?;
         let display = path.display().to_string();
         // The first read tells whether the key fits.
         if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {

@@ -71,7 +71,10 @@ fn a_new_database_gets_a_key_that_lives_only_in_the_keychain() {
 
     // The key is nowhere on disk in the profile, as hex or as bytes; nor is the patient.
     assert_eq!(
-        common::files_containing(&data, key.hex().as_bytes()),
+        common::files_containing(
+            &data,
+            secrecy::ExposeSecret::expose_secret(&key.hex()).as_bytes()
+        ),
         Vec::<String>::new()
     );
     assert_eq!(

@@ -159,8 +159,11 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
 
 fn keyed(path: &Path, key: &DbKey) -> Connection {
     let conn = hearth_store::open_connection(path).unwrap();
-    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))
-        .unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{}'\";",
+        secrecy::ExposeSecret::expose_secret(&key.hex())
+    ))
+    .unwrap();
     conn
 }
 

@@ -5,8 +5,8 @@
 //! Times are Unix epoch milliseconds. Secrets (link tokens, access tokens, resume secrets, TURN
 //! credentials) are [`Secret`]s, whose `Debug` does not show them.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The protocol version this crate speaks; it is also the path prefix (`/v1/`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -14,25 +14,33 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Most participants exchanging media in one visit (a full mesh).
 pub const MAX_MEDIA_PARTICIPANTS: usize = 4;
 
-/// A secret string: serialised as itself, never shown by `Debug` or `Display`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret string: serialised as itself, never shown by `Debug` (`[REDACTED]`), zeroised
+/// when dropped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(#[serde(serialize_with = "expose_secret")] SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
     /// The secret itself, for the one place that must send or check it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
     }
+}
+
+impl Eq for Secret {}
+
+/// On the wire a secret is its text (the one place it leaves the type).
+fn expose_secret<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
 }
 
 /// Who a participant is in the visit.
