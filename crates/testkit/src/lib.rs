@@ -340,6 +340,8 @@ fn dechunk(mut s: &str) -> String {
 /// Runs test `name` of the current test binary again inside its own session bus with an
 /// unlocked GNOME Keyring (a real Secret Service) and its own HOME, and returns `None`; inside
 /// that run, returns the run's private folder. `env` names the variable marking the inner run.
+/// Fails unless the inner run ran exactly one test, `name`, and it passed: a `name` left behind
+/// by a rename matches nothing, and a run of nothing must not pass.
 pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(env) {
         return Some(dir.into());
