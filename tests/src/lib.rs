@@ -1,13 +1,18 @@
 //! The end-to-end harness: starts a private X server (Xvfb), `tauri-driver` in front of
 //! WebKitWebDriver, and the real `hearth` binary with its own profile folder, then hands the
 //! test a WebDriver client. Every test gets its own display, ports and profile, so tests run in
-//! parallel. A failing test leaves a screenshot in `<target>/e2e-artifacts/`.
+//! parallel. A failing test leaves a screenshot in `<target>/e2e-artifacts/`, beside the
+//! driver's log (`<test>-driver.log`: tauri-driver's, WebKitWebDriver's and the app's
+//! messages), both named in the failure.
+//!
+//! Every WebDriver command goes through [`Driver`], which bounds it by [`CALL_TIMEOUT`]: a
+//! command that never answers fails the test instead of hanging the run.
 //!
 //! Nothing is skipped: a missing tool or binary is a failure that says what to install.
 
 use anyhow::{anyhow, bail, Context, Result};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{ClientBuilder, Locator};
 use hearth_testkit::KillOnDrop;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -16,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod driver;
+
+pub use driver::{Driver, El, CALL_TIMEOUT};
 pub use fantoccini::key::Key;
 
 /// How long to wait for the app and its peers before calling it a failure.
@@ -27,7 +35,8 @@ const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 /// A running Hearth window and the processes behind it. Dropping it stops them all (fields
 /// drop in order: the driver and the app before the display, the profile folder last).
 pub struct Desktop {
-    pub client: Client,
+    /// The WebDriver session with the window (every command bounded).
+    pub client: Driver,
     name: String,
     _driver: KillOnDrop,
     _xvfb: KillOnDrop,
@@ -252,9 +261,10 @@ impl Desktop {
         };
         let client = tokio::time::timeout(STARTUP_TIMEOUT, connect)
             .await
-            .map_err(|_| anyhow!("the Hearth window did not open within {STARTUP_TIMEOUT:?}"))??;
+            .map_err(|_| anyhow!("the Hearth window did not open within {STARTUP_TIMEOUT:?}"))?
+            .with_context(|| format!("the driver's log: {log}"))?;
         Ok(Self {
-            client,
+            client: Driver::new(client, log_path),
             data_dir,
             name: name.to_string(),
             _driver: driver,
@@ -264,31 +274,34 @@ impl Desktop {
 
     /// Saves a PNG of the window as `<artifacts>/<test>-<label>.png` and returns its path.
     pub async fn screenshot(&self, label: &str) -> Result<PathBuf> {
-        let png = self
-            .client
-            .screenshot()
-            .await
-            .context("screenshot failed")?;
+        let png = self.client.screenshot().await?;
         let path = artifacts_dir()?.join(format!("{}-{label}.png", self.name));
         std::fs::write(&path, png).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 
-    /// Ends the session. On a failed test, first saves a screenshot and names it in the error.
+    /// Ends the session. On a failed test, first saves a screenshot and names it and the
+    /// driver's log in the error.
     pub async fn finish(self, outcome: Result<()>) -> Result<()> {
         const CLEANUP: Duration = Duration::from_secs(15);
         let outcome = match outcome {
             Ok(()) => Ok(()),
-            Err(e) => match tokio::time::timeout(CLEANUP, self.screenshot("failure")).await {
-                Ok(Ok(path)) => {
-                    Err(e.context(format!("screenshot of the failure: {}", path.display())))
+            Err(e) => {
+                let e = e.context(format!(
+                    "the driver's log: {}",
+                    self.client.log_path().display()
+                ));
+                match tokio::time::timeout(CLEANUP, self.screenshot("failure")).await {
+                    Ok(Ok(path)) => {
+                        Err(e.context(format!("screenshot of the failure: {}", path.display())))
+                    }
+                    Ok(Err(s)) => Err(e.context(format!("(no screenshot: {s:#})"))),
+                    Err(_) => Err(e.context("(no screenshot: the window did not answer)")),
                 }
-                Ok(Err(s)) => Err(e.context(format!("(no screenshot: {s:#})"))),
-                Err(_) => Err(e.context("(no screenshot: the window did not answer)")),
-            },
+            }
         };
         // Closing the session ends the app; dropping `self` then stops the driver and display.
-        let _ = tokio::time::timeout(CLEANUP, self.client.clone().close()).await;
+        let _ = tokio::time::timeout(CLEANUP, self.client.close()).await;
         outcome
     }
 
@@ -300,7 +313,7 @@ impl Desktop {
         ok: impl Fn(&str) -> bool,
     ) -> Result<String> {
         wait_until(UI_TIMEOUT, what, || async {
-            let Ok(el) = self.client.find(Locator::Css(css)).await else {
+            let Some(el) = self.client.find_optional(Locator::Css(css)).await? else {
                 return Ok(None);
             };
             let text = el.text().await?;
@@ -310,7 +323,7 @@ impl Desktop {
     }
 
     /// All elements matching `css`, once there is at least one.
-    pub async fn all(&self, css: &str, what: &str) -> Result<Vec<fantoccini::elements::Element>> {
+    pub async fn all(&self, css: &str, what: &str) -> Result<Vec<El>> {
         wait_until(UI_TIMEOUT, what, || async {
             let found = self.client.find_all(Locator::Css(css)).await?;
             Ok((!found.is_empty()).then_some(found))
@@ -420,8 +433,9 @@ impl Desktop {
         std::thread::spawn(move || {
             let _ = done.send(browser_login(&url, &redirect, USER_NAME, USER_PASSWORD));
         });
-        browser
-            .await?
+        tokio::time::timeout(STARTUP_TIMEOUT, browser)
+            .await
+            .map_err(|_| anyhow!("the browser's sign-in did not end within {STARTUP_TIMEOUT:?}"))??
             .map_err(|e| anyhow!("the browser's sign-in failed: {e}"))?;
         self.text_when("#current-user", "the signed-in user's name", |t| {
             t == USER_DISPLAY

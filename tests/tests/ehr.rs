@@ -44,7 +44,11 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
             hearth_e2e::STARTUP_TIMEOUT,
             "the top bar to say online and synced",
             || async {
-                let Ok(el) = app.client.find(Locator::Css("#sync-state")).await else {
+                let Some(el) = app
+                    .client
+                    .find_optional(Locator::Css("#sync-state"))
+                    .await?
+                else {
                     return Ok(None);
                 };
                 let text = el.text().await?;
@@ -85,6 +89,8 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
             Some(&theirs.to_string()),
         )?;
         ensure!(status == 200, "the EHR refused the front desk's change");
+        let front_desk: serde_json::Value =
+            serde_json::from_str(&server.get_json(&format!("/fhir/Appointment/{appt}")))?;
         let mut mine = theirs.clone();
         mine["status"] = "arrived".into();
         let db = app.profile_dir().join("hearth.db");
@@ -146,11 +152,25 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
                 .contains("changes that need your decision (0)")
         })
         .await?;
+        // Once the sync has settled (nothing left to send, the change dropped), the EHR still
+        // holds the front desk's version: same content, no newer version.
+        wait_until(Duration::from_secs(20), "the sync to settle", || async {
+            let sum = store.outbox_summary()?;
+            Ok(
+                (sum.pending == 0 && sum.conflicts == 0 && sum.failed == 0 && sum.discarded == 1)
+                    .then_some(()),
+            )
+        })
+        .await
+        .with_context(|| format!("outbox: {:?}", store.outbox_summary()))?;
         let at_ehr: serde_json::Value =
             serde_json::from_str(&server.get_json(&format!("/fhir/Appointment/{appt}")))?;
         ensure!(
-            at_ehr["status"] == "cancelled",
-            "the EHR's version was overwritten"
+            at_ehr == front_desk,
+            "the EHR's version was changed: status {}, version {} (the front desk's: {})",
+            at_ehr["status"],
+            at_ehr["meta"]["versionId"],
+            front_desk["meta"]["versionId"]
         );
         app.client
             .find(Locator::Css("#sync-panel-close"))

@@ -59,7 +59,11 @@ async fn an_ehr_launch_signs_in_through_the_provider_and_opens_the_patients_char
             Duration::from_secs(60),
             "the launch patient's chart",
             || async {
-                let Ok(banner) = app.client.find(Locator::Css("#patient-banner")).await else {
+                let Some(banner) = app
+                    .client
+                    .find_optional(Locator::Css("#patient-banner"))
+                    .await?
+                else {
                     return Ok(None);
                 };
                 let id = banner.attr("data-patient-id").await?;

@@ -62,7 +62,7 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
         let button = wait_until(
             Duration::from_secs(60),
             "the virtual visit in the schedule",
-            || async { Ok(app.client.find(Locator::Css(&row)).await.ok()) },
+            || async { app.client.find_optional(Locator::Css(&row)).await },
         )
         .await?;
         button.click().await?;
@@ -78,7 +78,11 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
             .click()
             .await?;
         let link = wait_until(Duration::from_secs(20), "the join link", || async {
-            let Ok(input) = app.client.find(Locator::Css("#invite-link")).await else {
+            let Some(input) = app
+                .client
+                .find_optional(Locator::Css("#invite-link"))
+                .await?
+            else {
                 return Ok(None);
             };
             Ok(input.prop("value").await?.filter(|v| v.contains("/join#")))
@@ -122,16 +126,23 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
 
         // The patient opens it (a protocol client standing in for the join page).
         let token = Secret::new(link.split_once('#').context("token")?.1);
-        let (mut patient, _) =
-            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws")).await?;
+        let (mut patient, _) = tokio::time::timeout(
+            hearth_e2e::UI_TIMEOUT,
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws")),
+        )
+        .await
+        .context("the visit service did not take the patient's connection")??;
         let join = ClientMsg::Join {
             token,
             name: "Ana Lopez".into(),
             visit: None,
         };
-        patient
-            .send(Message::Text(serde_json::to_string(&join)?.into()))
-            .await?;
+        tokio::time::timeout(
+            hearth_e2e::UI_TIMEOUT,
+            patient.send(Message::Text(serde_json::to_string(&join)?.into())),
+        )
+        .await
+        .context("the patient's join message was not taken")??;
 
         // Hearth shows them waiting, in the pane and in the schedule.
         app.text_when(

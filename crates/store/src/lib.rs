@@ -330,7 +330,7 @@ pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 fn open_reader(path: &Path, key: &DbKey) -> Result<Connection> {
     let conn = open_connection(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.hex()))?;
+    conn.execute_batch(&key.pragma())?;
     conn.execute_batch(
         "PRAGMA query_only = ON;
          PRAGMA temp_store = MEMORY;

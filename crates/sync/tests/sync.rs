@@ -128,8 +128,18 @@ fn initial_sync_keeps_every_resource_byte_for_byte_and_encrypted() {
             );
         }
     }
-    let plain = rusqlite_plain_open(&dir.path().join("hearth.db"));
-    assert!(plain.is_err(), "the database opened without its key");
+    // Opened as plain SQLite (our own connection, no key), the file is not a database.
+    let plain = hearth_store::open_connection(&dir.path().join("hearth.db")).unwrap();
+    let err = plain
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect_err("the database opened without its key");
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase),
+        "{err}"
+    );
 }
 
 #[test]
@@ -180,23 +190,6 @@ fn the_schedule_window_and_the_last_success_follow_the_engines_clock() {
         "a month before the visits, they are outside the window"
     );
     assert_eq!(sync_at(visit), (clinic.appointments.len(), visit));
-}
-
-/// Opening the file as plain SQLite (no key) must fail.
-fn rusqlite_plain_open(path: &std::path::Path) -> Result<i64, String> {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from sqlite_master').fetchone()[0])"])
-        .arg(path)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(-1))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
 }
 
 #[test]

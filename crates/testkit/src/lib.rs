@@ -2,7 +2,8 @@
 //!
 //! - [`FhirServer`]: a real FHIR R4 server (sekmet-fhir, installed by `scripts/setup`) on a
 //!   loopback port of its own, with its own data folder, so tests run in parallel.
-//! - [`sample_data`]: the shared synthetic data sets, or a reported skip naming the missing set.
+//! - [`sample_data`]: the shared synthetic data sets, checked against the manifest in the
+//!   repository; a reported skip naming what is missing (a failure when `CI` is set).
 //! - [`wait_until`]: wait on a condition with a timeout (never a bare sleep).
 //! - [`KillOnDrop`]: a child process stopped when the test ends, however it ends.
 //! - [`isolated`]: run a test again inside its own session bus with an unlocked GNOME Keyring.
@@ -18,8 +19,11 @@
 
 pub mod clinic;
 pub mod faulty;
+pub mod sample;
 pub mod smart;
 pub mod visit;
+
+pub use sample::{sample_data, sample_root};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -98,15 +102,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Where the shared sample data lives: `$HEARTH_SAMPLE_DATA`, else `../shared/data` beside
-/// the checkout.
-pub fn sample_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEARTH_SAMPLE_DATA") {
-        return p.into();
-    }
-    workspace_root().join("../shared/data")
-}
-
 /// The checkout's root folder: the nearest folder holding `Cargo.lock` above the package
 /// under test. Read at run time (cargo sets `CARGO_MANIFEST_DIR` for each test), not baked in
 /// at compile time: a build reused from another clone must not look in that clone.
@@ -120,32 +115,6 @@ pub fn workspace_root() -> PathBuf {
         .find(|dir| dir.join("Cargo.lock").is_file())
         .map(Path::to_path_buf)
         .unwrap_or(start)
-}
-
-/// The sample data set `name` (a file or folder under [`sample_root`]), or `None` after
-/// reporting the skip: on stderr, and as a line in `$HEARTH_SKIP_LOG` (which the test script
-/// counts). A test that gets `None` returns at once.
-pub fn sample_data(test: &str, name: &str) -> Option<PathBuf> {
-    let path = sample_root().join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    let line = format!(
-        "SKIP {test}: sample data set `{name}` is missing (looked in {}; set HEARTH_SAMPLE_DATA)",
-        sample_root().display()
-    );
-    eprintln!("{line}");
-    if let Some(log) = std::env::var_os("HEARTH_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            // One write per line: tests running in parallel append to the same file.
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
-    }
-    None
 }
 
 /// Where `scripts/setup` installs the test peers: `$HEARTH_PEERS`, else
@@ -401,6 +370,8 @@ fn dechunk(mut s: &str) -> String {
 /// Runs test `name` of the current test binary again inside its own session bus with an
 /// unlocked GNOME Keyring (a real Secret Service) and its own HOME, and returns `None`; inside
 /// that run, returns the run's private folder. `env` names the variable marking the inner run.
+/// Fails unless the inner run ran exactly one test, `name`, and it passed: a `name` left behind
+/// by a rename matches nothing, and a run of nothing must not pass.
 pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(env) {
         return Some(dir.into());
@@ -427,16 +398,48 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
         .expect(
             "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
         );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the isolated run of {name} failed ({}):\n{}\n{}",
+        "the isolated run of {name} failed ({}):\n{stdout}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Err(why) = ran_exactly_one(&stdout) {
+        panic!(
+            "the isolated run of {name} {why}: `{name}` must be the test's own name as libtest \
+             knows it (the function's path in its test binary), kept in step when the test is \
+             renamed\n{stdout}"
+        );
+    }
     // What the inner run reported (figures), shown with --nocapture.
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     None
+}
+
+/// Checks libtest's report of a run (its stdout) says exactly one test ran and passed:
+/// `running 1 test` and a `test result: ok. 1 passed; ...` line. An `--exact` filter naming
+/// no test runs nothing and succeeds, which must not pass for the test it was meant to run.
+fn ran_exactly_one(stdout: &str) -> Result<(), String> {
+    let running: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("running ") && (l.ends_with(" test") || l.ends_with(" tests")))
+        .collect();
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("test result: "))
+        .collect();
+    match (running.as_slice(), results.as_slice()) {
+        (["running 1 test"], [result]) if result.starts_with("test result: ok. 1 passed;") => {
+            Ok(())
+        }
+        ([], _) | (_, []) => Err("printed no libtest report (`running N tests`)".to_string()),
+        _ => Err(format!(
+            "did not run exactly one test ({} / {})",
+            running.join(", "),
+            results.join(", ")
+        )),
+    }
 }
 
 /// A TCP proxy on loopback in front of a peer, which a test can cut and restore: the network
@@ -520,4 +523,49 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
         let _ = std::io::copy(&mut from, &mut to);
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHILD: &str = "HEARTH_TESTKIT_ISOLATED_CHILD";
+
+    #[test]
+    fn an_isolated_test_runs_again_on_its_own_session_bus() {
+        let Some(home) = isolated(
+            CHILD,
+            "tests::an_isolated_test_runs_again_on_its_own_session_bus",
+            false,
+        ) else {
+            return;
+        };
+        // Inside: the run's own HOME and a session bus of its own.
+        assert_eq!(std::env::var_os("HOME").map(PathBuf::from), Some(home));
+        assert!(std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "did not run exactly one test (running 0 tests")]
+    fn an_isolated_run_of_a_name_no_test_has_fails() {
+        // As after renaming a test without its name string: the filter matches nothing.
+        let _ = isolated(CHILD, "tests::a_test_renamed_since", false);
+    }
+
+    #[test]
+    fn libtest_reports_are_read_for_exactly_one_passed_test() {
+        let one = "\nrunning 1 test\nsome output\ntest a::b ... ok\n\n\
+                   test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out; \
+                   finished in 0.01s\n\n";
+        assert_eq!(ran_exactly_one(one), Ok(()));
+        let none = "\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; \
+                    0 measured; 8 filtered out; finished in 0.00s\n\n";
+        assert!(ran_exactly_one(none).is_err());
+        let ignored = "\nrunning 1 test\ntest a::b ... ignored\n\ntest result: ok. 0 passed; \
+                       0 failed; 1 ignored; 0 measured; 7 filtered out\n";
+        assert!(ran_exactly_one(ignored).is_err());
+        let two = "\nrunning 2 tests\n\ntest result: ok. 2 passed; 0 failed; 0 ignored\n";
+        assert!(ran_exactly_one(two).is_err());
+        assert!(ran_exactly_one("").is_err());
+    }
 }
