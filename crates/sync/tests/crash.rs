@@ -389,3 +389,143 @@ fn killing_the_sync_process_during_initial_sync_and_pulls_loses_nothing() {
     );
     store.verify_audit().unwrap();
 }
+
+const MAKER: &str = "HEARTH_SYNC_CRASH_TEST_MAKER";
+
+/// The process that makes changes (the app, in life): it queues a nurse's status changes and
+/// new notes one after another and, after each call has returned, appends its key to
+/// `acked.log`: what the user was told is saved. It makes eight and stops.
+fn make_changes_until_killed(home: &Path, patient: &str, appt: &str) {
+    let profile = Profile::new(home);
+    let store = profile.store();
+    let engine = engine(
+        "http://127.0.0.1:9/fhir",
+        &store,
+        PatientScope::Schedule,
+        NO_POLL,
+    );
+    let handle = engine.handle();
+    let mut acked = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("acked.log"))
+        .unwrap();
+    for i in 0..8_usize {
+        let key = if i % 2 == 0 {
+            let status = ["arrived", "checked-in", "booked"][(i / 2) % 3];
+            handle
+                .set_appointment_status(appt, status, "Practitioner/nurse")
+                .unwrap()
+                .key
+        } else {
+            let note = json!({"resourceType": "Communication", "status": "completed",
+                "subject": {"reference": format!("Patient/{patient}")},
+                "payload": [{"contentString": format!("maker message {i}")}]});
+            handle.queue_create(note, "Practitioner/nurse").unwrap().key
+        };
+        std::io::Write::write_all(&mut acked, format!("{key}\n").as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn killing_the_process_that_queues_changes_leaves_each_change_whole_and_sent_once() {
+    let name = "killing_the_process_that_queues_changes_leaves_each_change_whole_and_sent_once";
+    if let Some(home) = std::env::var_os(MAKER) {
+        let home = PathBuf::from(home);
+        let ids = std::fs::read_to_string(home.join("maker.ids")).unwrap();
+        let (patient, appt) = ids.trim().split_once(' ').unwrap();
+        make_changes_until_killed(&home, patient, appt);
+        return;
+    }
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return;
+    };
+    let Some((server, clinic)) = server_with_clinic(name) else {
+        return;
+    };
+    let profile = Profile::new(&home);
+    profile.sync_until_idle(&server, &[]);
+    let appt = clinic.appointments[0].clone();
+    std::fs::write(
+        home.join("maker.ids"),
+        format!("{} {appt}", clinic.patients[0]),
+    )
+    .unwrap();
+    let seed = std::env::var("HEARTH_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_202_u64);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let maker = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
+            .env(MAKER, &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // One maker's whole life, here and now, bounds the kill points.
+    let t = std::time::Instant::now();
+    assert!(maker().wait().unwrap().success());
+    let life_ms = u64::try_from(t.elapsed().as_millis()).unwrap().max(20);
+    let mut kills = 0;
+    for _ in 0..30 {
+        let mut maker = maker();
+        // A random point in the maker's life: starting, opening the store, mid-transaction.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..life_ms)));
+        kills += usize::from(matches!(maker.try_wait(), Ok(None)));
+        kill9(&mut maker);
+    }
+    let acked: Vec<String> = std::fs::read_to_string(home.join("acked.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let store = profile.store();
+    let pending = store.pending().unwrap();
+    let queued: std::collections::HashSet<&str> = pending
+        .iter()
+        .map(|e| e.write.idempotency_key.as_str())
+        .collect();
+    eprintln!(
+        "crash test (seed {seed}, a maker lives ~{life_ms} ms): {kills} makers killed, {} changes acknowledged, {} queued",
+        acked.len(),
+        queued.len()
+    );
+    assert!(kills > 10, "few kills landed while a maker ran ({kills})");
+    // Every change the user was told is saved is queued; nothing is half-written: the local
+    // copy shows the newest queued status, and the audit chain is whole.
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|k| !queued.contains(k.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged changes lost: {lost:?}");
+    let newest: Value = serde_json::from_str(
+        pending
+            .iter()
+            .rev()
+            .find(|e| e.write.resource_id.as_deref() == Some(appt.as_str()))
+            .unwrap()
+            .write
+            .body
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        local(&store, "Appointment", &appt).unwrap()["status"],
+        newest["status"]
+    );
+    store.verify_audit().unwrap();
+    // Sent: each exactly once.
+    profile.sync_until_idle(&server, &["--push-only"]);
+    for e in &pending {
+        let key = &e.write.idempotency_key;
+        let n = match &e.write.resource_id {
+            Some(id) => versions_from_write(&server, "Appointment", id, key) as u64,
+            None => created_by_write(&server, "Communication", key),
+        };
+        assert_eq!(n, 1, "write {key} landed {n} times");
+    }
+}
