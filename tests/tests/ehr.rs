@@ -1,12 +1,14 @@
 //! The window connected to a real EHR (sekmet-fhir on loopback, loaded with the Synthea
 //! patients and today's schedule): it syncs into its encrypted store (key in a real Secret
-//! Service), shows the EHR's schedule, and puts a conflicting change before the user with
-//! both versions and a choice.
+//! Service) and shows the EHR's schedule; a change the user makes in the window that another
+//! client beat to the EHR comes back as a conflict in the sync panel, both versions side by
+//! side, and the user's choice is what the EHR ends up holding.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use fantoccini::Locator;
-use hearth_e2e::{wait_until, Desktop, LaunchSpec};
-use hearth_store::{Keychain, Method, OutboxWrite, Store};
+use hearth_e2e::{signon_config, wait_until, Desktop, LaunchSpec};
+use hearth_testkit::smart::SmartEhr;
+use serde_json::Value;
 use std::time::Duration;
 
 const CHILD: &str = "HEARTH_E2E_EHR_CHILD";
@@ -21,8 +23,8 @@ fn patient_name(server: &hearth_testkit::FhirServer, id: &str) -> Result<String>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_conflict() -> Result<()> {
-    let name = "connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_conflict";
+async fn connected_to_an_ehr_the_window_syncs_its_schedule() -> Result<()> {
+    let name = "connected_to_an_ehr_the_window_syncs_its_schedule";
     // Its own session bus with an unlocked GNOME Keyring: the store's key lives there.
     if hearth_testkit::isolated(CHILD, name, true).is_none() {
         return Ok(());
@@ -78,71 +80,185 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
             "schedule {shown:?}, expected {expected:?}"
         );
 
-        // A change based on a version the front desk has since replaced at the EHR.
-        let appt = &clinic.appointments[0];
-        let mut theirs: serde_json::Value =
-            serde_json::from_str(&server.get_json(&format!("/fhir/Appointment/{appt}")))?;
-        theirs["status"] = "cancelled".into();
-        let (status, _) = server.request(
-            "PUT",
-            &format!("/fhir/Appointment/{appt}"),
-            Some(&theirs.to_string()),
-        )?;
-        ensure!(status == 200, "the EHR refused the front desk's change");
-        let front_desk: serde_json::Value =
-            serde_json::from_str(&server.get_json(&format!("/fhir/Appointment/{appt}")))?;
-        let mut mine = theirs.clone();
-        mine["status"] = "arrived".into();
-        let db = app.profile_dir().join("hearth.db");
-        ensure!(db.exists(), "the app has no store at {}", db.display());
-        let keychain = Keychain::new(
-            hearth_core::KEYCHAIN_SERVICE,
-            &format!("database-key:{}", db.display()),
-        );
-        let store = Store::open_with_keychain(&db, &keychain).context("the app's store")?;
-        store.enqueue(
-            &OutboxWrite {
-                idempotency_key: "e2e-stale-write".into(),
-                resource_type: "Appointment".into(),
-                resource_id: Some(appt.clone()),
-                method: Method::Update,
-                if_match: Some("W/\"1\"".into()),
-                body: Some(mine.to_string()),
-            },
-            "Practitioner/e2e-nurse",
-        )?;
-        wait_until(
-            Duration::from_secs(20),
-            "the engine to record the conflict",
-            || async {
-                let sum = store.outbox_summary()?;
-                Ok((sum.conflicts == 1).then_some(()))
-            },
-        )
+        app.screenshot("ehr-synced").await?;
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}
+
+/// The EHR's current copy of a resource (read at the FHIR server, behind the gateway).
+fn at_ehr(server: &hearth_testkit::FhirServer, path: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&tokio::task::block_in_place(|| {
+        server.get_json(path)
+    }))?)
+}
+
+/// The join link `appt` carries in its R5 `virtualService` (the R4 cross-version extension).
+fn join_link(appt: &Value) -> Option<String> {
+    appt["extension"]
+        .as_array()?
+        .iter()
+        .filter(|e| {
+            e["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("extension-Appointment.virtualService"))
+        })
+        .flat_map(|e| e["extension"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["url"] == "addressUrl")
+        .and_then(|p| p["valueUrl"].as_str().map(str::to_owned))
+}
+
+/// The version number of a resource as the EHR counts them.
+fn version(r: &Value) -> Result<u64> {
+    r["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no numeric meta.versionId in {}", r["meta"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user() -> Result<()> {
+    let name = "a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return Ok(());
+    };
+    // The EHR (sign-on required), its FHIR server behind a link this test can cut.
+    let Some((ehr, clinic, link)) = SmartEhr::with_clinic_behind_link(name) else {
+        return Ok(());
+    };
+    let server = ehr.fhir.as_ref().context("the clinic's FHIR server")?;
+    // The one change the window makes to an Appointment: a virtual visit's join link, put
+    // into the Appointment when IT asks for it ([visit] link_to_appointment). The window has
+    // no action that changes an appointment's status.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut settings = hearth_visit_server::settings::Settings::loopback(
+        port,
+        &ehr.issuer,
+        &ehr.fhir_base,
+        b"e2e-visit-link-secret-0123456789abcdef",
+    );
+    // The clinic's visits are at fixed hours today: links work all day, whenever this runs.
+    settings.early = Duration::from_secs(24 * 3600);
+    settings.late = Duration::from_secs(24 * 3600);
+    let _service = hearth_visit_server::start(settings, listener)
         .await
-        .with_context(|| format!("outbox: {:?}", store.outbox_summary()))?;
+        .map_err(|e| anyhow!("{e}"))?;
+    let url_file = home.join("sign-in-url.txt");
+    let spec = LaunchSpec {
+        config: Some(signon_config(
+            &ehr,
+            &url_file,
+            &format!(
+                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
+            ),
+        )),
+        args: Vec::new(),
+    };
+    // The second of the clinic's appointments is virtual.
+    let appt = clinic.appointments[1].clone();
+    let path = format!("/fhir/Appointment/{appt}");
+    let app = Desktop::launch_with("ehr-conflict", spec).await?;
+    let outcome = async {
+        app.text_when("#sign-in h1", "the sign-in screen", |t| {
+            t.contains("Sign in")
+        })
+        .await?;
+        app.sign_in_at(&url_file).await?;
+        let row = format!("[data-appointment-id='{appt}']");
+        let button = wait_until(
+            hearth_e2e::STARTUP_TIMEOUT,
+            "the virtual visit in the synced schedule",
+            || async { app.client.find_optional(Locator::Css(&row)).await },
+        )
+        .await?;
+        // What the window holds: the EHR's copy as it synced it.
+        let synced = at_ehr(server, &path)?;
+
+        // The EHR goes out of the window's reach; meanwhile the front desk notes something on
+        // the appointment at the EHR.
+        link.set_cut(true);
+        let note = "Patient called: running 10 minutes late";
+        let mut theirs = synced.clone();
+        theirs["comment"] = note.into();
+        let (status, body) = tokio::task::block_in_place(|| {
+            server.request("PUT", &path, Some(&theirs.to_string()))
+        })?;
+        ensure!(
+            status == 200,
+            "the EHR refused the front desk's change: {body}"
+        );
+        let front_desk = at_ehr(server, &path)?;
+        ensure!(
+            version(&front_desk)? == version(&synced)? + 1,
+            "the front desk's change is not the next version"
+        );
+
+        // The clinician, on the copy the window holds, makes the patient's join link, which
+        // Hearth puts into the appointment: saved here and queued for the EHR.
+        button.click().await?;
+        app.text_when("#room-heading", "the virtual waiting room", |t| {
+            t.to_lowercase().contains("waiting room")
+        })
+        .await?;
+        app.client
+            .find(Locator::Css("#invite-patient"))
+            .await?
+            .click()
+            .await?;
+        let link_url = wait_until(hearth_e2e::UI_TIMEOUT, "the join link", || async {
+            let Some(input) = app
+                .client
+                .find_optional(Locator::Css("#invite-link"))
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(input.prop("value").await?.filter(|v| v.contains("/join#")))
+        })
+        .await?;
+        app.text_when(
+            "#invite-saved",
+            "the note that the link is in the appointment",
+            |t| t.contains("appointment"),
+        )
+        .await?;
+        app.text_when("#sync-state", "the change queued in the top bar", |t| {
+            t.contains("1 queued")
+        })
+        .await?;
+
+        // The EHR is back: the change goes out on the version the window had, which the EHR
+        // no longer holds (412), and comes back to the user as a conflict.
+        link.set_cut(false);
         app.text_when("#sync-conflicts", "the top bar to show the conflict", |t| {
             t.contains("1 need you")
         })
         .await?;
-
-        // The panel shows both versions side by side; the user keeps the EHR's.
         app.client
             .find(Locator::Css("#sync-button"))
             .await?
             .click()
             .await?;
-        let row = app
-            .text_when(".conflict .versions tbody", "the conflicting field", |t| {
-                t.contains("status")
+        let rows = app
+            .text_when(".conflict .versions tbody", "the conflicting fields", |t| {
+                t.contains("comment")
             })
             .await?;
         ensure!(
-            row.contains("arrived") && row.contains("cancelled"),
-            "versions shown: {row:?}"
+            rows.contains(note) && rows.contains(&link_url),
+            "versions shown: {rows:?}"
         );
+        // Still nothing of the window's at the EHR.
+        ensure!(
+            at_ehr(server, &path)? == front_desk,
+            "the EHR's version was changed before the user chose"
+        );
+
+        // The user sends their version.
         app.client
-            .find(Locator::Css(".conflict .take-theirs"))
+            .find(Locator::Css(".conflict .keep-mine"))
             .await?
             .click()
             .await?;
@@ -152,32 +268,53 @@ async fn connected_to_an_ehr_the_window_syncs_its_schedule_and_resolves_a_confli
                 .contains("changes that need your decision (0)")
         })
         .await?;
-        // Once the sync has settled (nothing left to send, the change dropped), the EHR still
-        // holds the front desk's version: same content, no newer version.
-        wait_until(Duration::from_secs(20), "the sync to settle", || async {
-            let sum = store.outbox_summary()?;
-            Ok(
-                (sum.pending == 0 && sum.conflicts == 0 && sum.failed == 0 && sum.discarded == 1)
-                    .then_some(()),
-            )
-        })
-        .await
-        .with_context(|| format!("outbox: {:?}", store.outbox_summary()))?;
-        let at_ehr: serde_json::Value =
-            serde_json::from_str(&server.get_json(&format!("/fhir/Appointment/{appt}")))?;
+        // The EHR holds the window's version, made on the front desk's: the next version,
+        // with the join link the window showed, and the rest as the window had it (the
+        // front desk's note is what the user chose to replace).
+        let sent = wait_until(
+            Duration::from_secs(30),
+            "the user's version at the EHR",
+            || async {
+                let now = at_ehr(server, &path)?;
+                Ok((join_link(&now).as_deref() == Some(link_url.as_str())).then_some(now))
+            },
+        )
+        .await?;
         ensure!(
-            at_ehr == front_desk,
-            "the EHR's version was changed: status {}, version {} (the front desk's: {})",
-            at_ehr["status"],
-            at_ehr["meta"]["versionId"],
+            version(&sent)? == version(&front_desk)? + 1,
+            "the user's version is not the one after the front desk's: {} after {}",
+            sent["meta"]["versionId"],
             front_desk["meta"]["versionId"]
+        );
+        ensure!(
+            sent["comment"] == synced["comment"],
+            "comment at the EHR {}, the window's copy had {}",
+            sent["comment"],
+            synced["comment"]
+        );
+        for field in ["status", "start", "end", "participant"] {
+            ensure!(
+                sent[field] == synced[field],
+                "{field} at the EHR changed: {} (was {})",
+                sent[field],
+                synced[field]
+            );
+        }
+        // And the window settles: nothing queued, nothing waiting for the user.
+        app.text_when("#sync-state", "the top bar to show nothing queued", |t| {
+            t.contains("0 queued") && !t.contains("need you")
+        })
+        .await?;
+        ensure!(
+            at_ehr(server, &path)? == sent,
+            "the EHR's version changed again after the sync settled"
         );
         app.client
             .find(Locator::Css("#sync-panel-close"))
             .await?
             .click()
             .await?;
-        app.screenshot("ehr-synced").await?;
+        app.screenshot("ehr-conflict-settled").await?;
         Ok(())
     }
     .await;

@@ -11,6 +11,7 @@ pub mod chart;
 pub mod config;
 pub mod error;
 pub mod launch;
+pub mod profile;
 pub mod schedule;
 pub mod signon;
 pub mod store;

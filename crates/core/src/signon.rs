@@ -88,6 +88,39 @@ impl SignOn {
         }
     }
 
+    /// Sign-on for the profile whose database is `db`, as the configuration asks (`None`
+    /// without `[identity]` or `[ehr]`): the refresh token in the keychain under the
+    /// profile's account, sign-ins, sign-outs and locks audited in the profile's store. The
+    /// app and the `hearth-sync` tool both sign on through this.
+    pub fn for_profile(
+        config: &crate::config::MachineConfig,
+        db: &std::path::Path,
+        store: &Arc<hearth_store::Store>,
+        idle_clock: Arc<dyn Clock>,
+        launch: Option<EhrLaunch>,
+    ) -> Option<Self> {
+        let (ehr, identity) = (config.ehr.as_ref()?, config.identity.as_ref()?);
+        let audit_store = store.clone();
+        Some(Self::new(
+            &ehr.fhir_base_url,
+            identity,
+            config.session.idle_lock_minutes,
+            Vault::new(
+                crate::KEYCHAIN_SERVICE,
+                &crate::profile::refresh_token_account(db),
+            ),
+            idle_clock,
+            launch,
+            Arc::new(move |actor: &str, action: &str, what: &str| {
+                // The audit log is the store's hash chain; a failure to write it is reported
+                // on stderr without the user (no PHI either way).
+                if let Err(e) = audit_store.audit(actor, action, what) {
+                    eprintln!("hearth: audit of {action} failed: {e}");
+                }
+            }),
+        ))
+    }
+
     /// The FHIR client's token source.
     pub fn tokens(&self) -> Arc<Tokens> {
         self.tokens.clone()

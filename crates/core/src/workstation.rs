@@ -5,7 +5,7 @@ use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
 use crate::visits::{Arrival, VisitDesk};
-use crate::{chart, schedule, CoreError, KEYCHAIN_SERVICE};
+use crate::{chart, profile, schedule, CoreError, KEYCHAIN_SERVICE};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, InviteRole, Modality,
@@ -403,33 +403,15 @@ impl Ready {
             })?;
             std::fs::create_dir_all(dir)
                 .map_err(|e| CoreError::Store(format!("cannot create {}: {e}", dir.display())))?;
-            let path = dir.join("hearth.db");
+            let path = profile::database_path(dir);
             let keychain = hearth_store::Keychain::new(
                 KEYCHAIN_SERVICE,
-                &format!("database-key:{}", path.display()),
+                &profile::database_key_account(&path),
             );
             let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
-            let signon = config.identity.as_ref().map(|identity| {
-                let audit_store = sql.clone();
-                Arc::new(SignOn::new(
-                    &ehr.fhir_base_url,
-                    identity,
-                    config.session.idle_lock_minutes,
-                    hearth_auth::Vault::new(
-                        KEYCHAIN_SERVICE,
-                        &format!("refresh-token:{}", path.display()),
-                    ),
-                    idle_clock,
-                    options.ehr_launch.clone(),
-                    Arc::new(move |actor: &str, action: &str, what: &str| {
-                        // The audit log is the store's hash chain; a failure to write it is
-                        // reported on stderr without the user (no PHI either way).
-                        if let Err(e) = audit_store.audit(actor, action, what) {
-                            eprintln!("hearth: audit of {action} failed: {e}");
-                        }
-                    }),
-                ))
-            });
+            let signon =
+                SignOn::for_profile(config, &path, &sql, idle_clock, options.ehr_launch.clone())
+                    .map(Arc::new);
             let visits = match (&config.visit, &signon) {
                 (Some(visit), Some(signon)) => Some(Arc::new(VisitDesk::new(
                     &visit.service_url,

@@ -921,6 +921,21 @@ impl Engine {
                     blocked.insert(key);
                     round.conflicts += 1;
                 }
+                // A gateway in front of the EHR that cannot reach it (502 Bad Gateway, 504
+                // Gateway Timeout, RFC 9110 §15.6.3 and §15.6.5): the EHR is unreachable, as
+                // when offline; not the write's fault, so not counted.
+                Err(
+                    e @ FhirError::Server {
+                        status: 502 | 504, ..
+                    },
+                ) => {
+                    self.store().record_attempt(
+                        entry.seq,
+                        OutboxState::Pending,
+                        Some(&e.to_string()),
+                    )?;
+                    return Err(e.into());
+                }
                 Err(e @ FhirError::Server { .. }) => {
                     // This write makes the EHR fail: it waits for the next round (the rest go
                     // on), and only server errors count toward giving it up.

@@ -394,6 +394,12 @@ fn offline_rounds_and_refused_sign_ins_never_give_a_write_up_only_server_errors_
     for _ in 0..6 {
         assert!(rig.rt.block_on(rig.engine.round()).is_err());
     }
+    // A gateway in front of the EHR that cannot reach it is offline too (both tries of a
+    // send, each round).
+    rig.ehr.fail_next("PUT /fhir/Appointment/", 502, 12);
+    for _ in 0..6 {
+        assert!(rig.rt.block_on(rig.engine.round()).is_err());
+    }
     let waiting = rig.store.pending().unwrap();
     assert_eq!(waiting.len(), 1, "the write was given up: {waiting:?}");
     assert_eq!(waiting[0].server_errors, 0);

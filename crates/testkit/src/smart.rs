@@ -6,7 +6,7 @@
 //! [`browser_login`] plays the user's browser: follows the provider's redirects, fills its
 //! login form, and delivers the final redirect to Hearth's loopback port.
 
-use crate::{clinic, free_port, peers_dir, workspace_root, FhirServer, KillOnDrop};
+use crate::{clinic, free_port, peers_dir, workspace_root, FhirServer, KillOnDrop, Proxy};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -40,6 +40,17 @@ impl SmartEhr {
         let gateway = free_port();
         let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(gateway))?;
         Some((Self::around(fhir, gateway), clinic))
+    }
+
+    /// [`SmartEhr::with_clinic`] whose gateway reaches the FHIR server through a cuttable link:
+    /// cut, the EHR is out of Hearth's reach (the gateway answers 502) while another client
+    /// still changes records at the FHIR server directly.
+    pub fn with_clinic_behind_link(test: &str) -> Option<(Self, clinic::Clinic, Proxy)> {
+        let gateway = free_port();
+        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(gateway))?;
+        let link = Proxy::start(fhir.port);
+        let ehr = Self::with_upstream(Some(fhir), gateway, link.port);
+        Some((ehr, clinic, link))
     }
 
     /// Only the identity provider (the gateway's FHIR server is absent): for services that

@@ -1,6 +1,7 @@
 //! Writes survive killed processes and reach the EHR exactly once. The syncing process is the
-//! real `hearth-sync` binary, its store key in a real Secret Service (GNOME Keyring on a
-//! private session bus), killed with SIGKILL.
+//! real `hearth-sync` binary (its EHR from a machine configuration file, its store key under
+//! the `--keychain-account` given) in a real Secret Service (GNOME Keyring on a private
+//! session bus), killed with SIGKILL.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,6 +9,8 @@
     reason = "a test file: a failed unwrap is the test failing"
 )]
 
+// The sync tests' kit: a FHIR server with the clinic, an engine between it and a store.
+#[path = "../../sync/tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -24,6 +27,8 @@ const CHILD: &str = "HEARTH_SYNC_CRASH_TEST_CHILD";
 const NO_POLL: Duration = Duration::from_secs(3600);
 
 struct Profile {
+    /// The profile folder (`--data-dir`); the database is `hearth.db` in it.
+    dir: PathBuf,
     db: PathBuf,
     account: String,
     /// Every run's stdout (one line per round), appended.
@@ -33,6 +38,7 @@ struct Profile {
 impl Profile {
     fn new(home: &Path) -> Self {
         Self {
+            dir: home.to_path_buf(),
             db: home.join("hearth.db"),
             account: format!("test-{}", home.display()),
             log: home.join("rounds.log"),
@@ -45,15 +51,19 @@ impl Profile {
     }
 
     fn worker(&self, server: &FhirServer, extra: &[&str]) -> Child {
+        // The machine configuration: this EHR (on loopback, no sign-on).
+        let config = self.dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[ehr]\nfhir_base_url = \"{}\"\n", server.base_url),
+        )
+        .unwrap();
         Command::new(env!("CARGO_BIN_EXE_hearth-sync"))
-            .arg("--db")
-            .arg(&self.db)
-            .args([
-                "--fhir-base",
-                &server.base_url,
-                "--keychain-account",
-                &self.account,
-            ])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(&config)
+            .args(["--keychain-account", &self.account])
             .args(["--poll-seconds", "1"])
             .args(extra)
             .stdout(
