@@ -46,9 +46,8 @@ impl RawResource {
             id: Option<serde_json::Value>,
             meta: Option<serde_json::Value>,
         }
-        let head: Head = serde_json::from_str(json).map_err(|e| {
-            FhirError::malformed(place, "(document)", format!("is not a JSON object: {e}"))
-        })?;
+        let head: Head = serde_json::from_str(json)
+            .map_err(|e| FhirError::malformed(place, "(document)", json_problem(&e)))?;
         let resource_type = match head.resource_type {
             Some(serde_json::Value::String(t)) if is_type_name(&t) => t,
             Some(_) => {
@@ -81,7 +80,7 @@ impl RawResource {
             None => (None, None),
             Some(m @ serde_json::Value::Object(_)) => {
                 let meta: Meta = serde_json::from_value(m)
-                    .map_err(|e| FhirError::malformed(&what, "meta", e.to_string()))?;
+                    .map_err(|e| FhirError::malformed(&what, "meta", json_problem(&e)))?;
                 let version_id = match meta.version_id {
                     None => None,
                     Some(serde_json::Value::String(v)) if !v.is_empty() => Some(v),
@@ -253,7 +252,7 @@ struct SearchWire {
 /// entries (`search.mode = outcome`) are left out.
 pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
     let wire: BundleWire<'_> = serde_json::from_str(body)
-        .map_err(|e| FhirError::malformed("Bundle", "(document)", e.to_string()))?;
+        .map_err(|e| FhirError::malformed("Bundle", "(document)", json_problem(&e)))?;
     if wire.resource_type != "Bundle" {
         return Err(FhirError::malformed(
             "Bundle",
@@ -295,7 +294,7 @@ pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
 
 fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
     let e: EntryWire<'_> = serde_json::from_str(raw.get()).map_err(|err| {
-        FhirError::malformed(format!("Bundle entry {i}"), "(entry)", err.to_string())
+        FhirError::malformed(format!("Bundle entry {i}"), "(entry)", json_problem(&err))
     })?;
     // An entry is named by what identifies it to people and to a later fetch: its fullUrl,
     // else the resource's own id; the position only when it carries neither.
@@ -334,6 +333,19 @@ fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
         }
         None => Err(FhirError::malformed(&place, "resource", "is missing")),
     }
+}
+
+/// What is wrong with a JSON text, by kind and place only: serde's own message quotes the
+/// offending value (`invalid type: string "Ada Quokka"`), which may be a patient's data and
+/// is the server's text, so it must not reach the store, the sync panel or a log line.
+fn json_problem(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax => "is not valid JSON",
+        serde_json::error::Category::Eof => "is cut short",
+        serde_json::error::Category::Data => "has an element of the wrong JSON type",
+        serde_json::error::Category::Io => "could not be read",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 /// The `id` of a resource's JSON, when it is a string (for naming an unreadable entry).
@@ -429,6 +441,19 @@ mod tests {
             Some(("Patient".into(), "p1".into()))
         );
         assert_eq!(reference_in("Bundle entry 1 (id c9)"), None);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_described_without_quoting_the_servers_text() {
+        let body = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"resource":"Ada Quokka, born 1970-01-01"},
+            {"fullUrl":["Ada Quokka"],"resource":{"resourceType":"Patient","id":"p1"}}]}"#;
+        let page = parse_bundle(body).unwrap();
+        for e in &page.entries {
+            let shown = e.as_ref().unwrap_err().to_string();
+            assert!(!shown.contains("Quokka"), "{shown}");
+            assert!(shown.contains("wrong JSON type"), "{shown}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use conflicts::{Conflict, Resolution};
 pub use key::DbKey;
 pub use keychain::Keychain;
 pub use outbox::{Method, OutboxEntry, OutboxState, OutboxSummary, OutboxWrite};
-pub use rejected::Rejected;
+pub use rejected::{Rejected, REJECTED_LIMIT};
 use resources::put_rows;
 pub use resources::{Projection, ResourceRow};
 

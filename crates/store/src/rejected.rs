@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// At most this many unreadable records are kept: a server that serves thousands of
+/// unreadable entries under ever-new names (which no later fetch can settle) must not grow the
+/// table, the sync panel and every hearth-sync listing without bound. Those not served
+/// unreadable for longest are dropped first.
+pub const REJECTED_LIMIT: usize = 1_000;
+
 /// A record the EHR served that Hearth could not read: kept, named and fetched again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -45,6 +51,12 @@ impl Store {
              ON CONFLICT (record) DO UPDATE SET message = excluded.message,
                  last_seen = excluded.last_seen, fetches = fetches + 1",
             params![record, ty, id, message, now()],
+        )?;
+        let limit = i64::try_from(REJECTED_LIMIT).unwrap_or(i64::MAX);
+        conn.execute(
+            "DELETE FROM rejected WHERE record IN (
+                 SELECT record FROM rejected ORDER BY last_seen DESC, record LIMIT -1 OFFSET ?1)",
+            params![limit],
         )?;
         Ok(())
     }

@@ -394,4 +394,27 @@ fn only_server_errors_give_a_write_up_and_unreadable_records_are_kept_by_name() 
     let kept = store.rejected().unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].record, "Bundle entry 4");
+
+    // A server naming ever-new unreadable entries (names no fetch can settle) fills the table
+    // only up to its limit; the ones served most recently stay.
+    let flood = hearth_store::REJECTED_LIMIT + 20;
+    for i in 0..flood {
+        store
+            .reject(
+                &format!("urn:uuid:flood-{i:05}"),
+                None,
+                "field `id` is missing",
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        store.rejected_count().unwrap(),
+        hearth_store::REJECTED_LIMIT
+    );
+    let kept = store.rejected().unwrap();
+    let last = format!("urn:uuid:flood-{:05}", flood - 1);
+    assert!(
+        kept.iter().any(|r| r.record == last),
+        "the newest was dropped"
+    );
 }

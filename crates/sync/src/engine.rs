@@ -305,13 +305,19 @@ impl Engine {
         let first = client.search("Schedule", &[("_count", &size)]).await?;
         // Kept from the first attempt: a resumed initial sync must not skip what changed
         // between the attempts for the patients already fetched.
+        // A server time that is not an instant, or that runs ahead of the workstation's clock
+        // (a wrong `Date`, a far-future Bundle time), would set a cursor that skips every
+        // later change: the earlier of the two is taken (an earlier cursor only costs
+        // versions fetched again and skipped).
         let started = match self.store().cursor(CURSOR_INITIAL_STARTED)? {
-            Some(s) => s,
-            None => {
-                let s = first
+            Some(s) if instant(&s).is_some() => s,
+            _ => {
+                let now = self.config.clock.now();
+                let at = first
                     .server_time()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| self.now_rfc3339());
+                    .and_then(instant)
+                    .map_or(now, |t| t.min(now));
+                let s = rfc3339(at);
                 self.store().set_cursor(CURSOR_INITIAL_STARTED, &s)?;
                 s
             }
@@ -475,16 +481,17 @@ impl Engine {
     /// Keeps an unreadable record by name in the store: shown in the sync panel and the
     /// hearth-sync tool, and fetched again on later rounds when its type and id are known.
     fn record_problem(&self, record: &str, message: &str) -> Result<()> {
-        let record = if record.is_empty() {
-            "(unnamed record)"
-        } else {
-            record
-        };
+        // Fetched again by what the server named; kept and shown only as printable text.
         let resource = reference_in(record);
+        let record = if record.is_empty() {
+            "(unnamed record)".to_string()
+        } else {
+            printable(record)
+        };
         self.store().reject(
-            record,
+            &record,
             resource.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
-            message,
+            &printable(message),
         )?;
         Ok(())
     }
@@ -500,6 +507,7 @@ impl Engine {
         let Some(since) = self.store().cursor(CURSOR_SINCE)? else {
             return Ok(());
         };
+        let since = self.trusted_cursor(since)?;
         if self.pull_by_history().await? {
             let first = self
                 .client()
@@ -509,7 +517,10 @@ impl Engine {
         }
         for ty in PULL_TYPES {
             let name = format!("{CURSOR_SINCE}.{ty}");
-            let since = self.store().cursor(&name)?.unwrap_or_else(|| since.clone());
+            let since = match self.store().cursor(&name)? {
+                Some(c) if trusted(&c, self.config.clock.now()) => c,
+                _ => since.clone(),
+            };
             let first = self
                 .client()
                 .changed_since(ty, &since, self.config.page_size)
@@ -530,8 +541,8 @@ impl Engine {
     ) -> Result<()> {
         // The server's time when it answered the first page: everything committed before it
         // (less the overlap, for late commits and lagging nodes) is in this answer.
-        let server_time = first.server_time().map(str::to_string);
-        let mut newest: Option<String> = None;
+        let server_time = first.server_time().and_then(instant);
+        let mut newest: Option<chrono::DateTime<chrono::Utc>> = None;
         // History lists newest first: the first entry for a resource is its state.
         let mut seen = HashSet::new();
         let mut page = Some(first);
@@ -556,10 +567,8 @@ impl Engine {
                         last_updated,
                     } => (resource_type, id, last_updated.clone()),
                 };
-                if let Some(lu) = last_updated {
-                    if newest.as_ref().is_none_or(|n| later(&lu, n)) {
-                        newest = Some(lu);
-                    }
+                if let Some(lu) = last_updated.as_deref().and_then(instant) {
+                    newest = newest.max(Some(lu));
                 }
                 if !seen.insert((ty.clone(), id.clone())) {
                     continue;
@@ -598,17 +607,46 @@ impl Engine {
             }
             page = self.client().next_page(&p).await?;
         }
-        // A server that gives no time at all (no Bundle time, no `Date`, against RFC 9110
-        // §6.6.1): the newest change this very request returned, which cannot run ahead of
-        // the server's clock. Nothing returned and no time: the cursor stays.
-        let Some(reached) = server_time.or(newest) else {
+        // The cursor moves to the server's time, but never beyond the newest change this very
+        // request returned: a server time that runs ahead (a wrong `Date` header, a far-future
+        // or garbage Bundle time) must not make later changes, stamped by the real clock,
+        // fall behind the cursor for good. A server that gives no time at all (no Bundle
+        // time, no `Date`, against RFC 9110 §6.6.1): the newest change. Nothing returned:
+        // the cursor stays (the same request again costs an empty answer).
+        let Some(newest) = newest else {
             return Ok(());
         };
-        let next = shift(&reached, -self.config.overlap);
+        let reached = server_time.map_or(newest, |t| t.min(newest));
+        let next = rfc3339(reached - self.config.overlap);
         if later(&next, since) {
             self.store().set_cursor(cursor, &next)?;
         }
         Ok(())
+    }
+
+    /// The pull cursor to use: `since` itself, unless it is not an instant or lies far ahead
+    /// of the workstation's clock (set from a server time that was wrong before cursors were
+    /// bounded by the changes seen): then the start of the initial sync, which loses nothing
+    /// (versions already held are skipped), and the cursor is set back to it. The per-type
+    /// cursors start from it too.
+    fn trusted_cursor(&self, since: String) -> Result<String> {
+        let now = self.config.clock.now();
+        if trusted(&since, now) {
+            return Ok(since);
+        }
+        // The initial sync's start by the server's clock, else its end by the workstation's.
+        let back = [CURSOR_INITIAL_STARTED, CURSOR_INITIAL]
+            .into_iter()
+            .find_map(|name| {
+                self.store()
+                    .cursor(name)
+                    .map(|c| c.filter(|s| trusted(s, now)))
+                    .transpose()
+            })
+            .transpose()?
+            .map_or_else(|| rfc3339(now), |s| shift(&s, -self.config.overlap));
+        self.store().set_cursor(CURSOR_SINCE, &back)?;
+        Ok(back)
     }
 
     /// Fetches again the records a pull held back while a local change waited (or whose
@@ -1150,6 +1188,40 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Longest name or message of an unreadable record kept (characters).
+const PROBLEM_TEXT_LIMIT: usize = 300;
+
+/// The server's text (a fullUrl, a problem) as it may be kept, shown and printed: control
+/// characters (terminal escapes, line breaks that would forge lines of hearth-sync's output)
+/// replaced, and cut to [`PROBLEM_TEXT_LIMIT`] characters.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(PROBLEM_TEXT_LIMIT)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
+    if text.chars().nth(PROBLEM_TEXT_LIMIT).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// How far ahead of the workstation's clock a stored cursor may lie and still be used (a
+/// server clock ahead of the workstation's, by no more than this, is legitimate).
+const CURSOR_LEAD_LIMIT: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// An RFC 3339 instant, in UTC; `None` for anything else (garbage a server sent).
+fn instant(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Whether a stored cursor can be used: an instant not far ahead of `now`.
+fn trusted(cursor: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+    instant(cursor).is_some_and(|t| t <= now + CURSOR_LEAD_LIMIT)
+}
+
 /// Whether instant `a` is after `b` (both RFC 3339; unparsable compares as text).
 fn later(a: &str, b: &str) -> bool {
     match (
@@ -1174,6 +1246,16 @@ fn shift(instant: &str, by: chrono::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_servers_text_is_kept_printable_and_short() {
+        assert_eq!(
+            printable("http://h/Patient/p1\n\u{1b}]0;x\u{7}"),
+            "http://h/Patient/p1\u{fffd}\u{fffd}]0;x\u{fffd}"
+        );
+        let long = "a".repeat(PROBLEM_TEXT_LIMIT + 5);
+        assert_eq!(printable(&long).chars().count(), PROBLEM_TEXT_LIMIT + 1);
+    }
 
     #[test]
     fn instants_compare_as_times_and_shift() {

@@ -7,7 +7,8 @@
 //! - a deletion at an EHR without system history;
 //! - a record served unreadable, then served readable again without a new version;
 //! - a write that meets offline rounds, refused sign-ins and a server error;
-//! - a version conflict answered 409 instead of 412.
+//! - a version conflict answered 409 instead of 412;
+//! - a server clock far ahead, or garbage, in the `Date` header or the Bundle's time.
 //!
 //! Each test's data is a handful of resources it writes itself (no sample data needed).
 
@@ -51,6 +52,8 @@ struct Setup {
     overlap: i64,
     clock_offset: Option<i64>,
     reconcile_every: Duration,
+    /// The `Date` header every answer carries during the initial sync (then the server's).
+    initial_date: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -60,6 +63,7 @@ impl Default for Setup {
             overlap: 10,
             clock_offset: None,
             reconcile_every: Duration::from_secs(3600),
+            initial_date: None,
         }
     }
 }
@@ -122,7 +126,9 @@ fn rig(setup: Setup) -> Rig {
     config.reconcile_every = setup.reconcile_every;
     let engine = Arc::new(Engine::new(client, store.clone(), config));
     let rt = runtime();
+    ehr.set_date(setup.initial_date);
     let first = rt.block_on(engine.round()).unwrap();
+    ehr.set_date(None);
     assert_eq!(first.unreadable, 0, "{first:?}");
     for (ty, id) in [
         ("Patient", &patient),
@@ -440,4 +446,72 @@ fn a_version_conflict_answered_409_is_a_conflict_with_both_versions_like_412() {
     let there = server_resource(&rig.server, "Appointment", &rig.appointment);
     assert_eq!(there["status"], "booked");
     assert_eq!(there["comment"], "moved by the front desk");
+}
+
+/// A far-future HTTP date: a server (or something at its address) whose clock is wrong.
+const FAR_FUTURE_DATE: &str = "Fri, 01 Jan 2100 00:00:00 GMT";
+
+/// After one round in which the server's time was wrong (as `wrong` sets it on the proxy),
+/// a change and a new record at the EHR, stamped by its real clock, still arrive.
+fn wrong_server_time_for_one_round(pull: PullMode, what: &str, wrong: impl Fn(&FaultyEhr)) {
+    let rig = rig(Setup {
+        pull,
+        ..Setup::default()
+    });
+    wrong(&rig.ehr);
+    rig.round();
+    rig.ehr.set_date(None);
+    rig.ehr.set_bundle_time(None);
+    let (version, _) = rig.touch("Patient", &rig.patient, "after");
+    let added = create(
+        &rig.server,
+        json!({"resourceType": "Observation", "status": "final",
+               "subject": {"reference": format!("Patient/{}", rig.patient)},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+               "effectiveDateTime": "2026-01-02T10:00:00Z"}),
+    );
+    let round = rig.rt.block_on(rig.engine.round());
+    assert!(round.is_ok(), "{pull:?}, {what}: {round:?}");
+    assert_eq!(
+        rig.local_version("Patient", &rig.patient),
+        Some(version),
+        "{pull:?}, {what}: a change made after it was skipped by the cursor"
+    );
+    assert!(
+        rig.store.contains("Observation", &added).unwrap(),
+        "{pull:?}, {what}: a record created after it was skipped by the cursor"
+    );
+}
+
+#[test]
+fn a_server_time_far_ahead_or_garbage_for_one_round_does_not_make_the_pull_skip_changes() {
+    for pull in [PullMode::History, PullMode::LastUpdated] {
+        wrong_server_time_for_one_round(pull, "Date far ahead", |ehr| {
+            ehr.set_date(Some(FAR_FUTURE_DATE));
+        });
+        wrong_server_time_for_one_round(pull, "Bundle time far ahead", |ehr| {
+            ehr.set_bundle_time(Some("2100-01-01T00:00:00Z"));
+        });
+        wrong_server_time_for_one_round(pull, "Bundle time garbage", |ehr| {
+            ehr.set_bundle_time(Some("not a time"));
+        });
+    }
+}
+
+#[test]
+fn a_server_date_far_ahead_during_the_initial_sync_does_not_make_the_pull_skip_changes() {
+    for pull in [PullMode::History, PullMode::LastUpdated] {
+        let rig = rig(Setup {
+            pull,
+            initial_date: Some(FAR_FUTURE_DATE),
+            ..Setup::default()
+        });
+        let (version, _) = rig.touch("Patient", &rig.patient, "after");
+        rig.round();
+        assert_eq!(
+            rig.local_version("Patient", &rig.patient),
+            Some(version),
+            "{pull:?}: the initial sync's cursor skipped a later change"
+        );
+    }
 }

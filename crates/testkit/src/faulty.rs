@@ -10,6 +10,8 @@
 //! - a server answering an error status (503, 409, ...) to the next requests of a kind;
 //! - a serializer bug: one resource served with an element spoiled (or removed) wherever it
 //!   is served, until the test repairs the server; its stored data and `lastUpdated` stay.
+//! - a wrong clock in front of the server: every answer's `Date` header, or every Bundle's
+//!   `timestamp`, replaced by what the test sets (far future, far past, garbage).
 //!
 //! Everything else passes through: status, `Date`, `ETag`, `Location`, bodies. Connections are
 //! kept alive as HTTP/1.1 clients expect; each forwarded request is bounded in time.
@@ -50,6 +52,10 @@ struct Faults {
     /// (method and path pattern, status, how many more times).
     failing: Vec<(String, u16, usize)>,
     released: u64,
+    /// Every answer's `Date` header is this (set or replaced).
+    date: Option<String>,
+    /// Every Bundle's `timestamp` is this (set or replaced).
+    bundle_time: Option<String>,
 }
 
 impl FaultyEhr {
@@ -107,6 +113,17 @@ impl FaultyEhr {
     /// The server serves `Type/id` as stored again (no new version: its data never changed).
     pub fn repair(&self, reference: &str) {
         self.faults().spoiled.remove(reference);
+    }
+
+    /// Every answer carries `Date: <date>` (any text, e.g. a far-future HTTP date or
+    /// garbage) instead of the server's; `None`: the server's own again.
+    pub fn set_date(&self, date: Option<&str>) {
+        self.faults().date = date.map(str::to_string);
+    }
+
+    /// Every Bundle carries `timestamp: <time>` (any text); `None`: as the server sends it.
+    pub fn set_bundle_time(&self, time: Option<&str>) {
+        self.faults().bundle_time = time.map(str::to_string);
     }
 
     /// Drops every connection (`true`): the EHR cannot be reached; or forwards again.
@@ -177,7 +194,7 @@ fn serve(client: TcpStream, shared: &Shared) {
             }
             continue;
         }
-        let (target, rewrite) = {
+        let (target, rewrite, date) = {
             let f = shared.state.lock().unwrap_or_else(|p| p.into_inner());
             (
                 f.target,
@@ -185,14 +202,26 @@ fn serve(client: TcpStream, shared: &Shared) {
                     strip: f.strip_bundle_times,
                     hidden: f.hidden.clone(),
                     spoiled: f.spoiled.clone(),
+                    bundle_time: f.bundle_time.clone(),
                 },
+                f.date.clone(),
             )
         };
         let Some(mut answer) = forward(target, &request) else {
             return;
         };
-        if rewrite.strip || !rewrite.hidden.is_empty() || !rewrite.spoiled.is_empty() {
+        if rewrite.strip
+            || !rewrite.hidden.is_empty()
+            || !rewrite.spoiled.is_empty()
+            || rewrite.bundle_time.is_some()
+        {
             answer.body = rewrite.apply(&answer.body);
+        }
+        if let Some(date) = date {
+            answer
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("date"));
+            answer.headers.push(("Date".into(), date));
         }
         if write_answer(&mut writer, &answer).is_err() {
             return;
@@ -368,6 +397,7 @@ struct Rewrite {
     strip: bool,
     hidden: HashSet<String>,
     spoiled: std::collections::HashMap<String, (String, Option<Value>)>,
+    bundle_time: Option<String>,
 }
 
 impl Rewrite {
@@ -398,6 +428,9 @@ impl Rewrite {
                     meta.remove("lastUpdated");
                 }
             }
+        }
+        if let (Some(time), Some(o)) = (&self.bundle_time, v.as_object_mut()) {
+            o.insert("timestamp".into(), Value::String(time.clone()));
         }
         if let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) {
             entries.retain(|e| !self.hidden.contains(&reference_of(e)));
@@ -459,6 +492,7 @@ mod tests {
                 ("gender".to_string(), Some(Value::from(7))),
             )]
             .into(),
+            bundle_time: None,
         };
         let v: Value = serde_json::from_slice(&rewrite.apply(body)).unwrap();
         assert_eq!(v["entry"][0]["resource"]["gender"], 7);
