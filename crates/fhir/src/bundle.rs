@@ -174,6 +174,9 @@ pub struct Page {
     pub timestamp: Option<String>,
     /// The HTTP `Date` of the answer (the server's clock), when it came over HTTP.
     pub server_date: Option<String>,
+    /// The URLs of this search's pages so far, this one last: a `next` link back to one of
+    /// them would page for ever.
+    pub(crate) chain: Vec<String>,
 }
 
 impl Page {
@@ -289,6 +292,7 @@ pub fn parse_bundle(body: &str) -> Result<Page, FhirError> {
         total: wire.total,
         timestamp: wire.meta.and_then(|m| m.last_updated).or(wire.timestamp),
         server_date: None,
+        chain: Vec::new(),
     })
 }
 

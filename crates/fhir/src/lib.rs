@@ -371,13 +371,35 @@ impl Client {
                 "points to another server; not followed",
             ));
         }
-        self.page(url).await.map(Some)
+        // A server whose `next` leads back to a page already read, or on past any real
+        // search, would keep a round paging for ever.
+        if page.chain.iter().any(|seen| seen == url.as_str()) {
+            return Err(FhirError::malformed(
+                "Bundle",
+                "link(next)",
+                "leads back to a page already read; not followed",
+            ));
+        }
+        if page.chain.len() >= MAX_PAGES {
+            return Err(FhirError::malformed(
+                "Bundle",
+                "link(next)",
+                format!("goes past {MAX_PAGES} pages; not followed"),
+            ));
+        }
+        let mut chain = page.chain.clone();
+        let mut next = self.page(url).await?;
+        chain.append(&mut next.chain);
+        next.chain = chain;
+        Ok(Some(next))
     }
 
     async fn page(&self, url: Url) -> Result<Page, FhirError> {
+        let chain = vec![url.as_str().to_string()];
         let reply = self.send(Method::GET, url, &[], None).await?;
         let mut page = parse_bundle(&reply.body)?;
         page.server_date = server_date(&reply.headers);
+        page.chain = chain;
         Ok(page)
     }
 
@@ -475,6 +497,9 @@ fn describe_transport(e: &reqwest::Error) -> String {
         "the connection dropped".into()
     }
 }
+
+/// The most pages one search is followed through (200 resources a page: 2 million).
+const MAX_PAGES: usize = 10_000;
 
 /// The server's clock when it answered: the `Date` header (RFC 9110 §6.6.1: an origin server
 /// with a clock sends it on every 2xx, 3xx and 4xx answer), as RFC 3339 UTC.

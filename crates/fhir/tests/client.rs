@@ -141,3 +141,52 @@ fn busy_answers_are_retried_and_a_long_retry_after_is_not_waited_for() {
         "{e}"
     );
 }
+
+#[test]
+fn a_next_link_back_to_a_page_already_read_is_refused_not_followed_for_ever() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/fhir",
+        listener.local_addr().unwrap().port()
+    );
+    // Page 1 links to page 2, and page 2 back to page 1.
+    let page = |next: &str| {
+        format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","link":[{{"relation":"next","url":"{base}/Patient?page={next}"}}],"entry":[]}}"#
+        )
+    };
+    let (first, second) = (page("2"), page("1"));
+    let served = Arc::new(AtomicUsize::new(0));
+    let n = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(10) {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let len = s.read(&mut buf).unwrap_or(0);
+            let body = if String::from_utf8_lossy(&buf[..len]).contains("page=2") {
+                &second
+            } else {
+                &first
+            };
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let c = client(&base);
+    rt().block_on(async {
+        let p1 = c.search("Patient", &[("page", "1")]).await.unwrap();
+        let p2 = c.next_page(&p1).await.unwrap().unwrap();
+        let e = c.next_page(&p2).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Bundle: field `link(next)` leads back to a page already read; not followed"
+        );
+    });
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+}

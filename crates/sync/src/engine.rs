@@ -663,6 +663,12 @@ impl Engine {
     /// still serves unreadable stays kept by name.
     async fn fetch_again(&self, ty: &str, id: &str, round: &mut Round) -> Result<()> {
         match self.client().read(ty, id).await {
+            // Asked for one record, answered with another: unreadable, not stored in its place.
+            Ok(r) if r.resource_type != ty || r.id != id => {
+                let message = format!("a read of it answered {}/{} instead", r.resource_type, r.id);
+                self.record_problem(&format!("{ty}/{id}"), &message)?;
+                round.unreadable += 1;
+            }
             Ok(r) => {
                 if let Some(row) = self.row(&r)? {
                     self.store_rows(vec![row], round).await?;
