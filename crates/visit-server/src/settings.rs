@@ -42,6 +42,9 @@ pub struct Identity {
     pub issuer: String,
     /// Accepted `aud` values (e.g. the FHIR base URL the SMART tokens are issued for).
     pub audiences: Vec<String>,
+    /// Hearth's OAuth client id at the provider: only tokens issued to it (`client_id` or
+    /// `azp`) are a clinician's; another app's token for the same FHIR base is refused.
+    pub client_id: String,
     /// Where the signing keys are; discovered from the issuer when absent.
     pub jwks_uri: Option<String>,
 }
@@ -81,6 +84,7 @@ struct File {
 struct IdentityFile {
     issuer: String,
     audiences: Vec<String>,
+    client_id: String,
     jwks_uri: Option<String>,
 }
 
@@ -154,6 +158,11 @@ impl Settings {
         if file.identity.audiences.is_empty() {
             return Err(bad("identity.audiences is empty".into()));
         }
+        if file.identity.client_id.trim().is_empty() {
+            return Err(bad(
+                "identity.client_id is empty (Hearth's client id at the identity provider)".into(),
+            ));
+        }
         Ok(Self {
             listen: file
                 .listen
@@ -163,6 +172,7 @@ impl Settings {
             identity: Identity {
                 issuer: file.identity.issuer,
                 audiences: file.identity.audiences,
+                client_id: file.identity.client_id,
                 jwks_uri: file.identity.jwks_uri,
             },
             turn,
@@ -179,7 +189,8 @@ impl Settings {
     }
 
     /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
-    /// trusting `issuer`'s tokens for `audience`: for tests and local trials.
+    /// trusting `issuer`'s tokens for `audience` issued to the client `hearth`: for tests and
+    /// local trials.
     pub fn loopback(port: u16, issuer: &str, audience: &str, link_secret: &[u8]) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -189,6 +200,7 @@ impl Settings {
             identity: Identity {
                 issuer: issuer.to_owned(),
                 audiences: vec![audience.to_owned()],
+                client_id: "hearth".to_owned(),
                 jwks_uri: None,
             },
             turn: None,

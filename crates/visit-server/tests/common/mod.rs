@@ -251,7 +251,7 @@ impl Instance {
         }
         toml.push_str(extra);
         toml.push_str(&format!(
-            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
+            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\nclient_id = \"hearth\"\n",
             idp.issuer, idp.fhir_base
         ));
         let config = dir.path().join("hearth-visit.toml");

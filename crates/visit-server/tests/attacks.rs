@@ -1,0 +1,148 @@
+//! The attacks a security review made on the visit service, replayed against the real service
+//! (in memory, and as two processes sharing a real Redis): each must fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use common::*;
+use hearth_testkit::smart::SmartEhr;
+use hearth_testkit::visit::Redis;
+use hearth_visit_protocol::{ClientMsg, ErrorBody, ErrorCode, Role, Secret, ServerMsg};
+
+fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
+    move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
+}
+
+fn code_of(body: &str) -> ErrorCode {
+    serde_json::from_str::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("{body}: {e}"))
+        .code
+}
+
+/// Two bases of one deployment: the same in memory, two instances behind a balancer on Redis.
+struct Deployment {
+    a: String,
+    b: String,
+    _keep: Box<dyn std::any::Any>,
+}
+
+async fn in_memory(idp: &SmartEhr) -> Deployment {
+    let svc = serve(idp, |_| {}).await;
+    let base = format!("http://{}", svc.addr);
+    Deployment {
+        a: base.clone(),
+        b: base,
+        _keep: Box::new(svc),
+    }
+}
+
+fn on_redis(idp: &SmartEhr, extra: &str) -> Deployment {
+    let redis = Redis::start();
+    let a = Instance::spawn(idp, Some(&redis.url), extra);
+    let b = Instance::spawn(idp, Some(&redis.url), extra);
+    Deployment {
+        a: a.base.clone(),
+        b: b.base.clone(),
+        _keep: Box::new((a, b, redis)),
+    }
+}
+
+async fn post_link(base: &str, token: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "appointment": "appt-x", "role": "patient",
+        "start_ms": now_ms(), "end_ms": now_ms() + 1_800_000,
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/links"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A patient-app token (another client, `fhirUser` a Patient, patient scopes, same FHIR base),
+/// the clinician's own sign-in at another app, and access tokens with a wrong `typ`, a future
+/// `nbf` or a future `iat`: none makes links, reads a roster or hosts.
+async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-x", true).await;
+    let l = link(&d.a, &access, "appt-x", Role::Patient).await;
+    let pat = Ws::join(&d.b, &token_of(&l), "Zed Quillfeather").await;
+    doc.until("the patient waiting", |m| {
+        roster_entry(m, &pat.participant).is_some()
+    })
+    .await;
+
+    let patient_app = idp.patient_app_access_token();
+    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser profile user/*.rs");
+    for (what, token) in [("patient app", &patient_app), ("another app", &other_app)] {
+        for base in [&d.a, &d.b] {
+            let (status, body) = post_link(base, token).await;
+            assert_eq!(
+                (status, code_of(&body)),
+                (403, ErrorCode::NotClinician),
+                "{what} makes a link: {body}"
+            );
+            let r = reqwest::Client::new()
+                .get(format!("{base}/v1/visits/appt-x"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+            assert!(!body.contains("Quillfeather"), "{what} read the roster");
+            assert_eq!((status, code_of(&body)), (403, ErrorCode::NotClinician));
+            let mut host = Ws::connect(base).await;
+            host.send(&ClientMsg::Host {
+                access_token: Secret::new(token.as_str()),
+                visit: "appt-x".into(),
+                media: true,
+                name: None,
+            })
+            .await;
+            let first = host.next().await;
+            assert!(
+                matches!(&first, Some(m) if is_error(ErrorCode::NotClinician)(m)),
+                "{what} hosts: {first:?}"
+            );
+        }
+    }
+
+    for (how, why) in [
+        ("typ", "not an access token"),
+        ("not-yet", "not valid yet"),
+        ("future-iat", "issued in the future"),
+    ] {
+        idp.spoil_next_access_token(how);
+        let spoiled = idp.clinician_access_token();
+        let (status, body) = post_link(&d.a, &spoiled).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (401, ErrorCode::Unauthorized),
+            "{how}: {body}"
+        );
+        assert!(body.contains(why), "{how}: {body}");
+    }
+    // The real clinician still can.
+    assert_eq!(post_link(&d.b, &access).await.0, 200);
+}
+
+#[test]
+fn a_patient_apps_token_is_not_a_clinicians_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp).await;
+        tokens_that_are_not_hearths_clinician_are_refused(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(tokens_that_are_not_hearths_clinician_are_refused(&idp, &d));
+}
