@@ -255,8 +255,9 @@ async fn hello(
             resume,
         } => {
             limited(app, ip)?;
-            app.hub.register(&participant, &conn, tx.clone());
-            let result = app
+            // The secret is checked before this connection is registered as the participant:
+            // a wrong one must neither close their connection nor see their messages.
+            let (member, outs) = app
                 .shared
                 .update(&visit, |v| {
                     v.resume(
@@ -265,8 +266,8 @@ async fn hello(
                         &conn,
                     )
                 })
-                .await;
-            let (member, outs) = unregister_on_error(app, &participant, &conn, result)?;
+                .await?;
+            app.hub.register(&participant, &conn, tx.clone());
             (
                 visit,
                 participant,

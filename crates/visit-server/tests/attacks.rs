@@ -146,3 +146,73 @@ fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
     let d = on_redis(&idp, "");
     runtime().block_on(tokens_that_are_not_hearths_clinician_are_refused(&idp, &d));
 }
+
+/// Someone who knows a participant's id (not their resume secret) tries to resume as them on
+/// each instance: refused, and the real participant stays connected and keeps getting their
+/// messages.
+async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-r", true).await;
+    let l = link(&d.a, &access, "appt-r", Role::Patient).await;
+    let mut pat = Ws::join(&d.a, &token_of(&l), "Ana").await;
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await;
+    for (i, base) in [&d.a, &d.b].into_iter().enumerate() {
+        let mut thief = Ws::connect(base).await;
+        thief
+            .send(&ClientMsg::Resume {
+                visit: "appt-r".into(),
+                participant: pat.participant.clone(),
+                resume: Secret::new("not-the-secret"),
+            })
+            .await;
+        let first = thief.next().await;
+        assert!(
+            matches!(&first, Some(m) if is_error(ErrorCode::ResumeRefused)(m)),
+            "the thief got {first:?}"
+        );
+        assert_eq!(thief.next().await, None, "the thief's socket closes");
+        // The patient's socket is still theirs: it answers, and the clinician's messages come.
+        let id = 70 + i as u64;
+        pat.send(&ClientMsg::Ping { id }).await;
+        pat.until("pong", |m| *m == ServerMsg::Pong { id }).await;
+        let data = serde_json::json!({"candidate": {"candidate": format!("c{i}")}});
+        doc.send(&ClientMsg::Signal {
+            to: pat.participant.clone(),
+            data: data.clone(),
+        })
+        .await;
+        let got = pat
+            .until("the clinician's signal", |m| {
+                matches!(m, ServerMsg::Signal { .. })
+            })
+            .await;
+        assert_eq!(
+            got,
+            ServerMsg::Signal {
+                from: doc.participant.clone(),
+                data
+            }
+        );
+    }
+}
+
+#[test]
+fn a_wrong_resume_secret_does_not_kick_the_participant_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp).await;
+        a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_wrong_resume_secret_does_not_kick_the_participant_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d));
+}
