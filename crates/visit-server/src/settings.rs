@@ -30,6 +30,11 @@ pub struct Settings {
     pub grace: Duration,
     /// Link checks, joins and resumes per client address per minute.
     pub joins_per_minute: u32,
+    /// Messages a connection may send a second (four seconds' worth at once).
+    pub messages_per_second: u32,
+    /// Bytes a connection may send a second (four seconds' worth, at least one largest
+    /// message, at once).
+    pub bytes_per_second: u32,
     /// Use the first `X-Forwarded-For` address as the client's (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
     /// Origins (besides the service's own) that may call the API from a browser.
@@ -73,6 +78,8 @@ struct File {
     late_minutes: Option<u64>,
     grace_seconds: Option<u64>,
     joins_per_minute: Option<u32>,
+    messages_per_second: Option<u32>,
+    bytes_per_second: Option<u32>,
     #[serde(default)]
     trust_forwarded_for: bool,
     #[serde(default)]
@@ -183,6 +190,8 @@ impl Settings {
             late: Duration::from_secs(file.late_minutes.unwrap_or(60) * 60),
             grace: Duration::from_secs(file.grace_seconds.unwrap_or(60)),
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
+            messages_per_second: file.messages_per_second.unwrap_or(20),
+            bytes_per_second: file.bytes_per_second.unwrap_or(64 * 1024),
             trust_forwarded_for: file.trust_forwarded_for,
             allowed_origins: file.allowed_origins,
         })
@@ -211,6 +220,8 @@ impl Settings {
             late: Duration::from_secs(60 * 60),
             grace: Duration::from_secs(60),
             joins_per_minute: 1000,
+            messages_per_second: 20,
+            bytes_per_second: 64 * 1024,
             trust_forwarded_for: false,
             allowed_origins: Vec::new(),
         }

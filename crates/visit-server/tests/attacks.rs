@@ -9,6 +9,7 @@ use common::*;
 use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::Redis;
 use hearth_visit_protocol::{ClientMsg, ErrorBody, ErrorCode, Role, Secret, ServerMsg};
+use hearth_visit_server::settings::Settings;
 
 fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
     move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
@@ -27,8 +28,8 @@ struct Deployment {
     _keep: Box<dyn std::any::Any>,
 }
 
-async fn in_memory(idp: &SmartEhr) -> Deployment {
-    let svc = serve(idp, |_| {}).await;
+async fn in_memory(idp: &SmartEhr, tweak: impl FnOnce(&mut Settings)) -> Deployment {
+    let svc = serve(idp, tweak).await;
     let base = format!("http://{}", svc.addr);
     Deployment {
         a: base.clone(),
@@ -135,7 +136,7 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
 fn a_patient_apps_token_is_not_a_clinicians_in_memory() {
     let idp = SmartEhr::identity_only();
     runtime().block_on(async {
-        let d = in_memory(&idp).await;
+        let d = in_memory(&idp, |_| {}).await;
         tokens_that_are_not_hearths_clinician_are_refused(&idp, &d).await;
     });
 }
@@ -205,7 +206,7 @@ async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &
 fn a_wrong_resume_secret_does_not_kick_the_participant_in_memory() {
     let idp = SmartEhr::identity_only();
     runtime().block_on(async {
-        let d = in_memory(&idp).await;
+        let d = in_memory(&idp, |_| {}).await;
         a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d).await;
     });
 }
@@ -215,4 +216,112 @@ fn a_wrong_resume_secret_does_not_kick_the_participant_on_redis() {
     let idp = SmartEhr::identity_only();
     let d = on_redis(&idp, "");
     runtime().block_on(a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d));
+}
+
+/// Unlimited senders (the flooding clinician), for the slow-reader attack.
+const NO_RATE_LIMIT: &str = "messages_per_second = 1000000\nbytes_per_second = 1000000000\n";
+
+/// A participant stops reading while messages for them keep coming: the service aborts their
+/// connection (it does not leave it open and silent), and the visit sees them drop.
+async fn a_slow_reader_is_cut_off(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-slow", true).await;
+    let l = link(&d.a, &access, "appt-slow", Role::Patient).await;
+    let mut pat = Ws::join(&d.b, &token_of(&l), "Ana").await;
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await;
+    doc.until("peer_joined", |m| matches!(m, ServerMsg::PeerJoined { .. }))
+        .await;
+    // The patient reads nothing more. More than its queue (256 messages) and the socket
+    // buffers (a few MB on loopback) hold is sent to it.
+    let big = serde_json::json!({"sdp": {"type": "offer", "sdp": "a".repeat(48 * 1024)}});
+    const SENT: usize = 800;
+    for _ in 0..SENT {
+        doc.send(&ClientMsg::Signal {
+            to: pat.participant.clone(),
+            data: big.clone(),
+        })
+        .await;
+    }
+    doc.until(
+        "the slow patient dropped",
+        |m| matches!(m, ServerMsg::PeerLeft { peer } if *peer == pat.participant),
+    )
+    .await;
+    // Their socket ends (after what was already on its way), rather than staying open.
+    let mut read = 0;
+    while pat.next().await.is_some() {
+        read += 1;
+        assert!(read <= SENT, "the slow patient's socket stays open");
+    }
+    assert!(
+        read < SENT,
+        "the patient got everything ({read}): not slow enough"
+    );
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.messages_per_second = 1_000_000;
+            s.bytes_per_second = 1_000_000_000;
+        })
+        .await;
+        a_slow_reader_is_cut_off(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, NO_RATE_LIMIT);
+    runtime().block_on(a_slow_reader_is_cut_off(&idp, &d));
+}
+
+/// A connection that sends too many messages, or too many bytes, is told and closed.
+async fn a_flooding_connection_is_closed(d: &Deployment) {
+    for (burst, size) in [(200, 10), (3, 40 * 1024)] {
+        let mut ws = Ws::connect(&d.a).await;
+        let padding = "x".repeat(size);
+        for id in 0..burst {
+            ws.send_raw(&format!(r#"{{"type":"ping","id":{id},"pad":"{padding}"}}"#))
+                .await;
+        }
+        let mut answered = 0;
+        loop {
+            match ws.next().await {
+                Some(ServerMsg::Error(e)) if e.code == ErrorCode::RateLimited => break,
+                Some(_) => answered += 1,
+                None => panic!("closed without saying why"),
+            }
+        }
+        assert!(answered < burst, "{answered} of {burst} answered");
+        assert_eq!(ws.next().await, None, "the flooding socket closes");
+    }
+}
+
+#[test]
+fn a_flooding_connection_is_closed_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.messages_per_second = 10;
+            s.bytes_per_second = 1000;
+        })
+        .await;
+        a_flooding_connection_is_closed(&d).await;
+    });
+}
+
+#[test]
+fn a_flooding_connection_is_closed_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "messages_per_second = 10\nbytes_per_second = 1000\n");
+    runtime().block_on(a_flooding_connection_is_closed(&d));
 }
