@@ -3,6 +3,7 @@
 
 use crate::error::SetupError;
 use hearth_visit_protocol::IcePolicy;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,8 +36,14 @@ pub struct Settings {
     /// Bytes a connection may send a second (four seconds' worth, at least one largest
     /// message, at once).
     pub bytes_per_second: u32,
-    /// Use the first `X-Forwarded-For` address as the client's (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies and load balancers in front of the service (addresses or CIDR
+    /// ranges). A request from one of them is the client's rightmost `X-Forwarded-For` hop
+    /// that is not one of them; hops a client wrote itself (further left) are never used.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Participants (present or gone) a visit may hold.
+    pub max_members_per_visit: usize,
+    /// Open WebSocket connections this instance accepts; more are answered 503.
+    pub max_connections: usize,
     /// Origins (besides the service's own) that may call the API from a browser.
     pub allowed_origins: Vec<String>,
 }
@@ -81,7 +88,9 @@ struct File {
     messages_per_second: Option<u32>,
     bytes_per_second: Option<u32>,
     #[serde(default)]
-    trust_forwarded_for: bool,
+    trusted_proxies: Vec<String>,
+    max_members_per_visit: Option<usize>,
+    max_connections: Option<usize>,
     #[serde(default)]
     allowed_origins: Vec<String>,
 }
@@ -170,6 +179,18 @@ impl Settings {
                 "identity.client_id is empty (Hearth's client id at the identity provider)".into(),
             ));
         }
+        let mut trusted_proxies = Vec::new();
+        for proxy in &file.trusted_proxies {
+            let net = proxy
+                .parse::<IpNet>()
+                .or_else(|_| proxy.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    bad(format!(
+                        "trusted_proxies: {proxy:?} is not an address or CIDR range"
+                    ))
+                })?;
+            trusted_proxies.push(net);
+        }
         Ok(Self {
             listen: file
                 .listen
@@ -192,7 +213,9 @@ impl Settings {
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
             messages_per_second: file.messages_per_second.unwrap_or(20),
             bytes_per_second: file.bytes_per_second.unwrap_or(64 * 1024),
-            trust_forwarded_for: file.trust_forwarded_for,
+            trusted_proxies,
+            max_members_per_visit: file.max_members_per_visit.unwrap_or(50).max(2),
+            max_connections: file.max_connections.unwrap_or(5000).max(1),
             allowed_origins: file.allowed_origins,
         })
     }
@@ -222,7 +245,9 @@ impl Settings {
             joins_per_minute: 1000,
             messages_per_second: 20,
             bytes_per_second: 64 * 1024,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            max_members_per_visit: 50,
+            max_connections: 5000,
             allowed_origins: Vec::new(),
         }
     }

@@ -16,6 +16,7 @@ use hearth_visit_protocol::{
     ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing, PROTOCOL_VERSION,
 };
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -44,8 +45,42 @@ pub async fn upgrade(
         }
     }
     let ip = client_ip(&app, peer, &headers);
+    let Some(slot) = Slot::take(&app) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the visit service is at its connection limit; try again",
+        )
+            .into_response();
+    };
+    // Frames as well as messages are capped: a declared 16 MiB frame would otherwise be
+    // buffered whole before the message limit applies.
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, app, ip))
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            serve(socket, app, ip).await;
+            drop(slot);
+        })
+}
+
+/// One of the instance's `max_connections` places, given back when dropped.
+struct Slot(Arc<App>);
+
+impl Slot {
+    fn take(app: &Arc<App>) -> Option<Self> {
+        let max = app.settings.max_connections;
+        app.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(app.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Who this connection is, once it said so.
@@ -387,6 +422,7 @@ async fn enter(
                     conn: conn.to_owned(),
                 },
                 now,
+                app.settings.max_members_per_visit,
             )
         })
         .await;

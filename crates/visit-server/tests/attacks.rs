@@ -325,3 +325,181 @@ fn a_flooding_connection_is_closed_on_redis() {
     let d = on_redis(&idp, "messages_per_second = 10\nbytes_per_second = 1000\n");
     runtime().block_on(a_flooding_connection_is_closed(&d));
 }
+
+/// Opens a WebSocket by hand and declares a 1 MiB text frame, sending only its first bytes:
+/// the service must close the connection at the header, not wait to buffer the frame.
+async fn a_huge_frame_is_refused_at_its_header(d: &Deployment) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = d.a.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tcp.read(&mut byte).await.unwrap();
+        assert_eq!(n, 1, "the handshake answer ends early");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // FIN + text; masked, 64-bit length 1 MiB; the mask; 16 bytes of payload.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[b'x'; 16]);
+    tcp.write_all(&frame).await.unwrap();
+    // The service ends the connection (a close frame, then EOF, or a reset) without waiting
+    // for the rest; today's 60 s idle limit would be far beyond this bound.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the service kept a socket with a 1 MiB frame declared"
+    );
+}
+
+#[test]
+fn a_huge_frame_is_refused_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        a_huge_frame_is_refused_at_its_header(&d).await;
+    });
+}
+
+#[test]
+fn a_huge_frame_is_refused_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(a_huge_frame_is_refused_at_its_header(&d));
+}
+
+/// With `max_members_per_visit = 3` and `max_connections = 4`: a fourth member is refused
+/// (`visit_full`), a fifth socket is answered 503, and a place comes back when one closes.
+async fn visits_and_connections_are_capped(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let _doc = Ws::host(&d.a, &access, "appt-cap", false).await;
+    let l = link(&d.a, &access, "appt-cap", Role::Patient).await;
+    let _p1 = Ws::join(&d.a, &token_of(&l), "One").await;
+    let _p2 = Ws::join(&d.a, &token_of(&l), "Two").await;
+    let mut p3 = Ws::connect(&d.a).await;
+    p3.send(&ClientMsg::Join {
+        token: token_of(&l),
+        name: "Three".into(),
+        visit: None,
+    })
+    .await;
+    p3.until("visit_full", is_error(ErrorCode::VisitFull)).await;
+    let url = format!("{}/v1/ws", d.a.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a fifth socket: {:?}", other.map(|_| ())),
+    }
+    p3.close().await;
+    wait_for(std::time::Duration::from_secs(10), "a place again", || {
+        let url = url.clone();
+        async move { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
+const CAPS: &str = "max_members_per_visit = 3\nmax_connections = 4\n";
+
+#[test]
+fn visits_and_connections_are_capped_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.max_members_per_visit = 3;
+            s.max_connections = 4;
+        })
+        .await;
+        visits_and_connections_are_capped(&idp, &d).await;
+    });
+}
+
+#[test]
+fn visits_and_connections_are_capped_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, CAPS);
+    runtime().block_on(visits_and_connections_are_capped(&idp, &d));
+}
+
+/// The service is behind proxies at 127.0.0.1 and in 10/8. A client that writes its own
+/// `X-Forwarded-For` hops, new ones each time, is still limited by its real address (the one
+/// the proxy appended); another real client is not.
+async fn a_forged_forwarded_for_does_not_escape_the_limit(d: &Deployment) {
+    let http = reqwest::Client::new();
+    let attempt = |forwarded: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/links/check", d.a);
+        async move {
+            http.post(url)
+                .header("x-forwarded-for", forwarded)
+                .header("content-type", "application/json")
+                .body(r#"{"token":"junk.junk"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(
+            attempt(format!("1.2.3.{i}, 203.0.113.7, 10.0.0.5")).await,
+            400
+        );
+    }
+    assert_eq!(
+        attempt("1.2.3.99, 203.0.113.7, 10.0.0.5".into()).await,
+        429,
+        "a forged leftmost hop escaped the limit"
+    );
+    assert_eq!(
+        attempt("203.0.113.8, 10.0.0.5".into()).await,
+        400,
+        "another client has its own allowance"
+    );
+}
+
+#[test]
+fn a_forged_forwarded_for_is_not_trusted_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.joins_per_minute = 3;
+            s.trusted_proxies = vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ];
+        })
+        .await;
+        a_forged_forwarded_for_does_not_escape_the_limit(&d).await;
+    });
+}
+
+#[test]
+fn a_forged_forwarded_for_is_not_trusted_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(
+        &idp,
+        "joins_per_minute = 3\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n",
+    );
+    runtime().block_on(a_forged_forwarded_for_does_not_escape_the_limit(&d));
+}

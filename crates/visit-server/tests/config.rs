@@ -60,6 +60,11 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
             "client_id",
         ),
         (
+            base.replace("\"::1\"", "\"10.0.0.0/33\""),
+            secrets.to_vec(),
+            "10.0.0.0/33",
+        ),
+        (
             base.replace("early_minutes", "erly_minutes"),
             secrets.to_vec(),
             "erly_minutes",

@@ -244,8 +244,11 @@ impl Instance {
         let port = hearth_testkit::free_port();
         let mut toml = format!(
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/\"\n\
-             joins_per_minute = 100000\ngrace_seconds = 60\n"
+             grace_seconds = 60\n"
         );
+        if !extra.contains("joins_per_minute") {
+            toml.push_str("joins_per_minute = 100000\n");
+        }
         if let Some(url) = redis_url {
             toml.push_str(&format!("redis_url = \"{url}\"\n"));
         }
