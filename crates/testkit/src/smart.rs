@@ -15,6 +15,10 @@ pub const USER_NAME: &str = "mokafor";
 pub const USER_PASSWORD: &str = "hearth-test-password";
 pub const USER_DISPLAY: &str = "Dr. Mara Okafor";
 pub const USER_FHIR: &str = "Practitioner/hearth-dr-okafor";
+/// The patient who can sign in at the test provider (through the `patient-app` client).
+pub const PATIENT_USER: &str = "apatient";
+pub const PATIENT_PASSWORD: &str = "hearth-patient-password";
+pub const PATIENT_FHIR: &str = "Patient/9";
 
 pub struct SmartEhr {
     /// The FHIR server behind the gateway (none for [`SmartEhr::identity_only`]).
@@ -86,6 +90,9 @@ impl SmartEhr {
             .env("USER_PASSWORD", USER_PASSWORD)
             .env("USER_DISPLAY", USER_DISPLAY)
             .env("USER_FHIR", USER_FHIR)
+            .env("PATIENT_NAME", PATIENT_USER)
+            .env("PATIENT_PASSWORD", PATIENT_PASSWORD)
+            .env("PATIENT_FHIR", PATIENT_FHIR)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("peer log"))
@@ -140,10 +147,55 @@ impl SmartEhr {
     /// A clinician's access token (a JWT signed by the provider), got the way a native app
     /// gets one: authorization code with PKCE S256, the scripted browser signing in.
     pub fn clinician_access_token(&self) -> String {
-        off_runtime(|| self.clinician_access_token_now())
+        off_runtime(|| {
+            self.access_token_now(
+                "hearth",
+                (USER_NAME, USER_PASSWORD),
+                "openid fhirUser profile user/*.rs",
+            )
+        })
     }
 
-    fn clinician_access_token_now(&self) -> String {
+    /// An access token a patient-facing app of the same organisation holds: client
+    /// `patient-app`, the patient signed in (`fhirUser` is [`PATIENT_FHIR`]), patient scopes,
+    /// for the same FHIR base as Hearth's.
+    pub fn patient_app_access_token(&self) -> String {
+        off_runtime(|| {
+            self.access_token_now(
+                "patient-app",
+                (PATIENT_USER, PATIENT_PASSWORD),
+                "openid fhirUser profile patient/*.rs",
+            )
+        })
+    }
+
+    /// An access token of `client` for `user`: the clinician signing in at another app of the
+    /// organisation (e.g. `patient-app` with user scopes).
+    pub fn access_token_for(&self, client: &str, clinician: bool, scope: &str) -> String {
+        let user = if clinician {
+            (USER_NAME, USER_PASSWORD)
+        } else {
+            (PATIENT_USER, PATIENT_PASSWORD)
+        };
+        off_runtime(|| self.access_token_now(client, user, scope))
+    }
+
+    /// Makes the provider spoil the next access token it issues, re-signed with its real key:
+    /// `typ` (a plain `JWT`, not `at+jwt`), `not-yet` (`nbf` an hour ahead) or `future-iat`
+    /// (issued an hour from now).
+    pub fn spoil_next_access_token(&self, how: &str) {
+        self.control(
+            "/_test/spoil-next-access-token",
+            serde_json::json!({"how": how}),
+        );
+    }
+
+    fn access_token_now(
+        &self,
+        client: &str,
+        (user, password): (&str, &str),
+        scope: &str,
+    ) -> String {
         use base64::Engine;
         use sha2::Digest;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -151,16 +203,15 @@ impl SmartEhr {
         let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
         let state = b64.encode(rand::random::<[u8; 16]>());
         let redirect = "http://127.0.0.1:9/callback";
-        let scope = "openid fhirUser profile user/*.rs";
         let authorize = format!(
-            "{}/auth?response_type=code&client_id=hearth&redirect_uri={}&scope={}&state={state}\
+            "{}/auth?response_type=code&client_id={client}&redirect_uri={}&scope={}&state={state}\
              &code_challenge={challenge}&code_challenge_method=S256&aud={}",
             self.issuer,
             form_encode(redirect),
             form_encode(scope),
             form_encode(&self.fhir_base)
         );
-        let back = browse(&authorize, redirect, USER_NAME, USER_PASSWORD, false)
+        let back = browse(&authorize, redirect, user, password, false)
             .unwrap_or_else(|e| panic!("signing in at the test provider: {e}"));
         let code = back
             .split(['?', '&'])
@@ -173,7 +224,7 @@ impl SmartEhr {
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
                 ("redirect_uri", redirect),
-                ("client_id", "hearth"),
+                ("client_id", client),
                 ("code_verifier", verifier.as_str()),
             ])
             .send()

@@ -1,7 +1,11 @@
 //! Clinicians authenticate with the access token their identity provider issued to Hearth. It
-//! must be a JWT signed by a key in the provider's JWKS, from the configured issuer, for one of
-//! the configured audiences, and not expired. Keys are fetched once and again when a token
-//! names a key id the service has not seen (key rotation), at most once a minute.
+//! must be a JWT access token (RFC 9068: header `typ` `at+jwt`) signed by a key in the
+//! provider's JWKS, from the configured issuer, for one of the configured audiences, not expired,
+//! not before its `nbf`, issued (`iat`) no later than now; and it must be a clinician's token
+//! for Hearth: issued to Hearth's client (`client_id`, or `azp`, is the configured one) for a
+//! user whose SMART `fhirUser` is a `Practitioner` or `PractitionerRole`. A patient-facing app's
+//! token for the same FHIR base is refused (`not_clinician`). Keys are fetched once and again
+//! when a token names a key id the service has not seen (key rotation), at most once a minute.
 
 use crate::error::Refusal;
 use crate::settings::Identity;
@@ -24,6 +28,12 @@ pub struct Clinician {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    iat: Option<u64>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
     #[serde(default, rename = "fhirUser")]
     fhir_user: Option<String>,
     #[serde(default)]
@@ -43,6 +53,25 @@ struct Keys {
 }
 
 const REFETCH_AFTER: Duration = Duration::from_secs(60);
+/// Clock skew tolerated on `exp`, `nbf` and `iat` (seconds).
+const LEEWAY: u64 = 30;
+
+fn not_clinician(why: impl std::fmt::Display) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotClinician,
+        format!("only a clinician signed in to Hearth may do this: {why}"),
+    )
+}
+
+/// Whether `fhir_user` (a relative or absolute FHIR reference) names a Practitioner or a
+/// PractitionerRole.
+pub fn is_practitioner(fhir_user: &str) -> bool {
+    let mut parts = fhir_user.trim_end_matches('/').rsplit('/');
+    let (Some(id), Some(kind)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    matches!(kind, "Practitioner" | "PractitionerRole") && hearth_fhir::is_id(id)
+}
 
 fn unauthorized(why: impl std::fmt::Display) -> Refusal {
     Refusal::new(
@@ -69,17 +98,31 @@ impl Verifier {
     pub async fn verify(&self, token: &Secret) -> Result<Clinician, Refusal> {
         let header = decode_header(token.expose())
             .map_err(|_| unauthorized("the access token is not a signed JWT"))?;
+        // RFC 9068 §2.1, §4: a JWT access token says so in its header, so that an ID token or
+        // another JWT the provider signed cannot stand in for one.
+        let typ = header
+            .typ
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if typ != "at+jwt" && typ != "application/at+jwt" {
+            return Err(unauthorized(
+                "the token is not an access token (typ at+jwt)",
+            ));
+        }
         let kid = header.kid.clone();
         let key = self.key_for(kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.identity.issuer]);
         validation.set_audience(&self.identity.audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY;
         let data = decode::<Claims>(token.expose(), &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => unauthorized("the access token has expired"),
+                ErrorKind::ImmatureSignature => unauthorized("the access token is not valid yet"),
                 ErrorKind::InvalidIssuer => unauthorized("the access token is from another issuer"),
                 ErrorKind::InvalidAudience => {
                     unauthorized("the access token is for another audience")
@@ -90,10 +133,27 @@ impl Verifier {
                 _ => unauthorized("the access token could not be checked"),
             }
         })?;
+        let claims = data.claims;
+        let now = crate::now_ms() / 1000;
+        match claims.iat {
+            Some(iat) if iat <= now + LEEWAY => {}
+            Some(_) => return Err(unauthorized("the access token is issued in the future")),
+            None => return Err(unauthorized("the access token has no issue time")),
+        }
+        // Hearth's own token: `client_id` (RFC 9068) or, from providers that use it, `azp`.
+        let client = claims.client_id.as_deref().or(claims.azp.as_deref());
+        if client != Some(self.identity.client_id.as_str()) {
+            return Err(not_clinician("the token was issued to another application"));
+        }
+        if !claims.fhir_user.as_deref().is_some_and(is_practitioner) {
+            return Err(not_clinician(
+                "the signed-in user is not a practitioner (fhirUser)",
+            ));
+        }
         Ok(Clinician {
-            subject: data.claims.sub,
-            fhir_user: data.claims.fhir_user,
-            name: data.claims.name,
+            subject: claims.sub,
+            fhir_user: claims.fhir_user,
+            name: claims.name,
         })
     }
 
@@ -177,5 +237,32 @@ impl Verifier {
             .map_err(|e| Refusal::unavailable(format!("identity provider at {url}: {e}")))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Refusal::unavailable(format!("identity provider at {url}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_practitioner;
+
+    #[test]
+    fn practitioners_are_told_from_patients() {
+        for yes in [
+            "Practitioner/abc",
+            "PractitionerRole/r-1",
+            "https://ehr.example/fhir/Practitioner/abc",
+        ] {
+            assert!(is_practitioner(yes), "{yes}");
+        }
+        for no in [
+            "Patient/9",
+            "RelatedPerson/1",
+            "Practitioner",
+            "Practitioner/",
+            "https://ehr.example/fhir/Patient/Practitioner",
+            "XPractitioner/1",
+            "Practitioner/a b",
+        ] {
+            assert!(!is_practitioner(no), "{no}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::shared::{Hub, Shared};
 use crate::tokens::LinkSigner;
 use hearth_visit_protocol::{IceConfig, IceServer};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
@@ -36,6 +36,8 @@ pub struct App {
     /// This instance's id: connections are `<instance>:<n>`.
     pub instance: String,
     next_conn: AtomicU64,
+    /// WebSocket connections open now (at most `settings.max_connections`).
+    pub open_connections: AtomicUsize,
     /// The join page's Content-Security-Policy (made once from `public_url`).
     pub csp: String,
     /// Set when the service stops: every open socket closes.
@@ -88,6 +90,7 @@ impl App {
             hub,
             instance,
             next_conn: AtomicU64::new(1),
+            open_connections: AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
         }))
     }

@@ -1,5 +1,6 @@
 //! Per-address rate limit on join attempts (link checks, joins, resumes, failed clinician
-//! sign-ins): a token bucket of `per_minute` attempts, refilled evenly. Per instance.
+//! sign-ins): a token bucket of `per_minute` attempts, refilled evenly. Per instance. And
+//! [`Bucket`], one connection's allowance of messages and bytes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -49,6 +50,40 @@ impl RateLimiter {
     }
 }
 
+/// One connection's allowance of messages or bytes: `rate` a second, at most `capacity` at once.
+pub struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub fn new(rate: u32, capacity: u64) -> Self {
+        let capacity = capacity.max(1) as f64;
+        Self {
+            rate: f64::from(rate.max(1)),
+            capacity,
+            tokens: capacity,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `amount`; false when there is not enough left.
+    pub fn take(&mut self, amount: u64, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.capacity);
+        self.at = now;
+        let amount = amount as f64;
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +107,21 @@ mod tests {
         assert!(
             limiter.allow_at(a, t0 + Duration::from_secs(11)),
             "one attempt per 10 s"
+        );
+    }
+
+    #[test]
+    fn a_connections_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket::new(10, 40);
+        bucket.at = t0;
+        assert!(bucket.take(40, t0));
+        assert!(!bucket.take(1, t0));
+        assert!(bucket.take(5, t0 + Duration::from_millis(500)));
+        assert!(!bucket.take(1, t0 + Duration::from_millis(500)));
+        assert!(
+            !bucket.take(41, t0 + Duration::from_secs(60)),
+            "never more than the burst"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::error::SetupError;
 use hearth_visit_protocol::IcePolicy;
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,19 @@ pub struct Settings {
     pub grace: Duration,
     /// Link checks, joins and resumes per client address per minute.
     pub joins_per_minute: u32,
-    /// Use the first `X-Forwarded-For` address as the client's (only behind a trusted proxy).
-    pub trust_forwarded_for: bool,
+    /// Messages a connection may send a second (four seconds' worth at once).
+    pub messages_per_second: u32,
+    /// Bytes a connection may send a second (four seconds' worth, at least one largest
+    /// message, at once).
+    pub bytes_per_second: u32,
+    /// The reverse proxies and load balancers in front of the service (addresses or CIDR
+    /// ranges). A request from one of them is the client's rightmost `X-Forwarded-For` hop
+    /// that is not one of them; hops a client wrote itself (further left) are never used.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Participants (present or gone) a visit may hold.
+    pub max_members_per_visit: usize,
+    /// Open WebSocket connections this instance accepts; more are answered 503.
+    pub max_connections: usize,
     /// Origins (besides the service's own) that may call the API from a browser.
     pub allowed_origins: Vec<String>,
 }
@@ -42,6 +54,9 @@ pub struct Identity {
     pub issuer: String,
     /// Accepted `aud` values (e.g. the FHIR base URL the SMART tokens are issued for).
     pub audiences: Vec<String>,
+    /// Hearth's OAuth client id at the provider: only tokens issued to it (`client_id` or
+    /// `azp`) are a clinician's; another app's token for the same FHIR base is refused.
+    pub client_id: String,
     /// Where the signing keys are; discovered from the issuer when absent.
     pub jwks_uri: Option<String>,
 }
@@ -70,8 +85,12 @@ struct File {
     late_minutes: Option<u64>,
     grace_seconds: Option<u64>,
     joins_per_minute: Option<u32>,
+    messages_per_second: Option<u32>,
+    bytes_per_second: Option<u32>,
     #[serde(default)]
-    trust_forwarded_for: bool,
+    trusted_proxies: Vec<String>,
+    max_members_per_visit: Option<usize>,
+    max_connections: Option<usize>,
     #[serde(default)]
     allowed_origins: Vec<String>,
 }
@@ -81,6 +100,7 @@ struct File {
 struct IdentityFile {
     issuer: String,
     audiences: Vec<String>,
+    client_id: String,
     jwks_uri: Option<String>,
 }
 
@@ -154,6 +174,23 @@ impl Settings {
         if file.identity.audiences.is_empty() {
             return Err(bad("identity.audiences is empty".into()));
         }
+        if file.identity.client_id.trim().is_empty() {
+            return Err(bad(
+                "identity.client_id is empty (Hearth's client id at the identity provider)".into(),
+            ));
+        }
+        let mut trusted_proxies = Vec::new();
+        for proxy in &file.trusted_proxies {
+            let net = proxy
+                .parse::<IpNet>()
+                .or_else(|_| proxy.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    bad(format!(
+                        "trusted_proxies: {proxy:?} is not an address or CIDR range"
+                    ))
+                })?;
+            trusted_proxies.push(net);
+        }
         Ok(Self {
             listen: file
                 .listen
@@ -163,6 +200,7 @@ impl Settings {
             identity: Identity {
                 issuer: file.identity.issuer,
                 audiences: file.identity.audiences,
+                client_id: file.identity.client_id,
                 jwks_uri: file.identity.jwks_uri,
             },
             turn,
@@ -173,13 +211,18 @@ impl Settings {
             late: Duration::from_secs(file.late_minutes.unwrap_or(60) * 60),
             grace: Duration::from_secs(file.grace_seconds.unwrap_or(60)),
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
-            trust_forwarded_for: file.trust_forwarded_for,
+            messages_per_second: file.messages_per_second.unwrap_or(20),
+            bytes_per_second: file.bytes_per_second.unwrap_or(64 * 1024),
+            trusted_proxies,
+            max_members_per_visit: file.max_members_per_visit.unwrap_or(50).max(2),
+            max_connections: file.max_connections.unwrap_or(5000).max(1),
             allowed_origins: file.allowed_origins,
         })
     }
 
     /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
-    /// trusting `issuer`'s tokens for `audience`: for tests and local trials.
+    /// trusting `issuer`'s tokens for `audience` issued to the client `hearth`: for tests and
+    /// local trials.
     pub fn loopback(port: u16, issuer: &str, audience: &str, link_secret: &[u8]) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -189,6 +232,7 @@ impl Settings {
             identity: Identity {
                 issuer: issuer.to_owned(),
                 audiences: vec![audience.to_owned()],
+                client_id: "hearth".to_owned(),
                 jwks_uri: None,
             },
             turn: None,
@@ -199,7 +243,11 @@ impl Settings {
             late: Duration::from_secs(60 * 60),
             grace: Duration::from_secs(60),
             joins_per_minute: 1000,
-            trust_forwarded_for: false,
+            messages_per_second: 20,
+            bytes_per_second: 64 * 1024,
+            trusted_proxies: Vec::new(),
+            max_members_per_visit: 50,
+            max_connections: 5000,
             allowed_origins: Vec::new(),
         }
     }

@@ -14,22 +14,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How many messages may wait for a slow connection before it is closed (it will resume).
+/// How many messages may wait for a slow connection before it is aborted (it will resume).
 pub const CONNECTION_QUEUE: usize = 256;
+
+/// One connection as the hub reaches it: its outgoing queue, and a way to abort the socket
+/// when the queue is full (a close would wait behind the queue, so it is not sent).
+#[derive(Clone)]
+pub struct Link {
+    pub tx: mpsc::Sender<Delivery>,
+    pub abort: Arc<tokio::sync::Notify>,
+}
+
+impl Link {
+    /// Queues `delivery`; a connection whose queue is full is aborted.
+    pub fn push(&self, delivery: Delivery) -> bool {
+        if self.tx.try_send(delivery).is_ok() {
+            return true;
+        }
+        self.abort.notify_one();
+        false
+    }
+}
 
 /// The connections this instance holds, by participant.
 #[derive(Default)]
 pub struct Hub {
-    conns: Mutex<HashMap<String, (String, mpsc::Sender<Delivery>)>>,
+    conns: Mutex<HashMap<String, (String, Link)>>,
 }
 
 impl Hub {
-    pub fn register(&self, participant: &str, conn: &str, tx: mpsc::Sender<Delivery>) {
+    pub fn register(&self, participant: &str, conn: &str, link: Link) {
         let previous = self
             .lock()
-            .insert(participant.to_owned(), (conn.to_owned(), tx));
+            .insert(participant.to_owned(), (conn.to_owned(), link));
         if let Some((_, old)) = previous {
-            let _ = old.try_send(Delivery::Close);
+            old.push(Delivery::Close);
         }
     }
 
@@ -44,24 +63,24 @@ impl Hub {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, mpsc::Sender<Delivery>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Link)>> {
         self.conns
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Hands `out` to its connection if this instance holds it. A connection whose queue is
-    /// full is closed: its client resumes and gets a fresh state.
+    /// full is aborted (it drops out of the visit as any dropped connection does): its client
+    /// resumes and gets a fresh state.
     pub fn deliver(&self, out: Out) {
         let mut conns = self.lock();
-        let Some((conn, tx)) = conns.get(&out.to) else {
+        let Some((conn, link)) = conns.get(&out.to) else {
             return;
         };
         if out.conn.as_ref().is_some_and(|c| c != conn) {
             return;
         }
-        if tx.try_send(out.msg).is_err() {
-            let _ = tx.try_send(Delivery::Close);
+        if !link.push(out.msg) {
             conns.remove(&out.to);
         }
     }

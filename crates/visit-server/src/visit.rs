@@ -239,8 +239,20 @@ impl Visit {
     }
 
     /// A patient, guest (waiting) or clinician (admitted at once) joins.
-    pub fn add(&mut self, who: Newcomer, now: u64) -> Result<Vec<Out>, Refusal> {
+    /// A visit holds at most `max_members` (present or gone: a link cannot grow it forever).
+    pub fn add(
+        &mut self,
+        who: Newcomer,
+        now: u64,
+        max_members: usize,
+    ) -> Result<Vec<Out>, Refusal> {
         self.open()?;
+        if self.members.len() >= max_members {
+            return Err(Refusal::new(
+                ErrorCode::VisitFull,
+                format!("a visit has at most {max_members} participants"),
+            ));
+        }
         let clinician = who.role == Role::Clinician;
         if clinician && who.media && self.media_count() >= MAX_MEDIA_PARTICIPANTS {
             return Err(full());
@@ -521,13 +533,15 @@ mod tests {
     fn waiting_room_admit_and_signaling_rules() {
         let mut v = Visit::new("a1");
         let outs = v
-            .add(newcomer("doc", Role::Clinician), 1)
+            .add(newcomer("doc", Role::Clinician), 1, 50)
             .unwrap_or_default();
         assert_eq!(
             msgs_to(&outs, "doc")[0],
             &ServerMsg::Admitted { peers: vec![] }
         );
-        let outs = v.add(newcomer("pat", Role::Patient), 2).unwrap_or_default();
+        let outs = v
+            .add(newcomer("pat", Role::Patient), 2, 50)
+            .unwrap_or_default();
         assert_eq!(msgs_to(&outs, "pat"), vec![&ServerMsg::Waiting]);
         assert!(matches!(msgs_to(&outs, "doc")[0], ServerMsg::Roster { .. }));
         // Nobody signals to or from the waiting room.
@@ -559,9 +573,9 @@ mod tests {
     #[test]
     fn the_mesh_holds_four() {
         let mut v = Visit::new("a1");
-        let _ = v.add(newcomer("doc", Role::Clinician), 1);
+        let _ = v.add(newcomer("doc", Role::Clinician), 1, 50);
         for g in ["g1", "g2", "g3", "g4"] {
-            let _ = v.add(newcomer(g, Role::Guest), 1);
+            let _ = v.add(newcomer(g, Role::Guest), 1, 50);
         }
         for g in ["g1", "g2", "g3"] {
             assert!(v.admit("doc", g, 2).is_ok());
@@ -575,8 +589,8 @@ mod tests {
     #[test]
     fn a_dropped_participant_resumes_or_lapses_after_the_grace_period() {
         let mut v = Visit::new("a1");
-        let _ = v.add(newcomer("doc", Role::Clinician), 1);
-        let _ = v.add(newcomer("pat", Role::Patient), 1);
+        let _ = v.add(newcomer("doc", Role::Clinician), 1, 50);
+        let _ = v.add(newcomer("pat", Role::Patient), 1, 50);
         let _ = v.admit("doc", "pat", 2);
         let outs = v.disconnect("pat", "i1:pat", 10);
         assert_eq!(
@@ -623,16 +637,16 @@ mod tests {
     #[test]
     fn removing_and_ending() {
         let mut v = Visit::new("a1");
-        let _ = v.add(newcomer("doc", Role::Clinician), 1);
-        let _ = v.add(newcomer("pat", Role::Patient), 1);
+        let _ = v.add(newcomer("doc", Role::Clinician), 1, 50);
+        let _ = v.add(newcomer("pat", Role::Patient), 1, 50);
         let outs = v.remove("doc", "pat", 5).unwrap_or_default();
         assert_eq!(msgs_to(&outs, "pat"), vec![&ServerMsg::Removed]);
-        let _ = v.add(newcomer("g", Role::Guest), 6);
+        let _ = v.add(newcomer("g", Role::Guest), 6, 50);
         let outs = v.end("doc", 7).unwrap_or_default();
         assert_eq!(msgs_to(&outs, "g"), vec![&ServerMsg::Ended]);
         assert!(v.members.iter().all(|m| m.standing == Standing::Left));
         assert_eq!(
-            v.add(newcomer("late", Role::Patient), 8)
+            v.add(newcomer("late", Role::Patient), 8, 50)
                 .map(|_| ())
                 .map_err(|e| e.code),
             Err(ErrorCode::VisitOver)

@@ -110,19 +110,38 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The client's address: the socket's, or the first `X-Forwarded-For` hop when configured.
+/// The client's address: the socket's; for a request from a trusted proxy, the rightmost
+/// `X-Forwarded-For` hop that is not a trusted proxy (each proxy appends the address it was
+/// called from: what is left of that was written by the client and proves nothing).
 pub fn client_ip(app: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if app.settings.trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
+    forwarded_client(&app.settings.trusted_proxies, peer.ip(), headers)
+}
+
+pub fn forwarded_client(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.into_iter().rev() {
+        // A hop that is not an address: the proxy that appended the last good one is
+        // the best we know.
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            return client;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            return client;
         }
     }
-    peer.ip()
+    client
 }
 
 fn bearer(headers: &HeaderMap) -> Result<Secret, Refusal> {
@@ -262,4 +281,69 @@ async fn snapshot(
         visit: visit.id,
         ended: visit.ended,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+    use axum::http::HeaderMap;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|_| unreachable!("test address"))
+    }
+
+    #[test]
+    fn only_hops_the_trusted_proxies_appended_count() {
+        let trusted: Vec<ipnet::IpNet> = ["127.0.0.1/32", "10.0.0.0/8"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    "x-forwarded-for",
+                    v.parse().unwrap_or_else(|_| unreachable!()),
+                );
+            }
+            h
+        };
+        let cases = [
+            // Not from a proxy: the socket's address, whatever the header says.
+            ("198.51.100.9", vec!["1.2.3.4"], "198.51.100.9"),
+            ("127.0.0.1", vec![], "127.0.0.1"),
+            ("127.0.0.1", vec!["203.0.113.7"], "203.0.113.7"),
+            // The client's own hops (left) are skipped; trusted proxies are walked through.
+            (
+                "127.0.0.1",
+                vec!["1.2.3.4, 203.0.113.7, 10.0.0.5"],
+                "203.0.113.7",
+            ),
+            (
+                "127.0.0.1",
+                vec!["1.2.3.4", "203.0.113.7, 10.0.0.5"],
+                "203.0.113.7",
+            ),
+            (
+                "::ffff:127.0.0.1",
+                vec!["::ffff:203.0.113.7"],
+                "203.0.113.7",
+            ),
+            // Garbage in the proxies' part: the last proxy is the client we know.
+            (
+                "127.0.0.1",
+                vec!["203.0.113.7, nonsense, 10.0.0.5"],
+                "10.0.0.5",
+            ),
+            ("127.0.0.1", vec!["10.0.0.6, 10.0.0.5"], "10.0.0.6"),
+        ];
+        for (peer, headers, expect) in cases {
+            assert_eq!(
+                forwarded_client(&trusted, ip(peer), &with(&headers)),
+                ip(expect),
+                "{peer} {headers:?}"
+            );
+        }
+    }
 }

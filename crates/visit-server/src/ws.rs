@@ -2,6 +2,8 @@
 //! (`join`, `host`, `resume`); then admit/remove/end (clinicians), signaling, leave, ping.
 
 use crate::error::Refusal;
+use crate::limit::Bucket;
+use crate::shared::Link;
 use crate::visit::{clean_name, Delivery, Newcomer};
 use crate::web::client_ip;
 use crate::{now_ms, tokens, App};
@@ -14,9 +16,10 @@ use hearth_visit_protocol::{
     ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing, PROTOCOL_VERSION,
 };
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Largest message accepted (an SDP with many candidates fits easily).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -42,8 +45,42 @@ pub async fn upgrade(
         }
     }
     let ip = client_ip(&app, peer, &headers);
+    let Some(slot) = Slot::take(&app) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the visit service is at its connection limit; try again",
+        )
+            .into_response();
+    };
+    // Frames as well as messages are capped: a declared 16 MiB frame would otherwise be
+    // buffered whole before the message limit applies.
     ws.max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, app, ip))
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            serve(socket, app, ip).await;
+            drop(slot);
+        })
+}
+
+/// One of the instance's `max_connections` places, given back when dropped.
+struct Slot(Arc<App>);
+
+impl Slot {
+    fn take(app: &Arc<App>) -> Option<Self> {
+        let max = app.settings.max_connections;
+        app.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(app.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Who this connection is, once it said so.
@@ -56,6 +93,20 @@ struct Joined {
 async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Delivery>(crate::shared::CONNECTION_QUEUE);
+    let tx = Link {
+        tx,
+        abort: Arc::new(Notify::new()),
+    };
+    let abort = tx.abort.clone();
+    let mut messages = Bucket::new(
+        app.settings.messages_per_second,
+        4 * u64::from(app.settings.messages_per_second),
+    );
+    let mut bytes = Bucket::new(
+        app.settings.bytes_per_second,
+        (4 * u64::from(app.settings.bytes_per_second)).max(MAX_MESSAGE as u64),
+    );
+    let mut aborted = false;
     let writer = tokio::spawn(async move {
         while let Some(delivery) = rx.recv().await {
             let msg = match delivery {
@@ -78,7 +129,33 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
         let next = tokio::select! {
             next = tokio::time::timeout(IDLE, stream.next()) => next,
             _ = stopping.wait_for(|stop| *stop) => break,
+            // Its queue overflowed (a reader too slow for its messages): the socket is
+            // dropped at once, not closed politely behind the queue.
+            () = abort.notified() => {
+                aborted = true;
+                break;
+            }
         };
+        if let Ok(Some(Ok(message))) = &next {
+            let size = match message {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+                Message::Ping(b) | Message::Pong(b) => b.len(),
+                Message::Close(_) => 0,
+            };
+            let now = std::time::Instant::now();
+            if !messages.take(1, now) || !bytes.take(size as u64, now) {
+                send(
+                    &tx,
+                    error(
+                        ErrorCode::RateLimited,
+                        "too many messages on this connection; reconnect and slow down",
+                    ),
+                )
+                .await;
+                break;
+            }
+        }
         let text = match next {
             Ok(Some(Ok(Message::Text(text)))) => text,
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
@@ -151,11 +228,26 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
         }
     }
     drop(tx);
+    if aborted {
+        writer.abort();
+        return;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The closing handshake: what the client still sends is read (and ignored) until its
+    // close, so that our last messages are not lost to a reset of a socket with unread data.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
-async fn send(tx: &mpsc::Sender<Delivery>, msg: ServerMsg) {
-    let _ = tx.send(Delivery::Msg(msg)).await;
+/// Queues `msg` for this connection without waiting: a full queue aborts the connection.
+async fn send(tx: &Link, msg: ServerMsg) {
+    tx.push(Delivery::Msg(msg));
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
@@ -172,12 +264,7 @@ fn limited(app: &App, ip: IpAddr) -> Result<(), Refusal> {
 
 /// The first message: join (link), host (clinician) or resume. Sends `welcome` and what
 /// follows it, and registers the connection.
-async fn hello(
-    app: &App,
-    ip: IpAddr,
-    first: ClientMsg,
-    tx: &mpsc::Sender<Delivery>,
-) -> Result<Joined, Refusal> {
+async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joined, Refusal> {
     let conn = app.new_conn();
     let now = now_ms();
     let (visit, participant, resume, role, standing, until, outs) = match first {
@@ -255,8 +342,9 @@ async fn hello(
             resume,
         } => {
             limited(app, ip)?;
-            app.hub.register(&participant, &conn, tx.clone());
-            let result = app
+            // The secret is checked before this connection is registered as the participant:
+            // a wrong one must neither close their connection nor see their messages.
+            let (member, outs) = app
                 .shared
                 .update(&visit, |v| {
                     v.resume(
@@ -265,8 +353,8 @@ async fn hello(
                         &conn,
                     )
                 })
-                .await;
-            let (member, outs) = unregister_on_error(app, &participant, &conn, result)?;
+                .await?;
+            app.hub.register(&participant, &conn, tx.clone());
             (
                 visit,
                 participant,
@@ -297,7 +385,7 @@ async fn hello(
         .into_iter()
         .partition(|o| o.to == participant && o.conn.is_none());
     for out in mine {
-        let _ = tx.send(out.msg).await;
+        tx.push(out.msg);
     }
     app.shared.publish(others).await;
     Ok(Joined {
@@ -315,7 +403,7 @@ async fn enter(
     visit: &str,
     (name, role, media): (String, Role, bool),
     conn: &str,
-    tx: &mpsc::Sender<Delivery>,
+    tx: &Link,
     now: u64,
 ) -> Result<(String, Secret, Vec<crate::visit::Out>), Refusal> {
     let participant = tokens::random_id();
@@ -334,6 +422,7 @@ async fn enter(
                     conn: conn.to_owned(),
                 },
                 now,
+                app.settings.max_members_per_visit,
             )
         })
         .await;
@@ -365,12 +454,7 @@ fn unregister_on_error<T>(
 }
 
 /// Everything after the first message. `Ok(true)` ends the connection.
-async fn act(
-    app: &App,
-    j: &Joined,
-    msg: ClientMsg,
-    tx: &mpsc::Sender<Delivery>,
-) -> Result<bool, Refusal> {
+async fn act(app: &App, j: &Joined, msg: ClientMsg, tx: &Link) -> Result<bool, Refusal> {
     let now = now_ms();
     let me = j.participant.as_str();
     let (outs, done) = match msg {

@@ -45,7 +45,7 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
         "{text}"
     );
 
-    // A short secret, an unknown key, relay without TURN: each named.
+    // A short secret, no client id for Hearth, an unknown key, relay without TURN: each named.
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(&example).unwrap();
     let cases = [
@@ -53,6 +53,16 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
             base.clone(),
             vec![("HEARTH_VISIT_LINK_SECRET", "short"), secrets[1]],
             "at least 32",
+        ),
+        (
+            base.replace("client_id = \"hearth\"\n", ""),
+            secrets.to_vec(),
+            "client_id",
+        ),
+        (
+            base.replace("\"::1\"", "\"10.0.0.0/33\""),
+            secrets.to_vec(),
+            "10.0.0.0/33",
         ),
         (
             base.replace("early_minutes", "erly_minutes"),

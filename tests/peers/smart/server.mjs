@@ -1,7 +1,7 @@
 // Test peer for Hearth's sign-on tests (run by hearth-testkit, never shipped).
 //
 // 1. A SMART App Launch 2.2 authorization server: the certified `oidc-provider` library, with a
-//    public native client `hearth` (PKCE S256 required, loopback redirects on any port, refresh
+//    public native client `hearth` and a patient-facing app `patient-app` (PKCE S256 required, loopback redirects on any port, refresh
 //    token rotation, revocation), SMART v2 scopes, the `fhirUser` claim, and launch context
 //    (patient, encounter) in the token response for an EHR launch.
 //    Access tokens are JWTs signed with the provider's key (as many identity providers issue),
@@ -13,7 +13,8 @@
 //    `<fhir-base>/.well-known/smart-configuration`.
 //
 // Settings come from the environment: OIDC_PORT, GATEWAY_PORT, UPSTREAM (the FHIR server's
-// origin), USER_* (the one clinician who can sign in), ACCESS_TOKEN_TTL (seconds).
+// origin), USER_* (the one clinician who can sign in), PATIENT_* (the one patient who can sign
+// in, whose `fhirUser` is a Patient), ACCESS_TOKEN_TTL (seconds).
 // When ready it prints one JSON line: {"issuer": ..., "fhir_base": ...}.
 import http from 'node:http';
 import crypto from 'node:crypto';
@@ -32,6 +33,14 @@ const USER = {
   name: env('USER_DISPLAY', 'Dr. Mara Okafor'),
   fhirUser: env('USER_FHIR', 'Practitioner/hearth-dr-okafor'),
 };
+const PATIENT = {
+  username: env('PATIENT_NAME', 'apatient'),
+  password: env('PATIENT_PASSWORD', 'hearth-patient-password'),
+  sub: env('PATIENT_SUB', 'patient-9'),
+  name: env('PATIENT_DISPLAY', 'Ana Patient'),
+  fhirUser: env('PATIENT_FHIR', 'Patient/9'),
+};
+const ACCOUNTS = [USER, PATIENT];
 const GATEWAY_SECRET = crypto.randomBytes(24).toString('hex');
 
 const oidcServer = http.createServer();
@@ -55,11 +64,23 @@ const launches = new Map();
 const grantContext = new Map();
 // One-shot faults a test asks for: how to spoil the next ID token.
 let spoilNextIdToken = null;
+// How to spoil the next access token (`typ`, `not-yet`, `future-iat`), re-signed with the real key.
+let spoilNextAccessToken = null;
 
 const provider = new Provider(issuer, {
   clients: [
     {
       client_id: 'hearth',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'RS256',
+    },
+    {
+      // A patient-facing app of the same organisation: its tokens are for the same FHIR base.
+      client_id: 'patient-app',
       application_type: 'native',
       token_endpoint_auth_method: 'none',
       redirect_uris: ['http://127.0.0.1/callback'],
@@ -99,10 +120,13 @@ const provider = new Provider(issuer, {
     Grant: 14 * 24 * 3600,
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
-  findAccount: async (ctx, id) => (id === USER.sub ? {
-    accountId: id,
-    claims: async () => ({ sub: USER.sub, name: USER.name, fhirUser: USER.fhirUser }),
-  } : undefined),
+  findAccount: async (ctx, id) => {
+    const account = ACCOUNTS.find((a) => a.sub === id);
+    return account ? {
+      accountId: id,
+      claims: async () => ({ sub: account.sub, name: account.name, fhirUser: account.fhirUser }),
+    } : undefined;
+  },
   renderError: async (ctx, out) => {
     ctx.type = 'html';
     ctx.body = `<!doctype html><title>Sign-in error</title><h1>${escapeHtml(out.error)}</h1><p>${escapeHtml(out.error_description ?? '')}</p>`;
@@ -151,14 +175,19 @@ provider.use(async (ctx, next) => {
 async function wrapAccessToken(opaque) {
   const token = await provider.AccessToken.find(opaque);
   if (!token) return opaque;
+  const account = ACCOUNTS.find((a) => a.sub === token.accountId) ?? USER;
   const key = await jose.importJWK(signingJwk, 'RS256');
-  return new jose.SignJWT({
-    client_id: token.clientId, scope: token.scope, fhirUser: USER.fhirUser, name: USER.name,
+  const how = spoilNextAccessToken;
+  spoilNextAccessToken = null;
+  const now = Math.floor(Date.now() / 1000);
+  const jwt = new jose.SignJWT({
+    client_id: token.clientId, scope: token.scope, fhirUser: account.fhirUser, name: account.name,
   })
-    .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: 'at+jwt' })
+    .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: how === 'typ' ? 'JWT' : 'at+jwt' })
     .setIssuer(issuer).setSubject(token.accountId).setAudience(fhirBase)
-    .setIssuedAt(token.iat).setExpirationTime(token.exp).setJti(opaque)
-    .sign(key);
+    .setIssuedAt(how === 'future-iat' ? now + 3600 : token.iat).setExpirationTime(token.exp + (how === 'future-iat' ? 7200 : 0)).setJti(opaque);
+  if (how === 'not-yet') jwt.setNotBefore(now + 3600);
+  return jwt.sign(key);
 }
 
 // The provider's opaque token inside one of our JWT access tokens (null if it is not one).
@@ -231,8 +260,9 @@ async function interaction(req, res) {
     if (details.prompt.name === 'login') {
       if (parts[2] === 'login' && req.method === 'POST') {
         const form = new URLSearchParams(await readBody(req));
-        if (form.get('username') === USER.username && form.get('password') === USER.password) {
-          await provider.interactionFinished(req, res, { login: { accountId: USER.sub } }, { mergeWithLastSubmission: false });
+        const account = ACCOUNTS.find((a) => a.username === form.get('username') && a.password === form.get('password'));
+        if (account) {
+          await provider.interactionFinished(req, res, { login: { accountId: account.sub } }, { mergeWithLastSubmission: false });
           return;
         }
         res.writeHead(401, { 'content-type': 'text/html' });
@@ -272,7 +302,7 @@ async function interaction(req, res) {
   }
 }
 
-// Test controls, loopback only: register a launch, spoil the next ID token.
+// Test controls, loopback only: register a launch, spoil the next ID or access token.
 async function control(req, res) {
   const url = new URL(req.url, issuer);
   const body = req.method === 'POST' ? JSON.parse((await readBody(req)) || '{}') : {};
@@ -284,6 +314,10 @@ async function control(req, res) {
   }
   if (url.pathname === '/_test/spoil-next-id-token' && req.method === 'POST') {
     spoilNextIdToken = body.how;
+    return reply(200, { ok: true });
+  }
+  if (url.pathname === '/_test/spoil-next-access-token' && req.method === 'POST') {
+    spoilNextAccessToken = body.how;
     return reply(200, { ok: true });
   }
   return reply(404, { error: 'no such control' });

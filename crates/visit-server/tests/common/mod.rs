@@ -244,14 +244,17 @@ impl Instance {
         let port = hearth_testkit::free_port();
         let mut toml = format!(
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/\"\n\
-             joins_per_minute = 100000\ngrace_seconds = 60\n"
+             grace_seconds = 60\n"
         );
+        if !extra.contains("joins_per_minute") {
+            toml.push_str("joins_per_minute = 100000\n");
+        }
         if let Some(url) = redis_url {
             toml.push_str(&format!("redis_url = \"{url}\"\n"));
         }
         toml.push_str(extra);
         toml.push_str(&format!(
-            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\n",
+            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\nclient_id = \"hearth\"\n",
             idp.issuer, idp.fhir_base
         ));
         let config = dir.path().join("hearth-visit.toml");

@@ -1,0 +1,505 @@
+//! The attacks a security review made on the visit service, replayed against the real service
+//! (in memory, and as two processes sharing a real Redis): each must fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use common::*;
+use hearth_testkit::smart::SmartEhr;
+use hearth_testkit::visit::Redis;
+use hearth_visit_protocol::{ClientMsg, ErrorBody, ErrorCode, Role, Secret, ServerMsg};
+use hearth_visit_server::settings::Settings;
+
+fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
+    move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
+}
+
+fn code_of(body: &str) -> ErrorCode {
+    serde_json::from_str::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("{body}: {e}"))
+        .code
+}
+
+/// Two bases of one deployment: the same in memory, two instances behind a balancer on Redis.
+struct Deployment {
+    a: String,
+    b: String,
+    _keep: Box<dyn std::any::Any>,
+}
+
+async fn in_memory(idp: &SmartEhr, tweak: impl FnOnce(&mut Settings)) -> Deployment {
+    let svc = serve(idp, tweak).await;
+    let base = format!("http://{}", svc.addr);
+    Deployment {
+        a: base.clone(),
+        b: base,
+        _keep: Box::new(svc),
+    }
+}
+
+fn on_redis(idp: &SmartEhr, extra: &str) -> Deployment {
+    let redis = Redis::start();
+    let a = Instance::spawn(idp, Some(&redis.url), extra);
+    let b = Instance::spawn(idp, Some(&redis.url), extra);
+    Deployment {
+        a: a.base.clone(),
+        b: b.base.clone(),
+        _keep: Box::new((a, b, redis)),
+    }
+}
+
+async fn post_link(base: &str, token: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "appointment": "appt-x", "role": "patient",
+        "start_ms": now_ms(), "end_ms": now_ms() + 1_800_000,
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/links"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A patient-app token (another client, `fhirUser` a Patient, patient scopes, same FHIR base),
+/// the clinician's own sign-in at another app, and access tokens with a wrong `typ`, a future
+/// `nbf` or a future `iat`: none makes links, reads a roster or hosts.
+async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-x", true).await;
+    let l = link(&d.a, &access, "appt-x", Role::Patient).await;
+    let pat = Ws::join(&d.b, &token_of(&l), "Zed Quillfeather").await;
+    doc.until("the patient waiting", |m| {
+        roster_entry(m, &pat.participant).is_some()
+    })
+    .await;
+
+    let patient_app = idp.patient_app_access_token();
+    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser profile user/*.rs");
+    for (what, token) in [("patient app", &patient_app), ("another app", &other_app)] {
+        for base in [&d.a, &d.b] {
+            let (status, body) = post_link(base, token).await;
+            assert_eq!(
+                (status, code_of(&body)),
+                (403, ErrorCode::NotClinician),
+                "{what} makes a link: {body}"
+            );
+            let r = reqwest::Client::new()
+                .get(format!("{base}/v1/visits/appt-x"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+            assert!(!body.contains("Quillfeather"), "{what} read the roster");
+            assert_eq!((status, code_of(&body)), (403, ErrorCode::NotClinician));
+            let mut host = Ws::connect(base).await;
+            host.send(&ClientMsg::Host {
+                access_token: Secret::new(token.as_str()),
+                visit: "appt-x".into(),
+                media: true,
+                name: None,
+            })
+            .await;
+            let first = host.next().await;
+            assert!(
+                matches!(&first, Some(m) if is_error(ErrorCode::NotClinician)(m)),
+                "{what} hosts: {first:?}"
+            );
+        }
+    }
+
+    for (how, why) in [
+        ("typ", "not an access token"),
+        ("not-yet", "not valid yet"),
+        ("future-iat", "issued in the future"),
+    ] {
+        idp.spoil_next_access_token(how);
+        let spoiled = idp.clinician_access_token();
+        let (status, body) = post_link(&d.a, &spoiled).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (401, ErrorCode::Unauthorized),
+            "{how}: {body}"
+        );
+        assert!(body.contains(why), "{how}: {body}");
+    }
+    // The real clinician still can.
+    assert_eq!(post_link(&d.b, &access).await.0, 200);
+}
+
+#[test]
+fn a_patient_apps_token_is_not_a_clinicians_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        tokens_that_are_not_hearths_clinician_are_refused(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(tokens_that_are_not_hearths_clinician_are_refused(&idp, &d));
+}
+
+/// Someone who knows a participant's id (not their resume secret) tries to resume as them on
+/// each instance: refused, and the real participant stays connected and keeps getting their
+/// messages.
+async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-r", true).await;
+    let l = link(&d.a, &access, "appt-r", Role::Patient).await;
+    let mut pat = Ws::join(&d.a, &token_of(&l), "Ana").await;
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await;
+    for (i, base) in [&d.a, &d.b].into_iter().enumerate() {
+        let mut thief = Ws::connect(base).await;
+        thief
+            .send(&ClientMsg::Resume {
+                visit: "appt-r".into(),
+                participant: pat.participant.clone(),
+                resume: Secret::new("not-the-secret"),
+            })
+            .await;
+        let first = thief.next().await;
+        assert!(
+            matches!(&first, Some(m) if is_error(ErrorCode::ResumeRefused)(m)),
+            "the thief got {first:?}"
+        );
+        assert_eq!(thief.next().await, None, "the thief's socket closes");
+        // The patient's socket is still theirs: it answers, and the clinician's messages come.
+        let id = 70 + i as u64;
+        pat.send(&ClientMsg::Ping { id }).await;
+        pat.until("pong", |m| *m == ServerMsg::Pong { id }).await;
+        let data = serde_json::json!({"candidate": {"candidate": format!("c{i}")}});
+        doc.send(&ClientMsg::Signal {
+            to: pat.participant.clone(),
+            data: data.clone(),
+        })
+        .await;
+        let got = pat
+            .until("the clinician's signal", |m| {
+                matches!(m, ServerMsg::Signal { .. })
+            })
+            .await;
+        assert_eq!(
+            got,
+            ServerMsg::Signal {
+                from: doc.participant.clone(),
+                data
+            }
+        );
+    }
+}
+
+#[test]
+fn a_wrong_resume_secret_does_not_kick_the_participant_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_wrong_resume_secret_does_not_kick_the_participant_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d));
+}
+
+/// Unlimited senders (the flooding clinician), for the slow-reader attack.
+const NO_RATE_LIMIT: &str = "messages_per_second = 1000000\nbytes_per_second = 1000000000\n";
+
+/// A participant stops reading while messages for them keep coming: the service aborts their
+/// connection (it does not leave it open and silent), and the visit sees them drop.
+async fn a_slow_reader_is_cut_off(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::host(&d.a, &access, "appt-slow", true).await;
+    let l = link(&d.a, &access, "appt-slow", Role::Patient).await;
+    let mut pat = Ws::join(&d.b, &token_of(&l), "Ana").await;
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await;
+    doc.until("peer_joined", |m| matches!(m, ServerMsg::PeerJoined { .. }))
+        .await;
+    // The patient reads nothing more. More than its queue (256 messages) and the socket
+    // buffers (a few MB on loopback) hold is sent to it.
+    let big = serde_json::json!({"sdp": {"type": "offer", "sdp": "a".repeat(48 * 1024)}});
+    const SENT: usize = 800;
+    for _ in 0..SENT {
+        doc.send(&ClientMsg::Signal {
+            to: pat.participant.clone(),
+            data: big.clone(),
+        })
+        .await;
+    }
+    doc.until(
+        "the slow patient dropped",
+        |m| matches!(m, ServerMsg::PeerLeft { peer } if *peer == pat.participant),
+    )
+    .await;
+    // Their socket ends (after what was already on its way), rather than staying open.
+    let mut read = 0;
+    while pat.next().await.is_some() {
+        read += 1;
+        assert!(read <= SENT, "the slow patient's socket stays open");
+    }
+    assert!(
+        read < SENT,
+        "the patient got everything ({read}): not slow enough"
+    );
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.messages_per_second = 1_000_000;
+            s.bytes_per_second = 1_000_000_000;
+        })
+        .await;
+        a_slow_reader_is_cut_off(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, NO_RATE_LIMIT);
+    runtime().block_on(a_slow_reader_is_cut_off(&idp, &d));
+}
+
+/// A connection that sends too many messages, or too many bytes, is told and closed.
+async fn a_flooding_connection_is_closed(d: &Deployment) {
+    for (burst, size) in [(200, 10), (3, 40 * 1024)] {
+        let mut ws = Ws::connect(&d.a).await;
+        let padding = "x".repeat(size);
+        for id in 0..burst {
+            ws.send_raw(&format!(r#"{{"type":"ping","id":{id},"pad":"{padding}"}}"#))
+                .await;
+        }
+        let mut answered = 0;
+        loop {
+            match ws.next().await {
+                Some(ServerMsg::Error(e)) if e.code == ErrorCode::RateLimited => break,
+                Some(_) => answered += 1,
+                None => panic!("closed without saying why"),
+            }
+        }
+        assert!(answered < burst, "{answered} of {burst} answered");
+        assert_eq!(ws.next().await, None, "the flooding socket closes");
+    }
+}
+
+#[test]
+fn a_flooding_connection_is_closed_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.messages_per_second = 10;
+            s.bytes_per_second = 1000;
+        })
+        .await;
+        a_flooding_connection_is_closed(&d).await;
+    });
+}
+
+#[test]
+fn a_flooding_connection_is_closed_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "messages_per_second = 10\nbytes_per_second = 1000\n");
+    runtime().block_on(a_flooding_connection_is_closed(&d));
+}
+
+/// Opens a WebSocket by hand and declares a 1 MiB text frame, sending only its first bytes:
+/// the service must close the connection at the header, not wait to buffer the frame.
+async fn a_huge_frame_is_refused_at_its_header(d: &Deployment) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = d.a.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tcp.read(&mut byte).await.unwrap();
+        assert_eq!(n, 1, "the handshake answer ends early");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // FIN + text; masked, 64-bit length 1 MiB; the mask; 16 bytes of payload.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[b'x'; 16]);
+    tcp.write_all(&frame).await.unwrap();
+    // The service ends the connection (a close frame, then EOF, or a reset) without waiting
+    // for the rest; today's 60 s idle limit would be far beyond this bound.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the service kept a socket with a 1 MiB frame declared"
+    );
+}
+
+#[test]
+fn a_huge_frame_is_refused_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        a_huge_frame_is_refused_at_its_header(&d).await;
+    });
+}
+
+#[test]
+fn a_huge_frame_is_refused_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(a_huge_frame_is_refused_at_its_header(&d));
+}
+
+/// With `max_members_per_visit = 3` and `max_connections = 4`: a fourth member is refused
+/// (`visit_full`), a fifth socket is answered 503, and a place comes back when one closes.
+async fn visits_and_connections_are_capped(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let _doc = Ws::host(&d.a, &access, "appt-cap", false).await;
+    let l = link(&d.a, &access, "appt-cap", Role::Patient).await;
+    let _p1 = Ws::join(&d.a, &token_of(&l), "One").await;
+    let _p2 = Ws::join(&d.a, &token_of(&l), "Two").await;
+    let mut p3 = Ws::connect(&d.a).await;
+    p3.send(&ClientMsg::Join {
+        token: token_of(&l),
+        name: "Three".into(),
+        visit: None,
+    })
+    .await;
+    p3.until("visit_full", is_error(ErrorCode::VisitFull)).await;
+    let url = format!("{}/v1/ws", d.a.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a fifth socket: {:?}", other.map(|_| ())),
+    }
+    p3.close().await;
+    wait_for(std::time::Duration::from_secs(10), "a place again", || {
+        let url = url.clone();
+        async move { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) }
+    })
+    .await;
+}
+
+const CAPS: &str = "max_members_per_visit = 3\nmax_connections = 4\n";
+
+#[test]
+fn visits_and_connections_are_capped_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.max_members_per_visit = 3;
+            s.max_connections = 4;
+        })
+        .await;
+        visits_and_connections_are_capped(&idp, &d).await;
+    });
+}
+
+#[test]
+fn visits_and_connections_are_capped_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, CAPS);
+    runtime().block_on(visits_and_connections_are_capped(&idp, &d));
+}
+
+/// The service is behind proxies at 127.0.0.1 and in 10/8. A client that writes its own
+/// `X-Forwarded-For` hops, new ones each time, is still limited by its real address (the one
+/// the proxy appended); another real client is not.
+async fn a_forged_forwarded_for_does_not_escape_the_limit(d: &Deployment) {
+    let http = reqwest::Client::new();
+    let attempt = |forwarded: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/links/check", d.a);
+        async move {
+            http.post(url)
+                .header("x-forwarded-for", forwarded)
+                .header("content-type", "application/json")
+                .body(r#"{"token":"junk.junk"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(
+            attempt(format!("1.2.3.{i}, 203.0.113.7, 10.0.0.5")).await,
+            400
+        );
+    }
+    assert_eq!(
+        attempt("1.2.3.99, 203.0.113.7, 10.0.0.5".into()).await,
+        429,
+        "a forged leftmost hop escaped the limit"
+    );
+    assert_eq!(
+        attempt("203.0.113.8, 10.0.0.5".into()).await,
+        400,
+        "another client has its own allowance"
+    );
+}
+
+#[test]
+fn a_forged_forwarded_for_is_not_trusted_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.joins_per_minute = 3;
+            s.trusted_proxies = vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ];
+        })
+        .await;
+        a_forged_forwarded_for_does_not_escape_the_limit(&d).await;
+    });
+}
+
+#[test]
+fn a_forged_forwarded_for_is_not_trusted_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(
+        &idp,
+        "joins_per_minute = 3\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n",
+    );
+    runtime().block_on(a_forged_forwarded_for_does_not_escape_the_limit(&d));
+}
