@@ -302,10 +302,13 @@ fn parse_entry(i: usize, raw: &RawValue) -> Result<Option<Entry>, FhirError> {
     })?;
     // An entry is named by what identifies it to people and to a later fetch: its fullUrl,
     // else the resource's own id; the position only when it carries neither.
-    let place = match (&e.full_url, e.resource.and_then(|r| id_of(r.get()))) {
-        (Some(url), _) => url.clone(),
-        (None, Some(id)) => format!("Bundle entry {i} (id {id})"),
-        (None, None) => format!("Bundle entry {i}"),
+    // (The resource is read for its id only when there is no fullUrl: one scan less.)
+    let place = match &e.full_url {
+        Some(url) => url.clone(),
+        None => match e.resource.and_then(|r| id_of(r.get())) {
+            Some(id) => format!("Bundle entry {i} (id {id})"),
+            None => format!("Bundle entry {i}"),
+        },
     };
     if e.search.and_then(|s| s.mode).as_deref() == Some("outcome") {
         return Ok(None);

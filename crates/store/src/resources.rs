@@ -190,6 +190,16 @@ impl Store {
         &self,
         rows: impl IntoIterator<Item = &'a ResourceRow>,
     ) -> Result<(usize, usize)> {
+        self.ingest_and_set(rows, &[])
+    }
+
+    /// [`Store::ingest`], and in the same transaction each `(name, value)` cursor set: what
+    /// the cursors say is done is stored, or neither is.
+    pub fn ingest_and_set<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a ResourceRow>,
+        cursors: &[(String, String)],
+    ) -> Result<(usize, usize)> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut held = 0;
@@ -228,6 +238,16 @@ impl Store {
             )?;
             for row in &fresh {
                 settle.execute(params![row.resource_type, row.id])?;
+            }
+        }
+        if !cursors.is_empty() {
+            let at = now();
+            let mut set = tx.prepare_cached(
+                "INSERT INTO sync_cursor (name, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )?;
+            for (name, value) in cursors {
+                set.execute(params![name, value, at])?;
             }
         }
         tx.commit()?;

@@ -1,10 +1,18 @@
-//! Ingest rate of the 615-patient Synthea set (190,560 resources) into the encrypted store,
-//! through the path a sync takes (Bundle → resources as served → projections → SQLCipher),
-//! and the time to read a patient's observations back.
+//! Initial sync of the 615-patient Synthea set on the engine's real path: `Engine::initial_sync`
+//! over HTTP (reqwest, searchset pages with `next` links, `Patient/{id}/$everything` per
+//! patient) into the encrypted store, against [`hearth_testkit::bulk::SyntheaEhr`], a small
+//! loopback server that sends prepared files (it measures the engine, not a FHIR server).
+//!
+//! Prints, in the same run:
+//! 1. the parse-only rate: read each body the sync fetches from disk and
+//!    `serde_json::from_str::<serde_json::Value>` it whole (resources/s and MB/s);
+//! 2. the engine's rate end to end (first request to the last commit), and its share of (1);
+//! 3. the process's peak RSS during the sync (`VmHWM`, reset just before it) against a bound;
+//! 4. reading a patient's observations back from the filled store.
 //!
 //! Run: `cargo bench -p hearth-sync --bench ingest` (reports, asserts nothing).
 //! Needs `../shared/data/synthea-r4-615-patients.tar.zst` (or `$HEARTH_SAMPLE_DATA`) and the
-//! `zstd` and `tar` commands; unpacks once into `~/.cache/hearth/sample/`.
+//! `zstd` and `tar` commands; unpacks and prepares once below `~/.cache/hearth/sample/`.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,37 +20,19 @@
     reason = "a bench binary: a failure is the run failing, with its message"
 )]
 
+use hearth_fhir::{Client, NoToken, RetryPolicy};
+use hearth_model::settings::{PatientScope, SyncConfig};
 use hearth_store::{DbKey, Store};
-use std::path::PathBuf;
+use hearth_sync::{Engine, EngineConfig, Round};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Rows per transaction in the pipelined run.
-const BATCH: usize = 10_000;
-const SET: &str = "synthea-r4-615-patients.tar.zst";
-
-fn unpacked() -> Option<PathBuf> {
-    let archive = hearth_testkit::sample_data("bench ingest", SET)?;
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
-    let dir = home.join(".cache/hearth/sample/synthea-615");
-    if !dir.join(".complete").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("zstd -d --long=27 -c \"$1\" | tar -x -C \"$2\"")
-            .arg("sh")
-            .arg(&archive)
-            .arg(&dir)
-            .status()
-            .expect("sh");
-        assert!(
-            status.success(),
-            "unpacking {SET} failed (zstd and tar needed)"
-        );
-        std::fs::write(dir.join(".complete"), "").unwrap();
-    }
-    Some(dir)
-}
+/// The peak resident memory the initial sync may reach (the whole process: runtime, HTTP
+/// client, pages in flight, SQLite caches of the writer and readers).
+const RSS_BOUND_MB: f64 = 300.0;
+/// Targets of issue 10 (acceptance 7).
+const TARGET_RATE: f64 = 20_000.0;
+const TARGET_SHARE: f64 = 0.5;
 
 fn pct(mut v: Vec<Duration>, q: f64) -> Duration {
     v.sort();
@@ -50,116 +40,104 @@ fn pct(mut v: Vec<Duration>, q: f64) -> Duration {
     v[i]
 }
 
-fn main() {
-    let Some(dir) = unpacked() else { return };
-    let mut bundles: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
+/// A `kB` line of `/proc/self/status` (`VmHWM`, `VmRSS`), in MB.
+fn status_mb(field: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU time of the whole process so far (user + system, all threads), from `/proc/self/stat`.
+fn cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
         .collect();
-    // Synthea's transaction bundles point at their patient by `urn:uuid:`; a server serves
-    // `Patient/<id>`. Rewrite them as served, before the clock starts.
-    for b in &mut bundles {
-        let pid = b
-            .split("\"resourceType\": \"Patient\",")
-            .nth(1)
-            .and_then(|rest| rest.split("\"id\": \"").nth(1))
-            .and_then(|rest| rest.split('"').next())
-            .map(str::to_string);
-        if let Some(pid) = pid {
-            *b = b.replace(&format!("urn:uuid:{pid}\""), &format!("Patient/{pid}\""));
-        }
-    }
-    let bytes: usize = bundles.iter().map(String::len).sum();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
 
-    let limit: usize = std::env::var("HEARTH_BENCH_BUNDLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(usize::MAX);
-    let bundles: Vec<String> = bundles.into_iter().take(limit).collect();
-
-    // Sequential: one thread reads and writes.
-    let (seq_took, resources, problems, distinct) = {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("bench.db"), &DbKey::generate().unwrap()).unwrap();
-        let t0 = Instant::now();
-        let (mut n, mut bad) = (0, 0);
-        for b in &bundles {
-            let (rows, problems) =
-                hearth_sync::rows_of(hearth_fhir::parse_bundle(b).unwrap().entries);
-            bad += problems.len();
-            n += store.ingest(&rows).unwrap().0;
-        }
-        let took = t0.elapsed();
-        (took, n, bad, store.resource_count().unwrap())
+fn main() {
+    let Some(ehr) = hearth_testkit::bulk::SyntheaEhr::start("bench ingest") else {
+        return;
     };
-    // Pipelined, as a sync can: pages are parsed on one core while the other writes.
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("bench.db"), &DbKey::generate().unwrap()).unwrap();
-    let t0 = Instant::now();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<hearth_store::ResourceRow>>(4);
-    let mut in_store = Duration::ZERO;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for b in &bundles {
-                let (rows, _) = hearth_sync::rows_of(hearth_fhir::parse_bundle(b).unwrap().entries);
-                tx.send(rows).unwrap();
-            }
-            drop(tx);
-        });
-        // Larger transactions: each commit rewrites the index pages it touched.
-        let mut pending = Vec::new();
-        for rows in rx {
-            pending.extend(rows);
-            if pending.len() >= BATCH {
-                let t = Instant::now();
-                store.ingest(&pending).unwrap();
-                in_store += t.elapsed();
-                pending.clear();
-            }
-        }
-        let t = Instant::now();
-        store.ingest(&pending).unwrap();
-        in_store += t.elapsed();
-    });
-    let took = t0.elapsed();
-    assert_eq!(store.resource_count().unwrap(), distinct);
-    let rate = resources as f64 / took.as_secs_f64();
+
+    // 1. Parse only: the same bodies, read and parsed whole (a DOM), nothing kept.
+    let (t0, c0) = (Instant::now(), cpu());
+    let (mut parsed, mut bytes) = (0usize, 0usize);
+    for path in &ehr.bodies {
+        let body = std::fs::read_to_string(path).unwrap();
+        bytes += body.len();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        parsed += v["entry"].as_array().map_or(0, Vec::len);
+        std::hint::black_box(v);
+    }
+    let parse_took = t0.elapsed();
+    let parse_cpu = cpu() - c0;
+    assert_eq!(parsed, ehr.resources);
+    let parse_rate = parsed as f64 / parse_took.as_secs_f64();
     println!(
-        "ingest, sequential: {resources} resources ({distinct} distinct; {:.0} MB of JSON, {problems} unreadable) in {:.2} s = {:.0} resources/s",
-        bytes as f64 / 1e6 * bundles.len() as f64 / 617.0,
-        seq_took.as_secs_f64(),
-        resources as f64 / seq_took.as_secs_f64()
+        "parse only (read file + serde_json::from_str::<Value>): {parsed} resources, {:.0} MB in {} bodies, {:.2} s = {parse_rate:.0} resources/s ({:.0} MB/s; CPU {:.2} s)",
+        bytes as f64 / 1e6,
+        ehr.bodies.len(),
+        parse_took.as_secs_f64(),
+        bytes as f64 / 1e6 / parse_took.as_secs_f64(),
+        parse_cpu.as_secs_f64()
     );
+
+    // 2. The engine's initial sync, end to end.
+    let tmp = tempfile::tempdir().unwrap();
+    let store =
+        Arc::new(Store::open(&tmp.path().join("h.db"), &DbKey::generate().unwrap()).unwrap());
+    let client = Client::new(ehr.base_url(), Arc::new(NoToken), RetryPolicy::default()).unwrap();
+    let mut config = EngineConfig::from_settings(&SyncConfig::default());
+    config.scope = PatientScope::All;
+    let engine = Engine::new(client, store.clone(), config);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The peak from here on is the sync's (writing 5 resets VmHWM to the current RSS).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = status_mb("VmRSS");
+    let (t0, c0) = (Instant::now(), cpu());
+    let mut round = Round::default();
+    rt.block_on(engine.initial_sync(&mut round)).unwrap();
+    let took = t0.elapsed();
+    let sync_cpu = cpu() - c0;
+    let peak = status_mb("VmHWM");
+    let distinct = store.resource_count().unwrap();
+    let rate = round.stored as f64 / took.as_secs_f64();
     let db_size: u64 = std::fs::read_dir(tmp.path())
         .unwrap()
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
     println!(
-        "ingest, pipelined: {resources} resources in {:.2} s = {rate:.0} resources/s (target >= 20000; writer busy {:.2} s); store {:.0} MB on disk",
+        "engine initial sync over HTTP: {} resources stored ({distinct} distinct, {} unreadable) in {:.2} s = {rate:.0} resources/s = {:.0} % of parse only (targets >= 20000/s: {}, >= 50 %: {}); CPU {:.2} s (all threads, the loopback server's included); store {:.0} MB on disk",
+        round.stored,
+        round.unreadable,
         took.as_secs_f64(),
-        in_store.as_secs_f64(),
+        100.0 * rate / parse_rate,
+        if rate >= TARGET_RATE { "met" } else { "MISSED" },
+        if rate >= TARGET_SHARE * parse_rate { "met" } else { "MISSED" },
+        sync_cpu.as_secs_f64(),
         db_size as f64 / 1e6
     );
+    println!(
+        "peak RSS during the sync (VmHWM): {peak:.0} MB (RSS {rss_before:.0} MB before it; bound {RSS_BOUND_MB:.0} MB: {})",
+        if peak <= RSS_BOUND_MB { "within" } else { "EXCEEDED" }
+    );
+    assert_eq!(distinct, ehr.distinct, "every served resource is stored");
 
-    // A patient's observations: one code (a vital-sign trend) and all of them (the chart).
-    let patients: Vec<String> = store
-        .resources_of_type("Patient")
-        .unwrap()
-        .iter()
-        .map(|j| {
-            serde_json::from_str::<serde_json::Value>(j).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    // 3. A patient's observations: one code (a vital-sign trend) and all of them (the chart).
     let mut by_code = Vec::new();
     let mut all = Vec::new();
     let mut n_all = 0;
-    for p in patients.iter().cycle().take(2_000) {
+    for p in ehr.patients.iter().cycle().take(2_000) {
         let t = Instant::now();
         let rows = store.observations(p, "29463-7").unwrap();
         by_code.push(t.elapsed());

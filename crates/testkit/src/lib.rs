@@ -17,6 +17,7 @@
     reason = "test helpers: a failed expectation is the test failing, with its message"
 )]
 
+pub mod bulk;
 pub mod clinic;
 pub mod faulty;
 pub mod sample;
