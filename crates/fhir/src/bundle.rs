@@ -18,7 +18,25 @@ pub struct RawResource {
     pub last_updated: Option<String>,
     /// The JSON text as the server sent it.
     pub json: String,
+    /// The top-level elements in [`PROJECTED`] that the resource has, read in the same pass
+    /// as its identity: the store's projections need not read the text again.
+    pub projected: serde_json::Map<String, serde_json::Value>,
 }
+
+/// The top-level elements the local store's projections read (hearth-model's rows: owning
+/// patient, appointment start and practitioner, observation code and time).
+pub const PROJECTED: [&str; 10] = [
+    "resourceType",
+    "id",
+    "meta",
+    "subject",
+    "patient",
+    "participant",
+    "start",
+    "code",
+    "effectiveDateTime",
+    "effectivePeriod",
+];
 
 impl RawResource {
     /// `Type/id`.
@@ -45,6 +63,15 @@ impl RawResource {
             resource_type: Option<serde_json::Value>,
             id: Option<serde_json::Value>,
             meta: Option<serde_json::Value>,
+            subject: Option<serde_json::Value>,
+            patient: Option<serde_json::Value>,
+            participant: Option<serde_json::Value>,
+            start: Option<serde_json::Value>,
+            code: Option<serde_json::Value>,
+            #[serde(rename = "effectiveDateTime")]
+            effective_date_time: Option<serde_json::Value>,
+            #[serde(rename = "effectivePeriod")]
+            effective_period: Option<serde_json::Value>,
         }
         let head: Head = serde_json::from_str(json)
             .map_err(|e| FhirError::malformed(place, "(document)", json_problem(&e)))?;
@@ -76,6 +103,25 @@ impl RawResource {
             None => return Err(FhirError::malformed(unnamed(), "id", "is missing")),
         };
         let what = format!("{resource_type}/{id}");
+        let mut projected = serde_json::Map::new();
+        projected.insert("resourceType".into(), resource_type.clone().into());
+        projected.insert("id".into(), id.clone().into());
+        if let Some(meta) = &head.meta {
+            projected.insert("meta".into(), meta.clone());
+        }
+        for (name, value) in [
+            ("subject", head.subject),
+            ("patient", head.patient),
+            ("participant", head.participant),
+            ("start", head.start),
+            ("code", head.code),
+            ("effectiveDateTime", head.effective_date_time),
+            ("effectivePeriod", head.effective_period),
+        ] {
+            if let Some(v) = value {
+                projected.insert(name.into(), v);
+            }
+        }
         let (version_id, last_updated) = match head.meta {
             None => (None, None),
             Some(m @ serde_json::Value::Object(_)) => {
@@ -117,6 +163,7 @@ impl RawResource {
             version_id,
             last_updated,
             json: json.to_string(),
+            projected,
         })
     }
 }

@@ -14,7 +14,7 @@
 mod bundle;
 mod error;
 
-pub use bundle::{is_id, parse_bundle, reference_in, Entry, Page, RawResource};
+pub use bundle::{is_id, parse_bundle, reference_in, Entry, Page, RawResource, PROJECTED};
 pub use error::{FhirError, Issue, Outcome};
 
 use reqwest::header::{HeaderMap, HeaderValue};

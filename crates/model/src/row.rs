@@ -36,6 +36,15 @@ pub fn resource_row_raw(json: &str) -> Result<ResourceRow, ModelError> {
     resource_row_owned(json.to_string())
 }
 
+/// The row for a resource whose projected elements were already read (hearth-fhir reads
+/// them with its identity: `RawResource::projected`), so the text is not scanned again.
+pub fn resource_row_projected(
+    json: String,
+    projected: serde_json::Map<String, Value>,
+) -> Result<ResourceRow, ModelError> {
+    row_with_text(&Value::Object(projected), json)
+}
+
 /// [`resource_row_raw`] taking the text by value (no copy).
 ///
 /// Only the elements the projections read are materialised (the rest is skipped while

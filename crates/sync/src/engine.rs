@@ -6,7 +6,7 @@ use hearth_fhir::{
 };
 use hearth_ipc::{ProblemView, SyncProgress};
 use hearth_model::clock::{Clock, SystemClock, Zone};
-use hearth_model::row::{resource_row_owned, resource_row_raw};
+use hearth_model::row::{resource_row_projected, resource_row_raw};
 use hearth_model::settings::{PatientScope, SyncConfig};
 use hearth_model::sync_link::EhrLink;
 use hearth_model::ModelError;
@@ -1177,7 +1177,7 @@ fn row_of(r: &RawResource) -> std::result::Result<ResourceRow, ProblemView> {
 
 fn row_of_owned(r: RawResource) -> std::result::Result<ResourceRow, ProblemView> {
     let reference = r.reference();
-    resource_row_owned(r.json).map_err(|e| data_problem(reference, e))
+    resource_row_projected(r.json, r.projected).map_err(|e| data_problem(reference, e))
 }
 
 fn data_problem(record: String, e: ModelError) -> ProblemView {
@@ -1296,6 +1296,40 @@ fn shift(instant: &str, by: chrono::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_from_the_projected_elements_equal_rows_from_the_whole_text() {
+        // Good and bad resources touching every projected element: the row (or the problem)
+        // made from what the Bundle reader captured equals the one made from the text.
+        let resources = [
+            r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"2","lastUpdated":"2026-01-01T00:00:00Z"},"subject":{"reference":"Patient/p1"},"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{"value":70}}"#,
+            r#"{"resourceType":"Observation","id":"o2","subject":{"reference":"Patient/p1"},"effectivePeriod":{"start":"2026-01-02T10:00:00Z"}}"#,
+            r#"{"resourceType":"Appointment","id":"a1","start":"2026-01-01T10:00:00+01:00","participant":[{"actor":{"reference":"Practitioner/d1"}},{"actor":{"reference":"Patient/p2"}}]}"#,
+            r#"{"resourceType":"AllergyIntolerance","id":"al1","patient":{"reference":"Patient/p3"},"code":{"text":"peanut"}}"#,
+            r#"{"resourceType":"Encounter","id":"e1","subject":"Patient/p1"}"#,
+            r#"{"resourceType":"Appointment","id":"a2","start":"after lunch"}"#,
+            r#"{"resourceType":"Observation","id":"o3","code":"8867-4"}"#,
+            r#"{"resourceType":"Patient","id":"p1","name":[{"family":"Quokka"}]}"#,
+        ];
+        let entries: Vec<String> = resources
+            .iter()
+            .map(|r| format!(r#"{{"resource":{r}}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{}]}}"#,
+            entries.join(",")
+        );
+        let page = hearth_fhir::parse_bundle(&body).unwrap();
+        for (entry, text) in page.entries.into_iter().zip(resources) {
+            let Ok(Entry::Resource(r)) = entry else {
+                panic!("unreadable entry: {entry:?}")
+            };
+            let reference = r.reference();
+            let from_parts = row_of_owned(r).map_err(|p| p.message);
+            let from_text = resource_row_raw(text).map_err(|e| data_problem(reference, e).message);
+            assert_eq!(from_parts, from_text, "{text}");
+        }
+    }
 
     #[test]
     fn the_servers_text_is_kept_printable_and_short() {
