@@ -1006,14 +1006,18 @@ impl Engine {
                     blocked.insert(key);
                     round.conflicts += 1;
                 }
-                // A gateway in front of the EHR that cannot reach it (502 Bad Gateway, 504
-                // Gateway Timeout, RFC 9110 §15.6.3 and §15.6.5): the EHR is unreachable, as
-                // when offline; not the write's fault, so not counted.
                 Err(
-                    e @ FhirError::Server {
+                    e @ (FhirError::Unreachable { .. }
+                    | FhirError::Server {
                         status: 502 | 504, ..
-                    },
+                    }
+                    | FhirError::Unauthorized(_)
+                    | FhirError::Auth(_)),
                 ) => {
+                    // Offline (a gateway answering 502 Bad Gateway or 504 Gateway Timeout,
+                    // RFC 9110 §15.6.3 and §15.6.5, cannot reach the EHR either), or the
+                    // sign-in lapsed: the write stays queued, whatever the number of tries,
+                    // and goes when the EHR can be reached as the user again.
                     self.store().record_attempt(
                         entry.seq,
                         OutboxState::Pending,
@@ -1033,20 +1037,6 @@ impl Engine {
                     if state == OutboxState::Failed {
                         round.failed += 1;
                     }
-                }
-                Err(
-                    e @ (FhirError::Unreachable { .. }
-                    | FhirError::Unauthorized(_)
-                    | FhirError::Auth(_)),
-                ) => {
-                    // Offline, or the sign-in lapsed: the write stays queued, whatever the
-                    // number of tries, and goes when the EHR can be reached as the user again.
-                    self.store().record_attempt(
-                        entry.seq,
-                        OutboxState::Pending,
-                        Some(&e.to_string()),
-                    )?;
-                    return Err(e.into());
                 }
                 Err(e) => {
                     self.store().record_attempt(
