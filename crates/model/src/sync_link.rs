@@ -9,8 +9,23 @@ use hearth_ipc::{
     Connectivity, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
 
+/// Counters that only go up: a listener learns that something changed without asking the
+/// engine every few seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncPulse {
+    /// Bumped whenever what [`SyncLink::summary`] or the sync panel shows may have changed
+    /// (progress, a round's end, a problem, the queue, a conflict).
+    pub status: u64,
+    /// Bumped when the local records may have changed (a round stored, deleted or sent
+    /// something; the user changed a record or settled a conflict). Every bump of `records`
+    /// also bumps `status`.
+    pub records: u64,
+}
+
 /// What the sync engine shows and accepts.
 pub trait SyncLink: Send + Sync {
+    /// Follows the engine's changes (see [`SyncPulse`]).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<SyncPulse>;
     /// For the top bar.
     fn summary(&self) -> (Connectivity, SyncSummary);
     /// For the sync panel.

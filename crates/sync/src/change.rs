@@ -162,7 +162,7 @@ impl SyncHandle {
         let seq = self
             .store
             .record_local_change(Some(&local), &write, actor)?;
-        self.wake();
+        self.changed_locally();
         Ok(QueuedWrite { seq, key })
     }
 
@@ -201,7 +201,7 @@ impl SyncHandle {
             body: Some(resource.to_string()),
         };
         let seq = self.store.record_local_change(None, &write, actor)?;
-        self.wake();
+        self.changed_locally();
         Ok(QueuedWrite { seq, key })
     }
 }

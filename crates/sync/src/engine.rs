@@ -8,7 +8,7 @@ use hearth_ipc::{ProblemView, SyncProgress};
 use hearth_model::clock::{Clock, SystemClock, Zone};
 use hearth_model::row::{resource_row_projected, resource_row_raw};
 use hearth_model::settings::{PatientScope, SyncConfig};
-use hearth_model::sync_link::EhrLink;
+use hearth_model::sync_link::{EhrLink, SyncPulse};
 use hearth_model::ModelError;
 use hearth_store::{Method, OutboxEntry, OutboxState, ResourceRow, Store};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -132,6 +132,18 @@ pub struct Round {
     pub replayed: usize,
 }
 
+impl Round {
+    /// Whether the round may have changed the local records (meeting unreadable records
+    /// again does not).
+    fn touched_records(&self) -> bool {
+        *self
+            != Round {
+                unreadable: self.unreadable,
+                ..Round::default()
+            }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub online: Option<bool>,
@@ -148,6 +160,9 @@ pub struct SyncHandle {
     pub(crate) state: Arc<Mutex<State>>,
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) client: Client,
+    /// Tells listeners (the window's top bar, the arrival notifications) that what they show
+    /// may have changed, so nobody has to ask every few seconds.
+    pub(crate) pulse: Arc<tokio::sync::watch::Sender<SyncPulse>>,
 }
 
 impl SyncHandle {
@@ -162,6 +177,32 @@ impl SyncHandle {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Follows the engine: the value changes whenever what the top bar or the sync panel shows
+    /// may have changed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<SyncPulse> {
+        self.pulse.subscribe()
+    }
+
+    /// What the top bar shows changed (progress, a round's end, a problem).
+    pub(crate) fn status_changed(&self) {
+        self.pulse.send_modify(|p| p.status += 1);
+    }
+
+    /// The local records changed too (a round stored or deleted some, or the user's choice).
+    pub(crate) fn records_changed(&self) {
+        self.pulse.send_modify(|p| {
+            p.status += 1;
+            p.records += 1;
+        });
+    }
+
+    /// The user changed something (a record, the queue, a conflict): listeners are told, and
+    /// the engine runs a round now to send it.
+    pub(crate) fn changed_locally(&self) {
+        self.records_changed();
+        self.wake();
     }
 }
 
@@ -181,6 +222,7 @@ impl Engine {
                 state: Arc::default(),
                 wake: Arc::default(),
                 client,
+                pulse: Arc::new(tokio::sync::watch::Sender::new(SyncPulse::default())),
             },
             config,
             history: std::sync::OnceLock::new(),
@@ -266,6 +308,14 @@ impl Engine {
             }
         }
         st.progress = None;
+        drop(st);
+        // Whether the records on screen may have changed: not after a round that only met
+        // unreadable records again, nor after one that could not reach the EHR.
+        match &result {
+            Ok(r) if !r.touched_records() => self.handle.status_changed(),
+            Err(e) if e.is_offline() => self.handle.status_changed(),
+            _ => self.handle.records_changed(),
+        }
         result
     }
 
@@ -292,6 +342,7 @@ impl Engine {
             total: u32::try_from(total).unwrap_or(u32::MAX),
             label: label.to_string(),
         });
+        self.handle.status_changed();
     }
 
     /// Downloads the working set. Resumable: a patient already complete is not fetched twice
@@ -534,6 +585,7 @@ impl Engine {
             resource.as_ref().map(|(t, i)| (t.as_str(), i.as_str())),
             &printable(message),
         )?;
+        self.handle.status_changed();
         Ok(())
     }
 

@@ -137,6 +137,10 @@ impl SyncHandle {
 }
 
 impl SyncLink for SyncHandle {
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<hearth_model::sync_link::SyncPulse> {
+        SyncHandle::subscribe(self)
+    }
+
     fn set_join_link(
         &self,
         appointment_id: &str,
@@ -225,7 +229,7 @@ impl SyncLink for SyncHandle {
         };
         self.store
             .resolve_conflict(conflict.id, choice, theirs.as_ref(), "workstation-user")?;
-        self.wake();
+        self.changed_locally();
         Ok(())
     }
 
@@ -239,7 +243,7 @@ impl SyncLink for SyncHandle {
                 },
                 other => other.into(),
             })?;
-        self.wake();
+        self.changed_locally();
         Ok(())
     }
 }
