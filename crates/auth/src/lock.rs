@@ -130,6 +130,17 @@ impl IdleLock {
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// How long until the idle time runs out without input; `None` once locked. (When to look
+    /// again, for whoever shows the lock.)
+    pub fn remaining(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        let s = self.state();
+        (!s.1).then(|| {
+            self.timeout
+                .saturating_sub(now.saturating_duration_since(s.0))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +168,19 @@ mod tests {
         lock.unlock();
         assert!(lock.lock_now());
         assert_eq!(lock.check(), LockState::Locked);
+    }
+
+    #[test]
+    fn the_time_left_counts_down_from_the_last_input_and_ends_with_the_lock() {
+        let clock = Arc::new(ManualClock::default());
+        let lock = IdleLock::new(clock.clone(), Duration::from_secs(600));
+        clock.advance(Duration::from_secs(200));
+        assert_eq!(lock.remaining(), Some(Duration::from_secs(400)));
+        lock.touch();
+        assert_eq!(lock.remaining(), Some(Duration::from_secs(600)));
+        clock.advance(Duration::from_secs(700));
+        assert_eq!(lock.remaining(), Some(Duration::ZERO));
+        assert_eq!(lock.check(), LockState::JustLocked);
+        assert_eq!(lock.remaining(), None);
     }
 }

@@ -269,6 +269,7 @@ impl PendingLogin {
             self.launch.is_some(),
             vault,
         )
+        .await
     }
 }
 

@@ -184,7 +184,7 @@ impl Session {
     }
 
     /// A session from a first token answer (after the code exchange).
-    pub(crate) fn establish(
+    pub(crate) async fn establish(
         provider: Arc<Provider>,
         answer: TokenAnswer,
         nonce: &Nonce,
@@ -195,8 +195,8 @@ impl Session {
             AuthError::BadResponse("the token response has no id_token (scope openid)".into())
         })?;
         let user = Self::verify_id_token(&provider, id_token, Some(nonce))?;
-        if let Some(refresh) = &answer.refresh_token {
-            vault.store(refresh)?;
+        if let Some(refresh) = answer.refresh_token.clone() {
+            vault.off_runtime(move |v| v.store(&refresh)).await?;
         }
         let launch = launched.then(|| answer.context.clone());
         Ok(Self::new(provider, user, launch, answer, vault))
@@ -216,7 +216,10 @@ impl Session {
     /// Redeems the keychain's refresh token; a rotated one replaces it there before anything
     /// else happens, so the old one is never used again.
     async fn redeem_refresh(provider: &Provider, vault: &Vault) -> Result<TokenAnswer, AuthError> {
-        let refresh = vault.load()?.ok_or(AuthError::SignedOut)?;
+        let refresh = vault
+            .off_runtime(Vault::load)
+            .await?
+            .ok_or(AuthError::SignedOut)?;
         let json = provider
             .post_form(
                 &provider.smart.token_endpoint,
@@ -228,8 +231,8 @@ impl Session {
             )
             .await?;
         let answer = TokenAnswer::parse(json)?;
-        if let Some(new) = &answer.refresh_token {
-            vault.store(new)?;
+        if let Some(new) = answer.refresh_token.clone() {
+            vault.off_runtime(move |v| v.store(&new)).await?;
         }
         Ok(answer)
     }
@@ -293,9 +296,9 @@ impl Session {
     /// if the provider cannot be reached; that failure is returned after them.
     pub async fn sign_out(&self) -> Result<(), AuthError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        let refresh = self.vault.load()?;
+        let refresh = self.vault.off_runtime(Vault::load).await?;
         let revoked = self.revoke(refresh).await;
-        self.vault.delete()?;
+        self.vault.off_runtime(Vault::delete).await?;
         revoked
     }
 

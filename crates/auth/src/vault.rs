@@ -28,6 +28,18 @@ impl Vault {
             .map_err(keychain_error)
     }
 
+    /// Runs a keychain call on a blocking thread: the OS keychain answers synchronously (over
+    /// D-Bus on Linux), which must not hold up the async runtime's workers.
+    pub async fn off_runtime<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Vault) -> Result<T, AuthError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let vault = self.clone();
+        tokio::task::spawn_blocking(move || call(&vault))
+            .await
+            .map_err(|e| AuthError::Keychain(format!("the keychain call did not finish: {e}")))?
+    }
+
     pub fn delete(&self) -> Result<(), AuthError> {
         self.0.forget().map_err(keychain_error)
     }
