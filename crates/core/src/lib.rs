@@ -22,4 +22,4 @@ mod workstation;
 pub use hearth_model::{clock, fhir, sync_link, KEYCHAIN_SERVICE};
 
 pub use error::CoreError;
-pub use workstation::Workstation;
+pub use workstation::{ArrivalFeed, RoomFeed, StatusFeed, Workstation};

@@ -30,6 +30,8 @@ pub struct SignOn {
     /// One sign-in at a time.
     signing_in: tokio::sync::Mutex<()>,
     audit: AuditFn,
+    /// Bumped when the session changes (sign-in, sign-out, lock, unlock), for the window.
+    pulse: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for SignOn {
@@ -85,6 +87,7 @@ impl SignOn {
             launch: Mutex::new(None),
             signing_in: tokio::sync::Mutex::new(()),
             audit,
+            pulse: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -138,6 +141,23 @@ impl SignOn {
         )
     }
 
+    /// Follows the session: the value changes on sign-in, sign-out, lock and unlock. (The idle
+    /// lock falls due without an event: see [`SignOn::lock_due_in`].)
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pulse.subscribe()
+    }
+
+    fn session_changed(&self) {
+        self.pulse.send_modify(|n| *n += 1);
+    }
+
+    /// How long until the idle lock falls due without input (`None` signed out or locked):
+    /// when the state must be looked at again.
+    pub fn lock_due_in(&self) -> Option<Duration> {
+        self.tokens.current()?;
+        self.lock.remaining()
+    }
+
     pub fn state(&self) -> SessionState {
         if self.tokens.current().is_none() {
             return SessionState::SignedOut;
@@ -151,6 +171,7 @@ impl SignOn {
             LockState::Open => SessionState::SignedIn,
             LockState::JustLocked => {
                 (self.audit)(&self.actor(), "lock", "idle timeout");
+                self.session_changed();
                 SessionState::Locked
             }
             LockState::Locked => SessionState::Locked,
@@ -193,6 +214,7 @@ impl SignOn {
     pub fn lock_now(&self) {
         if self.tokens.current().is_some() && self.lock.lock_now() {
             (self.audit)(&self.actor(), "lock", "by the user");
+            self.session_changed();
         }
     }
 
@@ -247,7 +269,7 @@ impl SignOn {
         // The refresh token of the session being replaced, which the new one overwrites in
         // the keychain: revoked once the new session stands.
         let replaced_refresh = if self.tokens.current().is_some() {
-            self.vault.load()?
+            self.vault.off_runtime(Vault::load).await?
         } else {
             None
         };
@@ -274,6 +296,7 @@ impl SignOn {
             let _ = old.retire(replaced_refresh).await;
         }
         self.lock.unlock();
+        self.session_changed();
         (self.audit)(
             &self.actor(),
             if unlocking.is_some() {
@@ -298,6 +321,7 @@ impl SignOn {
         let actor = self.actor();
         self.tokens.set(None);
         *guard(&self.launch) = None;
+        self.session_changed();
         let result = session.sign_out().await;
         (self.audit)(
             &actor,

@@ -13,6 +13,7 @@ use hearth_visit_client::{Presence, RoomState, VisitClient, VisitError};
 use hearth_visit_protocol::{Role, Standing};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 
 /// Someone newly in a visit's waiting room (for a notification: no name, by design: a
 /// desktop notification may show on a locked or shared screen).
@@ -45,6 +46,9 @@ pub struct VisitDesk {
     client: VisitClient,
     rooms: Mutex<HashMap<String, Presence>>,
     announced: Mutex<HashSet<String>>,
+    /// Bumped whenever a watched room changes (its roster, its connection): the visit pane
+    /// and the arrival notifications follow it instead of asking every few seconds.
+    pulse: Arc<watch::Sender<u64>>,
 }
 
 fn visit_error(e: VisitError) -> CoreError {
@@ -77,6 +81,7 @@ impl VisitDesk {
             client: VisitClient::new(service_url, tokens).map_err(visit_error)?,
             rooms: Mutex::new(HashMap::new()),
             announced: Mutex::new(HashSet::new()),
+            pulse: Arc::new(watch::Sender::new(0)),
         })
     }
 
@@ -84,11 +89,27 @@ impl VisitDesk {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Follows the watched rooms: the value changes whenever one of them does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.pulse.subscribe()
+    }
+
     /// Starts watching `appointment_id`'s room if not yet. Needs a tokio runtime.
     pub fn watch(&self, appointment_id: &str) {
         let mut rooms = self.rooms();
         if !rooms.contains_key(appointment_id) {
-            rooms.insert(appointment_id.to_owned(), self.client.watch(appointment_id));
+            let presence = self.client.watch(appointment_id);
+            // Each change of the room's roster is passed on; the relay ends with the presence
+            // connection (its roster sender goes when it is dropped).
+            let mut roster = presence.roster.clone();
+            let pulse = self.pulse.clone();
+            tokio::spawn(async move {
+                while roster.changed().await.is_ok() {
+                    pulse.send_modify(|n| *n += 1);
+                }
+            });
+            rooms.insert(appointment_id.to_owned(), presence);
+            self.pulse.send_modify(|n| *n += 1);
         }
     }
 
@@ -136,6 +157,7 @@ impl VisitDesk {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.pulse.send_modify(|n| *n += 1);
     }
 
     /// Whether the appointment's patient is in the waiting room now (schedule status).

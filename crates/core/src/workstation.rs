@@ -1,10 +1,14 @@
+mod feeds;
+
+pub use feeds::{ArrivalFeed, RoomFeed, StatusFeed};
+
 use crate::clock::{Clock, Zone};
 use crate::config::MachineConfig;
 use crate::launch::LaunchOptions;
 use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
 use crate::sync_link::{EhrLink, SyncLink};
-use crate::visits::{Arrival, VisitDesk};
+use crate::visits::VisitDesk;
 use crate::{chart, profile, schedule, CoreError, KEYCHAIN_SERVICE};
 use chrono::NaiveDate;
 use hearth_ipc::{
@@ -246,7 +250,24 @@ impl Workstation {
             session: signon.map_or(SessionState::NotRequired, |s| s.state()),
             idle_lock_minutes: signon.map(|s| s.idle_minutes()),
             launch: signon.and_then(|s| s.launch()),
+            data_version: self.data_version(),
         })
+    }
+
+    /// See [`AppStatus::data_version`]: the sum of two counters that only go up (the sync
+    /// engine's records, the watched waiting rooms), so it moves whenever either does.
+    fn data_version(&self) -> u64 {
+        let records = self
+            .sync
+            .get()
+            .map_or(0, |link| link.subscribe().borrow().records);
+        let rooms = self
+            .state
+            .as_ref()
+            .ok()
+            .and_then(|r| r.visits.as_ref())
+            .map_or(0, |desk| *desk.subscribe().borrow());
+        records.wrapping_add(rooms)
     }
 
     pub fn schedule(&self, request: &ScheduleRequest) -> Result<ScheduleDay, CoreError> {
@@ -341,29 +362,6 @@ impl Workstation {
         let desk = self.visit_desk()?.cloned().ok_or_else(no_visit_service)?;
         desk.admit(&request.appointment_id, &request.participant_id)
             .await
-    }
-
-    /// Starts watching the rooms of today's virtual visits (so arrivals are noticed before
-    /// anyone opens them), and returns the arrivals since the last call. Nothing while
-    /// signed out or locked. Call from within a tokio runtime.
-    pub fn visit_arrivals(&self) -> Vec<Arrival> {
-        let Ok(Some(desk)) = self.visit_desk() else {
-            return Vec::new();
-        };
-        let mut starts = std::collections::HashMap::new();
-        if let Ok(day) = self.schedule(&ScheduleRequest::default()) {
-            for row in day.appointments.iter().filter(|r| {
-                r.modality == Modality::Virtual
-                    && !matches!(
-                        r.status,
-                        VisitStatus::Fulfilled | VisitStatus::Cancelled | VisitStatus::NoShow
-                    )
-            }) {
-                desk.watch(&row.appointment_id);
-                starts.insert(row.appointment_id.clone(), row.start_label.clone());
-            }
-        }
-        desk.arrivals(&starts)
     }
 
     pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {

@@ -115,4 +115,10 @@ pub struct AppStatus {
     /// Set after an EHR launch: the patient (and encounter) the EHR had open.
     #[serde(default)]
     pub launch: Option<LaunchSummary>,
+    /// Changes whenever what the views (schedule, chart, sync panel) show may have changed: a
+    /// sync round stored, deleted or sent something, the user changed a record or settled a
+    /// conflict, someone came into or left a waiting room. The views reload when it changes;
+    /// a round that brought nothing new leaves it as it was. A number, no PHI.
+    #[serde(default)]
+    pub data_version: u64,
 }
