@@ -8,7 +8,8 @@ use hearth_ipc::{
     SettleFailedWriteRequest, SyncPanel, UserSummary, VisitAdmitRequest, VisitInvite,
     VisitInviteRequest, VisitRoom, VisitRoomRequest,
 };
-use tauri::State;
+use tauri::ipc::Channel;
+use tauri::{AppHandle, State, Webview};
 
 #[tauri::command]
 pub async fn app_status(workstation: State<'_, Workstation>) -> Result<AppStatus, IpcError> {
@@ -95,6 +96,33 @@ pub async fn visit_admit(
     request: VisitAdmitRequest,
 ) -> Result<(), IpcError> {
     workstation.visit_admit(&request).await.map_err(ipc)
+}
+
+/// The status from now on, pushed over `channel` as it changes (see `crate::push`).
+#[tauri::command]
+pub async fn watch_status(
+    app: AppHandle,
+    webview: Webview,
+    workstation: State<'_, Workstation>,
+    channel: Channel<AppStatus>,
+) -> Result<(), IpcError> {
+    let feed = workstation.status_feed().map_err(ipc)?;
+    crate::push::status(&app, webview.label(), feed, channel);
+    Ok(())
+}
+
+/// A visit's room from now on, pushed over `channel` as it changes.
+#[tauri::command]
+pub async fn watch_visit_room(
+    app: AppHandle,
+    webview: Webview,
+    workstation: State<'_, Workstation>,
+    request: VisitRoomRequest,
+    channel: Channel<VisitRoom>,
+) -> Result<(), IpcError> {
+    let feed = workstation.room_feed(&request).map_err(ipc)?;
+    crate::push::room(&app, webview.label(), feed, channel);
+    Ok(())
 }
 
 /// A core error as the UI receives it: the stable code and the message.

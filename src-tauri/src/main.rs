@@ -4,6 +4,7 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod commands;
+mod push;
 
 use hearth_core::clock::SystemClock;
 use hearth_core::launch::LaunchOptions;
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
             commands::visit_room,
             commands::visit_invite,
             commands::visit_admit,
+            commands::watch_status,
+            commands::watch_visit_room,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {
@@ -74,24 +77,9 @@ fn main() -> ExitCode {
                 ));
             }
             app.manage(workstation);
+            app.manage(push::Subscriptions::default());
             // Patients arriving in a virtual waiting room raise a desktop notification.
-            let handle = app.handle().clone();
-            tauri::async_runtime::spawn(async move {
-                loop {
-                    for arrival in handle.state::<Workstation>().visit_arrivals() {
-                        let (title, body) = arrival.notification();
-                        if let Err(e) = notify_rust::Notification::new()
-                            .summary(&title)
-                            .body(&body)
-                            .appname("Hearth")
-                            .show()
-                        {
-                            eprintln!("hearth: desktop notification failed: {e}");
-                        }
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-                }
-            });
+            push::notify_arrivals(app.handle().clone());
             WebviewWindowBuilder::new(app, "main", WebviewUrl::App("index.html".into()))
                 .title("Hearth")
                 .inner_size(1280.0, 800.0)

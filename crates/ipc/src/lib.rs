@@ -36,6 +36,13 @@ pub mod command {
     pub const VISIT_ROOM: &str = "visit_room";
     pub const VISIT_INVITE: &str = "visit_invite";
     pub const VISIT_ADMIT: &str = "visit_admit";
+    /// Subscribes the window to the status: the answer is nothing, then every change of the
+    /// [`crate::AppStatus`] (the first at once) comes over the channel passed as `channel`.
+    pub const WATCH_STATUS: &str = "watch_status";
+    /// Subscribes the window to one visit's room (`request`: [`crate::VisitRoomRequest`]):
+    /// every change of the [`crate::VisitRoom`] (the first at once) comes over `channel`. A
+    /// new subscription replaces the window's previous one.
+    pub const WATCH_VISIT_ROOM: &str = "watch_visit_room";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -51,5 +58,7 @@ pub mod command {
         VISIT_ROOM,
         VISIT_INVITE,
         VISIT_ADMIT,
+        WATCH_STATUS,
+        WATCH_VISIT_ROOM,
     ];
 }
