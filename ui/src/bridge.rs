@@ -1,5 +1,5 @@
-//! Calls into the desktop shell. The only place the UI touches Tauri: one `invoke` binding
-//! (from `withGlobalTauri`), typed by the IPC crate.
+//! Calls into the desktop shell. The only place the UI touches Tauri: the `invoke` binding
+//! and its IPC `Channel` (both from `withGlobalTauri`'s `core`), typed by the IPC crate.
 
 use hearth_ipc::{ErrorCode, IpcError};
 use serde::de::DeserializeOwned;
@@ -10,6 +10,16 @@ use wasm_bindgen::prelude::*;
 extern "C" {
     #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"], catch)]
     async fn invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// Tauri's IPC channel: passed to a command, it receives what the shell pushes.
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"])]
+    type Channel;
+
+    #[wasm_bindgen(constructor, js_namespace = ["window", "__TAURI__", "core"])]
+    fn new(onmessage: &Closure<dyn Fn(JsValue)>) -> Channel;
 }
 
 #[derive(Serialize)]
@@ -41,6 +51,35 @@ pub async fn call_no_args<Resp: DeserializeOwned>(cmd: &str) -> Result<Resp, Ipc
         .serialize(&serializer())
         .map_err(|e| IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}: {e}")))?;
     decode(cmd, invoke(cmd, args).await)
+}
+
+/// Subscribes with `cmd` (and `{ request }` when given): the shell answers the call (an error
+/// ends it there), then pushes each change into `on_message` for the life of the page, or
+/// until a newer subscription of the same kind replaces this one. No polling.
+pub async fn subscribe<Req: Serialize, T: DeserializeOwned + 'static>(
+    cmd: &'static str,
+    request: Option<&Req>,
+    on_message: impl Fn(Result<T, IpcError>) + 'static,
+) -> Result<(), IpcError> {
+    let encoding = |e: serde_wasm_bindgen::Error| {
+        IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}: {e}"))
+    };
+    let args = js_sys::Object::new();
+    if let Some(request) = request {
+        let value = request.serialize(&serializer()).map_err(encoding)?;
+        js_sys::Reflect::set(&args, &JsValue::from_str("request"), &value)
+            .map_err(|_| IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}")))?;
+    }
+    let callback = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| {
+        on_message(decode(cmd, Ok(message)));
+    });
+    let channel = Channel::new(&callback);
+    // The channel calls back for as long as the shell pushes, which may outlive any owner
+    // here: the callback stays (one small closure per subscription).
+    callback.forget();
+    js_sys::Reflect::set(&args, &JsValue::from_str("channel"), &channel)
+        .map_err(|_| IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}")))?;
+    decode(cmd, invoke(cmd, args.into()).await)
 }
 
 fn decode<Resp: DeserializeOwned>(

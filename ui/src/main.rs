@@ -66,31 +66,27 @@ fn app() -> Html {
     let schedule_ticket = use_mut_ref(|| 0u64);
     let chart_ticket = use_mut_ref(|| 0u64);
     let chart_patient = use_mut_ref(|| None::<String>);
-    // Bumped after a sign-in so that the status is read again at once.
-    let signed_in = use_state(|| 0u32);
 
     {
-        // The top bar follows the sync engine: the status (no PHI) is read every two seconds.
+        // The top bar follows the shell's pushes, not a timer: the status (no PHI) comes at
+        // once, then whenever it changes (sync progress, a round landing, the queue, the
+        // session, the idle lock).
         let status = status.clone();
-        use_effect_with(*signed_in, move |_| {
+        use_effect_with((), move |()| {
             spawn_local(async move {
-                // Once connected to an EHR, polling goes on through passing errors.
-                let mut connected = false;
-                loop {
-                    let answer: Load<AppStatus> =
-                        bridge::call_no_args(command::APP_STATUS).await.into();
-                    connected |=
-                        matches!(&answer, Load::Ready(s) if matches!(s.mode, DataMode::Ehr { .. }));
-                    status.set(answer);
-                    if !connected {
-                        return;
-                    }
-                    gloo_timers::future::TimeoutFuture::new(2_000).await;
+                let pushed = status.clone();
+                let answer =
+                    bridge::subscribe::<(), AppStatus>(command::WATCH_STATUS, None, move |s| {
+                        pushed.set(s.into())
+                    })
+                    .await;
+                if let Err(e) = answer {
+                    status.set(Load::Failed(e));
                 }
             });
         });
     }
-    // Each completed sync (or change in what waits) reloads the views that read the store.
+    // A sync round that brought something (or a change in what waits) reloads the views.
     let sync_generation = match &*status {
         Load::Ready(s) => sync_generation(s),
         _ => 0,
@@ -180,14 +176,10 @@ fn app() -> Html {
             Load::Ready(s) => (s.user.clone(), s.idle_lock_minutes),
             _ => (None, None),
         };
-        let on_signed_in = {
-            let signed_in = signed_in.clone();
-            Callback::from(move |()| signed_in.set(*signed_in + 1))
-        };
         return html! {
             <div class="shell">
                 <TopBar status={(*status).clone()} on_open_sync={Callback::noop()} />
-                <signon::Gate {session} {user} {idle_minutes} {on_signed_in} />
+                <signon::Gate {session} {user} {idle_minutes} />
             </div>
         };
     }
@@ -227,17 +219,20 @@ fn app() -> Html {
     }
 }
 
-/// Changes whenever a sync round completes or what waits changes.
+/// Changes whenever what the views show may have changed: the records (a sync round that
+/// brought something, the user's change, a waiting room), what waits, the session, the day.
+/// A round that brought nothing new changes only the top bar.
 fn sync_generation(s: &AppStatus) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (
-        &s.sync.last_success,
+        s.data_version,
         s.sync.queued_writes,
         s.sync.conflicts,
         s.sync.failed_writes,
         s.sync.unreadable_records,
         s.session,
+        &s.today,
     )
         .hash(&mut h);
     h.finish()
@@ -316,7 +311,7 @@ fn top_bar(props: &TopBarProps) -> Html {
     }
 }
 
-/// Invokes a command whose effect the next status poll shows.
+/// Invokes a command whose effect the shell pushes with the status.
 fn call_quietly(cmd: &'static str) {
     spawn_local(async move {
         let _: Result<(), IpcError> = bridge::call_no_args(cmd).await;

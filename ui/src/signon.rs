@@ -51,8 +51,6 @@ pub struct GateProps {
     pub session: SessionState,
     pub user: Option<UserSummary>,
     pub idle_minutes: Option<u32>,
-    /// Told when the sign-in completed, so the views reload.
-    pub on_signed_in: Callback<()>,
 }
 
 /// The sign-in screen (signed out) or the lock screen (locked).
@@ -64,7 +62,6 @@ pub fn gate(props: &GateProps) -> Html {
     let onclick = {
         let waiting = waiting.clone();
         let error = error.clone();
-        let done = props.on_signed_in.clone();
         Callback::from(move |_: MouseEvent| {
             if *waiting {
                 return;
@@ -73,14 +70,13 @@ pub fn gate(props: &GateProps) -> Html {
             error.set(None);
             let waiting = waiting.clone();
             let error = error.clone();
-            let done = done.clone();
+            // Signed in, the shell pushes the new session state: the gate goes by itself.
             spawn_local(async move {
                 let answer: Result<UserSummary, IpcError> =
                     bridge::call_no_args(command::SIGN_IN).await;
                 waiting.set(false);
-                match answer {
-                    Ok(_) => done.emit(()),
-                    Err(e) => error.set(Some(e)),
+                if let Err(e) = answer {
+                    error.set(Some(e));
                 }
             });
         })

@@ -80,7 +80,7 @@ fn role_label(role: RoomRole) -> &'static str {
 }
 
 /// The visit service's room for this visit: who waits (with Admit), who is in, who left;
-/// join links for the patient and a guest. Read every two seconds while shown.
+/// join links for the patient and a guest. Pushed by the shell as it changes.
 #[function_component(RoomView)]
 fn room_view(props: &RoomProps) -> Html {
     let room = use_state(|| None::<Result<VisitRoom, IpcError>>);
@@ -97,13 +97,24 @@ fn room_view(props: &RoomProps) -> Html {
                 appointment_id: id.clone(),
             };
             spawn_local(async move {
-                while running.get() {
-                    let answer = bridge::call(command::VISIT_ROOM, &request).await;
-                    if !running.get() {
-                        break;
+                // The shell pushes the room whenever its roster changes (no polling); this
+                // subscription replaces the one of the visit shown before.
+                let shown = running.clone();
+                let pushed = room.clone();
+                let answer = bridge::subscribe::<_, VisitRoom>(
+                    command::WATCH_VISIT_ROOM,
+                    Some(&request),
+                    move |r| {
+                        if shown.get() {
+                            pushed.set(Some(r));
+                        }
+                    },
+                )
+                .await;
+                if let Err(e) = answer {
+                    if running.get() {
+                        room.set(Some(Err(e)));
                     }
-                    room.set(Some(answer));
-                    gloo_timers::future::TimeoutFuture::new(2_000).await;
                 }
             });
             move || alive.set(false)
