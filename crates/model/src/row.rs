@@ -189,6 +189,7 @@ fn row_with_text(resource: &Value, json: String) -> Result<ResourceRow, ModelErr
         patient_id: owning_patient(&r),
         json,
         index,
+        packed: None,
     })
 }
 

@@ -238,6 +238,7 @@ mod tests {
             patient_id: None,
             json: json.into(),
             index: Projection::None,
+            packed: None,
         };
         let write = OutboxWrite {
             idempotency_key: "k".into(),

@@ -14,6 +14,19 @@ pub struct ResourceRow {
     /// The resource as served, byte for byte.
     pub json: String,
     pub index: Projection,
+    /// `json` LZ4-compressed as the store keeps it, when the caller compressed it already
+    /// ([`ResourceRow::pack`]): a sync compresses while the previous batch commits, so the
+    /// one writer does not.
+    pub packed: Option<Vec<u8>>,
+}
+
+impl ResourceRow {
+    /// Compresses the JSON now, as the store will keep it.
+    pub fn pack(&mut self) {
+        if self.packed.is_none() {
+            self.packed = Some(lz4_flex::compress_prepend_size(self.json.as_bytes()));
+        }
+    }
 }
 
 /// What a resource adds to the query projections.
@@ -62,13 +75,21 @@ pub(crate) fn put_rows<'a>(
     )?;
     let mut n = 0;
     for row in rows {
+        let fresh;
+        let body = match &row.packed {
+            Some(packed) => packed.as_slice(),
+            None => {
+                fresh = lz4_flex::compress_prepend_size(row.json.as_bytes());
+                fresh.as_slice()
+            }
+        };
         put.execute(params![
             row.resource_type,
             row.id,
             row.version_id,
             row.last_updated,
             row.patient_id,
-            lz4_flex::compress_prepend_size(row.json.as_bytes())
+            body
         ])?;
         match &row.index {
             Projection::None => {}

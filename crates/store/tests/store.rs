@@ -30,6 +30,7 @@ fn observation_row(id: &str, patient: &str, code: &str, when: &str) -> ResourceR
             code: Some(code.into()),
             effective: Some(when.into()),
         },
+        packed: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn appointment_row(id: &str, start_utc: &str) -> ResourceRow {
             start_utc: start_utc.into(),
             practitioner_id: Some("d1".into()),
         },
+        packed: None,
     }
 }
 
@@ -389,6 +391,7 @@ fn only_server_errors_give_a_write_up_and_unreadable_records_are_kept_by_name() 
         patient_id: None,
         json: r#"{"resourceType":"Observation","id":"o1"}"#.into(),
         index: Projection::None,
+        packed: None,
     };
     store.ingest([&row]).unwrap();
     let kept = store.rejected().unwrap();

@@ -538,12 +538,14 @@ impl Engine {
         round: &mut Round,
         patients: &mut BTreeSet<String>,
     ) -> Result<Vec<ResourceRow>> {
-        let (rows, problems) = rows_of(std::mem::take(&mut page.entries));
+        let (mut rows, problems) = rows_of(std::mem::take(&mut page.entries));
         round.unreadable += problems.len();
         for p in problems {
             self.record_problem(&p.record, &p.message)?;
         }
-        for row in &rows {
+        for row in &mut rows {
+            // Compressed here, while the store's one writer commits the previous batch.
+            row.pack();
             if row.resource_type == "Patient" {
                 patients.insert(row.id.clone());
             } else if let Some(p) = &row.patient_id {

@@ -32,5 +32,6 @@ pub fn patient_row(id: &str, name: &str, mrn: &str) -> ResourceRow {
         patient_id: None,
         json,
         index: Projection::None,
+        packed: None,
     }
 }
