@@ -171,6 +171,20 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("Hearth/", env!("CARGO_PKG_VERSION")))
+            // A redirect is followed only within the origin it started from: never to another
+            // server (the bearer token and PHI stay with the configured EHR), never from https
+            // down to http (another scheme is another origin, RFC 6454 §4).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if same && attempt.previous().len() < 5 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .timeout(retry.timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -253,11 +267,29 @@ impl Client {
             base: self.base().to_string(),
             reason: describe_transport(&e),
         };
-        let resp = req.send().await.map_err(unreachable)?;
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        let body = String::from_utf8(bytes.to_vec())
+        // Read at most MAX_BODY: a server that sends more (by its Content-Length, or as it
+        // streams) is not read on into memory.
+        let too_large = || {
+            FhirError::malformed(
+                url.path(),
+                "(body)",
+                format!("is larger than {} MiB; not read", MAX_BODY >> 20),
+            )
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8(bytes)
             .map_err(|_| FhirError::malformed(url.path(), "(body)", "is not UTF-8 text"))?;
         Ok(Reply {
             status,
@@ -498,6 +530,9 @@ fn describe_transport(e: &reqwest::Error) -> String {
     }
 }
 
+/// The largest answer read (a page of 200 resources is a few MiB; one resource far less).
+const MAX_BODY: usize = 64 << 20;
+
 /// The most pages one search is followed through (200 resources a page: 2 million).
 const MAX_PAGES: usize = 10_000;
 
@@ -528,6 +563,14 @@ fn check_status(reply: Reply, url: &Url) -> Result<Reply, FhirError> {
     let status = reply.status;
     if status.is_success() || status == StatusCode::NOT_MODIFIED {
         return Ok(reply);
+    }
+    if status.is_redirection() {
+        // Only a redirect to another origin (or past five) is left unfollowed.
+        return Err(FhirError::Invalid(format!(
+            "the EHR redirected {} elsewhere ({status}); Hearth follows redirects only within {}",
+            what_of(url),
+            url.origin().ascii_serialization()
+        )));
     }
     let outcome = Outcome::parse(reply.body.as_bytes());
     let what = what_of(url);

@@ -190,3 +190,97 @@ fn a_next_link_back_to_a_page_already_read_is_refused_not_followed_for_ever() {
     });
     assert_eq!(served.load(Ordering::SeqCst), 2);
 }
+
+/// A stub that answers every request with `answer(path)` and counts them.
+fn answering(answer: impl Fn(&str) -> Vec<u8> + Send + 'static) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/fhir",
+        listener.local_addr().unwrap().port()
+    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let len = s.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..len]).to_string();
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            n.fetch_add(1, Ordering::SeqCst);
+            let _ = s.write_all(&answer(&path));
+        }
+    });
+    (base, count)
+}
+
+#[test]
+fn redirects_are_followed_only_within_the_ehrs_origin() {
+    let patient = r#"{"resourceType":"Patient","id":"p1"}"#;
+    let ok = move |_: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{patient}",
+            patient.len()
+        )
+        .into_bytes()
+    };
+    // Another server, which must never be asked (it would get the bearer token and PHI).
+    let (elsewhere, asked_elsewhere) = answering(ok);
+    let target = format!("{elsewhere}/Patient/p1");
+    let (base, _) = answering(move |path: &str| {
+        let to = if path.ends_with("/moved") {
+            "/fhir/Patient/p1".to_string()
+        } else {
+            target.clone()
+        };
+        if path.ends_with("/Patient/p1") {
+            return ok(path);
+        }
+        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    });
+    let c = client(&base);
+    let rt = rt();
+    // Within the EHR's origin: followed.
+    let same = rt.block_on(c.read("Patient", "moved")).unwrap();
+    assert_eq!(same.id, "p1");
+    // To another origin: refused, and the other server never asked.
+    let e = rt.block_on(c.read("Patient", "away")).unwrap_err();
+    assert!(
+        e.to_string().contains("follows redirects only within"),
+        "{e}"
+    );
+    assert_eq!(asked_elsewhere.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_answer_larger_than_the_cap_is_not_read_into_memory() {
+    // One says so up front; the other streams on without saying.
+    let (declared, _) = answering(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\n{".to_vec()
+    });
+    let (streamed, _) = answering(|_| {
+        let mut out =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..70 {
+            out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    });
+    let rt = rt();
+    for base in [declared, streamed] {
+        let e = rt
+            .block_on(client(&base).read("Patient", "p1"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/fhir/Patient/p1: field `(body)` is larger than 64 MiB; not read",
+            "{base}"
+        );
+    }
+}
