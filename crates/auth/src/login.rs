@@ -205,6 +205,20 @@ impl PendingLogin {
                 .unwrap_or_default();
             let url = Url::parse(&format!("http://127.0.0.1{target}")).ok();
             match url {
+                // The state first (RFC 6749 §10.12): an answer without this login's state,
+                // from any local process, is turned away and the login goes on waiting for
+                // the browser; it neither cancels the sign-in nor reaches the UI or the audit.
+                Some(url)
+                    if url.path() == CALLBACK_PATH
+                        && !self.is_ours(Redirect::from_url(&url).state.as_deref()) =>
+                {
+                    respond(
+                        &mut stream,
+                        "400 Bad Request",
+                        "This answer is not for the sign-in Hearth is waiting for.",
+                    )
+                    .await;
+                }
                 Some(url) if url.path() == CALLBACK_PATH => {
                     let redirect = Redirect::from_url(&url);
                     let page = if redirect.error.is_some() {
@@ -220,22 +234,24 @@ impl PendingLogin {
         }
     }
 
+    /// Whether a redirect's `state` is this login's (compared in constant time).
+    fn is_ours(&self, state: Option<&str>) -> bool {
+        state.is_some_and(|s| Secret::new(self.state.secret().clone()).ct_eq(s))
+    }
+
     /// Checks the redirect (error, state, issuer), redeems the code with the PKCE verifier,
     /// verifies the ID token (signature, issuer, audience, expiry, nonce), keeps the refresh
     /// token in `vault` and returns the session.
     pub async fn finish(self, redirect: Redirect, vault: Vault) -> Result<Session, AuthError> {
+        // The state before anything the answer says, its error included.
+        if !self.is_ours(redirect.state.as_deref()) {
+            return Err(AuthError::StateMismatch);
+        }
         if let Some(error) = redirect.error {
             return Err(AuthError::Refused {
                 error,
                 description: redirect.error_description,
             });
-        }
-        let state_ok = redirect
-            .state
-            .as_deref()
-            .is_some_and(|s| Secret::new(self.state.secret().clone()).ct_eq(s));
-        if !state_ok {
-            return Err(AuthError::StateMismatch);
         }
         if let Some(iss) = &redirect.iss {
             if iss.trim_end_matches('/') != self.provider.issuer().trim_end_matches('/') {

@@ -341,3 +341,62 @@ fn without_a_keychain_sign_in_fails_clearly_and_writes_no_token_anywhere() {
             .all(|f| !f.file_name().to_string_lossy().contains("token")));
     });
 }
+
+#[test]
+fn an_answer_without_this_logins_state_is_turned_away_and_the_sign_in_goes_on() {
+    let Some(_home) = isolated(
+        ISOLATED,
+        "an_answer_without_this_logins_state_is_turned_away_and_the_sign_in_goes_on",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    runtime().block_on(async {
+        let provider = Provider::discover(settings(&ehr)).await.unwrap();
+        let pending = PendingLogin::start(provider.clone(), &LoginRequest::default())
+            .await
+            .unwrap();
+        // Another local process answers the loopback port first: an error, in its own words,
+        // with a state that is not this login's.
+        let redirect_uri = url::Url::parse(pending.redirect_uri()).unwrap();
+        let port = redirect_uri.port().unwrap();
+        let path = format!(
+            "{}?error=access_denied&error_description=Call+this+number&state=not-ours",
+            redirect_uri.path()
+        );
+        let (answered, turned_away) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+                .unwrap();
+            let mut reply = String::new();
+            let _ = s.read_to_string(&mut reply);
+            let _ = answered.send(reply);
+        });
+        // The login is waiting: the forged answer must be turned away, not taken.
+        let reply = tokio::select! {
+            reply = turned_away => reply.unwrap(),
+            taken = pending.wait_for_redirect(Duration::from_secs(30)) => {
+                panic!("the login took an answer that was not its own: {taken:?}")
+            }
+        };
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        // The browser's own answer still signs the user in.
+        let url = pending.authorize_url().to_string();
+        let prefix = pending.redirect_uri().to_string();
+        let (done, browser) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(browser_login(&url, &prefix, USER_NAME, USER_PASSWORD));
+        });
+        let redirect = pending
+            .wait_for_redirect(Duration::from_secs(60))
+            .await
+            .unwrap();
+        browser.await.unwrap().unwrap();
+        let session = pending.finish(redirect, vault()).await.unwrap();
+        session.sign_out().await.unwrap();
+    });
+}
