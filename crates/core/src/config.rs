@@ -157,6 +157,15 @@ impl MachineConfig {
         }
         if let Some(ehr) = &self.ehr {
             check_url("ehr.fhir_base_url", &ehr.fhir_base_url)?;
+            // Without a sign-on there is no user, no lock and no audit of who looked: only
+            // an EHR on this machine (a test server) may be used so.
+            if self.identity.is_none() && !is_loopback_url(&ehr.fhir_base_url) {
+                return Err(
+                    "section `[ehr]` needs an `[identity]` section: an EHR that is not on this machine is \
+                     used only with sign-in"
+                        .into(),
+                );
+            }
         }
         if let Some(id) = &self.identity {
             check_url("identity.issuer", &id.issuer)?;
@@ -224,6 +233,16 @@ fn config_error(path: &Path, problem: String) -> CoreError {
 }
 
 /// HTTPS is required except to a loopback address (test peers, local proxies).
+/// Whether a URL's host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback_url(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    })
+}
+
 fn check_url(key: &str, url: &str) -> Result<(), String> {
     let (secure, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
@@ -310,7 +329,7 @@ mod tests {
             MachineConfig::parse("[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n").is_ok()
         );
         // The visit service: an https URL, and only with sign-on (it knows clinicians by it).
-        let ehr = "[ehr]\nfhir_base_url = \"https://ehr.example.org/fhir\"\n";
+        let ehr = "[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n";
         let id = "[identity]\nissuer = \"https://login.example.org\"\nclient_id = \"hearth\"\n";
         let e = MachineConfig::parse(&format!(
             "{ehr}[visit]\nservice_url = \"https://v.example.org/\"\n"
@@ -358,8 +377,30 @@ mod tests {
     }
 
     #[test]
+    fn an_ehr_off_this_machine_is_refused_without_sign_on() {
+        let refused =
+            MachineConfig::parse("[ehr]\nfhir_base_url = \"https://ehr.example.org/fhir\"\n")
+                .unwrap_err()
+                .0;
+        assert!(
+            refused.contains("section `[ehr]` needs an `[identity]` section"),
+            "{refused}"
+        );
+        for local in [
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost/fhir",
+            "http://[::1]:9/fhir",
+        ] {
+            let toml = format!("[ehr]\nfhir_base_url = \"{local}\"\n");
+            assert!(MachineConfig::parse(&toml).is_ok(), "{local}");
+        }
+        assert!(!is_loopback_url("http://127.0.0.1.example.org/fhir"));
+    }
+
+    #[test]
     fn plain_http_only_to_a_loopback_address() {
-        let url = |u: &str| MachineConfig::parse(&format!("[ehr]\nfhir_base_url = \"{u}\"\n"));
+        let id = "[identity]\nissuer = \"https://login.example.org\"\nclient_id = \"hearth\"\n";
+        let url = |u: &str| MachineConfig::parse(&format!("[ehr]\nfhir_base_url = \"{u}\"\n{id}"));
         for ok in [
             "https://ehr.example.org/fhir",
             "http://127.0.0.1:8080/fhir",

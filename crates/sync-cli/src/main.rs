@@ -70,16 +70,6 @@ fn parse() -> Result<Args, String> {
     })
 }
 
-/// The EHR is this machine (a test server): the only place a token-less EHR is accepted.
-fn on_loopback(base: &str) -> bool {
-    url::Url::parse(base).is_ok_and(|u| match u.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    })
-}
-
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("hearth-sync: {message}");
     ExitCode::from(code)
@@ -103,16 +93,7 @@ fn main() -> ExitCode {
             ),
         );
     };
-    if config.identity.is_none() && !on_loopback(&ehr.fhir_base_url) {
-        return fail(
-            2,
-            format!(
-                "{} has no [identity] section: hearth-sync signs in with the organisation's \
-                 identity provider, and sends no token only to an EHR on this machine",
-                args.config.display()
-            ),
-        );
-    }
+    // An EHR off this machine without [identity] was refused by the configuration itself.
     let db = profile::database_path(&args.data_dir);
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
         return fail(3, format!("cannot create {}: {e}", args.data_dir.display()));

@@ -196,10 +196,14 @@ fn run_with_config(text: &str) -> (Option<i32>, String) {
 
 #[test]
 fn hearth_sync_sends_no_token_only_to_an_ehr_on_this_machine() {
-    // An EHR across the network without [identity]: refused before anything is opened.
+    // An EHR across the network without [identity]: refused before anything is opened (by
+    // the machine configuration's own rule, as the app refuses it).
     let (code, err) = run_with_config("[ehr]\nfhir_base_url = \"https://ehr.example.org/fhir\"\n");
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("no [identity] section"), "{err}");
+    assert!(
+        err.contains("section `[ehr]` needs an `[identity]` section"),
+        "{err}"
+    );
     // No EHR configured (the app would show demo data): nothing to sync.
     let (code, err) = run_with_config("[demo]\nseed = 7\n");
     assert_eq!(code, Some(2), "{err}");
