@@ -45,6 +45,13 @@ async fn browse(provider: &Arc<Provider>, request: LoginRequest) -> (PendingLogi
     let pending = PendingLogin::start(provider.clone(), &request)
         .await
         .unwrap();
+    let redirect = browser_answers(&pending).await;
+    (pending, redirect)
+}
+
+/// The user signs in at the provider in the (scripted) browser, which comes back to the
+/// login's loopback port: the redirect it took.
+async fn browser_answers(pending: &PendingLogin) -> Redirect {
     let url = pending.authorize_url().to_string();
     let prefix = pending.redirect_uri().to_string();
     // A thread of its own, outside the runtime: the scripted browser is a blocking client.
@@ -57,7 +64,7 @@ async fn browse(provider: &Arc<Provider>, request: LoginRequest) -> (PendingLogi
         .await
         .unwrap();
     browser.await.unwrap().unwrap();
-    (pending, redirect)
+    redirect
 }
 
 async fn sign_in(provider: &Arc<Provider>, request: LoginRequest) -> Result<Session, AuthError> {
@@ -385,17 +392,7 @@ fn an_answer_without_this_logins_state_is_turned_away_and_the_sign_in_goes_on() 
         };
         assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
         // The browser's own answer still signs the user in.
-        let url = pending.authorize_url().to_string();
-        let prefix = pending.redirect_uri().to_string();
-        let (done, browser) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(browser_login(&url, &prefix, USER_NAME, USER_PASSWORD));
-        });
-        let redirect = pending
-            .wait_for_redirect(Duration::from_secs(60))
-            .await
-            .unwrap();
-        browser.await.unwrap().unwrap();
+        let redirect = browser_answers(&pending).await;
         let session = pending.finish(redirect, vault()).await.unwrap();
         session.sign_out().await.unwrap();
     });

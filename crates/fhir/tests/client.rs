@@ -85,23 +85,12 @@ fn search_pages_by_next_link_and_conditional_writes_are_idempotent() {
 
 /// A stub HTTP server: answers each request with the next canned response; counts requests.
 fn stub(responses: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!(
-        "http://127.0.0.1:{}/fhir",
-        listener.local_addr().unwrap().port()
-    );
-    let count = Arc::new(AtomicUsize::new(0));
-    let n = count.clone();
-    std::thread::spawn(move || {
-        for (stream, response) in listener.incoming().zip(responses) {
-            let mut s = stream.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            n.fetch_add(1, Ordering::SeqCst);
-            let _ = s.write_all(response.as_bytes());
-        }
-    });
-    (base, count)
+    // Each request gets the next answer, in order.
+    let next = AtomicUsize::new(0);
+    answering(move |_| {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        responses.get(i).copied().unwrap_or("").as_bytes().to_vec()
+    })
 }
 
 const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
