@@ -408,6 +408,40 @@ pub fn signon_config(
     )
 }
 
+/// A visit service on loopback trusting `ehr`'s provider (links open all day, whenever the
+/// test runs), and the launch of a signed-in window that uses it and puts the patient's join
+/// link into the Appointment. Keep the service for the test's length.
+pub async fn with_visit_service(
+    ehr: &hearth_testkit::smart::SmartEhr,
+    url_file: &Path,
+) -> Result<(hearth_visit_server::Running, LaunchSpec)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut settings = hearth_visit_server::settings::Settings::loopback(
+        port,
+        &ehr.issuer,
+        &ehr.fhir_base,
+        b"e2e-visit-link-secret-0123456789abcdef",
+    );
+    // The clinic's visits are at fixed hours today: links work all day, whenever this runs.
+    settings.early = Duration::from_secs(24 * 3600);
+    settings.late = Duration::from_secs(24 * 3600);
+    let service = hearth_visit_server::start(settings, listener)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let spec = LaunchSpec {
+        config: Some(signon_config(
+            ehr,
+            url_file,
+            &format!(
+                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
+            ),
+        )),
+        args: Vec::new(),
+    };
+    Ok((service, spec))
+}
+
 impl Desktop {
     /// Clicks "Sign in", plays the browser the window opened (its URL in `url_file`, see
     /// [`signon_config`]) through the provider's login form, and waits for the user's name in

@@ -6,7 +6,7 @@
 
 use anyhow::{anyhow, ensure, Context, Result};
 use fantoccini::Locator;
-use hearth_e2e::{signon_config, wait_until, Desktop, LaunchSpec};
+use hearth_e2e::{wait_until, Desktop, LaunchSpec};
 use hearth_testkit::smart::SmartEhr;
 use serde_json::Value;
 use std::time::Duration;
@@ -131,31 +131,9 @@ async fn a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user
     // The one change the window makes to an Appointment: a virtual visit's join link, put
     // into the Appointment when IT asks for it ([visit] link_to_appointment). The window has
     // no action that changes an appointment's status.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let mut settings = hearth_visit_server::settings::Settings::loopback(
-        port,
-        &ehr.issuer,
-        &ehr.fhir_base,
-        b"e2e-visit-link-secret-0123456789abcdef",
-    );
-    // The clinic's visits are at fixed hours today: links work all day, whenever this runs.
-    settings.early = Duration::from_secs(24 * 3600);
-    settings.late = Duration::from_secs(24 * 3600);
-    let _service = hearth_visit_server::start(settings, listener)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
     let url_file = home.join("sign-in-url.txt");
-    let spec = LaunchSpec {
-        config: Some(signon_config(
-            &ehr,
-            &url_file,
-            &format!(
-                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
-            ),
-        )),
-        args: Vec::new(),
-    };
+    // The visit service, trusting the provider's tokens for the EHR.
+    let (_service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file).await?;
     // The second of the clinic's appointments is virtual.
     let appt = clinic.appointments[1].clone();
     let path = format!("/fhir/Appointment/{appt}");

@@ -6,7 +6,7 @@
 use anyhow::{anyhow, ensure, Context, Result};
 use fantoccini::Locator;
 use futures_util::{SinkExt, StreamExt};
-use hearth_e2e::{signon_config, wait_until, Desktop, LaunchSpec};
+use hearth_e2e::{wait_until, Desktop};
 use hearth_testkit::smart::SmartEhr;
 use hearth_visit_protocol::{ClientMsg, Secret, ServerMsg};
 use std::time::Duration;
@@ -23,32 +23,10 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
     let Some((ehr, clinic)) = SmartEhr::with_clinic(name) else {
         return Ok(());
     };
-    // The visit service, trusting the provider's tokens for the EHR.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let mut settings = hearth_visit_server::settings::Settings::loopback(
-        port,
-        &ehr.issuer,
-        &ehr.fhir_base,
-        b"e2e-visit-link-secret-0123456789abcdef",
-    );
-    // The clinic's visits are at fixed hours today: links work all day, whenever this runs.
-    settings.early = Duration::from_secs(24 * 3600);
-    settings.late = Duration::from_secs(24 * 3600);
-    let _service = hearth_visit_server::start(settings, listener)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
     let url_file = home.join("sign-in-url.txt");
-    let spec = LaunchSpec {
-        config: Some(signon_config(
-            &ehr,
-            &url_file,
-            &format!(
-                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
-            ),
-        )),
-        args: Vec::new(),
-    };
+    // The visit service, trusting the provider's tokens for the EHR.
+    let (service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file).await?;
+    let port = service.addr.port();
     // The second of the clinic's appointments is virtual.
     let appointment = clinic.appointments[1].clone();
     let app = Desktop::launch_with("visit", spec).await?;
