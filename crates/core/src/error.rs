@@ -36,16 +36,13 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// [`hearth_model::ModelError::invalid_data`], as the core's error.
     pub fn invalid_data(
         resource: impl Into<String>,
         field: &str,
         problem: impl Into<String>,
     ) -> Self {
-        Self::InvalidData {
-            resource: resource.into(),
-            field: field.to_string(),
-            problem: problem.into(),
-        }
+        hearth_model::ModelError::invalid_data(resource, field, problem).into()
     }
 
     /// The stable code the UI branches on.
