@@ -398,13 +398,13 @@ pub fn signon_config(
     url_file: &Path,
     extra: &str,
 ) -> String {
-    format!(
-        "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
-         browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n\
-         [sync]\npoll_interval_seconds = 1\n{extra}",
-        ehr.fhir_base,
-        ehr.issuer,
-        f = url_file.display(),
+    ehr.machine_config(
+        url_file,
+        &format!(
+            "[sync]
+poll_interval_seconds = 1
+{extra}"
+        ),
     )
 }
 

@@ -33,14 +33,7 @@ fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
     // The "browser" is a command that writes the URL down; the test plays the browser.
     std::fs::write(
         &config,
-        format!(
-            "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
-             browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n\
-             [session]\nidle_lock_minutes = 10\n",
-            ehr.fhir_base,
-            ehr.issuer,
-            f = url_file.display(),
-        ),
+        ehr.machine_config(&url_file, "[session]\nidle_lock_minutes = 10\n"),
     )
     .unwrap();
     let data_dir = home.join("profile");

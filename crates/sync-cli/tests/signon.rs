@@ -32,17 +32,7 @@ fn hearth_sync_signs_in_and_syncs_the_apps_profile_with_the_users_token() {
     let url_file = home.join("sign-in-url.txt");
     let config = home.join("config.toml");
     // The "browser" is a command that writes the URL down; the test plays the browser.
-    std::fs::write(
-        &config,
-        format!(
-            "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
-             browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n",
-            ehr.fhir_base,
-            ehr.issuer,
-            f = url_file.display(),
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, ehr.machine_config(&url_file, "")).unwrap();
     let data_dir = home.join("profile");
 
     // The app opens the profile first: it makes the database and stores its key.

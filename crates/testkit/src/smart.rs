@@ -32,6 +32,20 @@ pub struct SmartEhr {
 }
 
 impl SmartEhr {
+    /// Hearth's machine configuration for this EHR and its provider, with a "browser" that
+    /// is a command writing the sign-in URL to `url_file` (the test then plays the browser);
+    /// `extra` is appended (more sections).
+    pub fn machine_config(&self, url_file: &std::path::Path, extra: &str) -> String {
+        format!(
+            "[ehr]\nfhir_base_url = \"{}\"\n[identity]\nissuer = \"{}\"\nclient_id = \"hearth\"\n\
+             browser = [\"sh\", \"-c\", \"printf '%s' \\\"$0\\\" > {f}.tmp && mv {f}.tmp {f}\", \"{{url}}\"]\n\
+             {extra}",
+            self.fhir_base,
+            self.issuer,
+            f = url_file.display(),
+        )
+    }
+
     /// An EHR with an empty FHIR server.
     pub fn start() -> Self {
         let gateway = free_port();
