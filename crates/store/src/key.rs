@@ -30,10 +30,11 @@ impl DbKey {
         SecretString::from(hex)
     }
 
-    /// SQLCipher's statement that gives a connection this raw key; zeroised when dropped.
-    pub(crate) fn pragma(&self) -> Zeroizing<String> {
+    /// SQLCipher's statements that give a connection this raw key and the database's page
+    /// size (`cipher_page_size`, which the encrypted file cannot tell); zeroised when dropped.
+    pub(crate) fn pragma(&self, page_size: u32) -> Zeroizing<String> {
         Zeroizing::new(format!(
-            "PRAGMA key = \"x'{}'\";",
+            "PRAGMA key = \"x'{}'\"; PRAGMA cipher_page_size = {page_size};",
             self.hex().expose_secret()
         ))
     }

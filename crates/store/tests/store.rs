@@ -159,10 +159,15 @@ fn nothing_readable_reaches_the_disk_and_the_key_is_required() {
     assert_eq!(store.pending().unwrap().len(), 1);
 }
 
+/// A connection of our own to a store's file, keyed for the page size stores are made with.
 fn keyed(path: &Path, key: &DbKey) -> Connection {
+    keyed_at(path, key, hearth_store::PAGE_SIZE)
+}
+
+fn keyed_at(path: &Path, key: &DbKey, page_size: u32) -> Connection {
     let conn = hearth_store::open_connection(path).unwrap();
     conn.execute_batch(&format!(
-        "PRAGMA key = \"x'{}'\";",
+        "PRAGMA key = \"x'{}'\"; PRAGMA cipher_page_size = {page_size};",
         secrecy::ExposeSecret::expose_secret(&key.hex())
     ))
     .unwrap();
@@ -420,4 +425,59 @@ fn only_server_errors_give_a_write_up_and_unreadable_records_are_kept_by_name() 
         kept.iter().any(|r| r.record == last),
         "the newest was dropped"
     );
+}
+
+/// Whether the file at `path` decrypts with `key` at `page_size` (SQLCipher read directly,
+/// not through the store).
+fn opens_at(path: &Path, key: &DbKey, page_size: u32) -> bool {
+    keyed_at(path, key, page_size)
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_ok()
+}
+
+#[test]
+fn a_new_store_has_16_kib_pages_and_a_store_of_an_earlier_version_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DbKey::generate().unwrap();
+
+    // A new store.
+    let path = dir.path().join("new.db");
+    let store = Store::open(&path, &key).unwrap();
+    store
+        .put_resources([&observation_row("o1", "p1", "8867-4", "2026-01-01")])
+        .unwrap();
+    drop(store);
+    assert!(opens_at(&path, &key, 16_384));
+    assert!(!opens_at(&path, &key, 4_096));
+
+    // A database made by an earlier version: SQLCipher 4's default page size, 4 KiB.
+    let path = dir.path().join("old.db");
+    {
+        use secrecy::ExposeSecret;
+        let conn = hearth_store::open_connection(&path).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA key = \"x'{}'\"; PRAGMA journal_mode = WAL; CREATE TABLE earlier (x);",
+            key.hex().expose_secret()
+        ))
+        .unwrap();
+    }
+    assert!(opens_at(&path, &key, 4_096));
+    let store = Store::open(&path, &key).unwrap();
+    store
+        .put_resources([&observation_row("o1", "p1", "8867-4", "2026-01-01")])
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path, &key).unwrap();
+    assert!(store.resource("Observation", "o1").unwrap().is_some());
+    drop(store);
+    // It kept its page size.
+    assert!(opens_at(&path, &key, 4_096));
+    assert!(!opens_at(&path, &key, 16_384));
+    // A wrong key fits neither size.
+    assert!(matches!(
+        Store::open(&path, &DbKey::generate().unwrap()),
+        Err(StoreError::WrongKey { .. })
+    ));
 }
