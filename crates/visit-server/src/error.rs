@@ -58,6 +58,14 @@ impl Refusal {
         )
     }
 
+    /// Too many link checks or joins for one visit (a link passed around too widely).
+    pub(crate) fn visit_busy() -> Self {
+        Self::new(
+            ErrorCode::RateLimited,
+            "too many attempts to open this visit; wait a minute and try again",
+        )
+    }
+
     pub(crate) fn unavailable(what: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorCode::Unavailable,

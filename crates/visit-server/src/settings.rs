@@ -29,8 +29,13 @@ pub struct Settings {
     pub late: Duration,
     /// How long a dropped participant keeps their place.
     pub grace: Duration,
-    /// Link checks, joins and resumes per client address per minute.
+    /// Link checks, joins and resumes (and failed clinician sign-ins) per client address per
+    /// minute.
     pub joins_per_minute: u32,
+    /// The same attempts from all addresses together per minute (per instance).
+    pub total_joins_per_minute: u32,
+    /// Link checks and joins with a valid link, per visit per minute (per instance).
+    pub visit_joins_per_minute: u32,
     /// Messages a connection may send a second (four seconds' worth at once).
     pub messages_per_second: u32,
     /// Bytes a connection may send a second (four seconds' worth, at least one largest
@@ -85,6 +90,8 @@ struct File {
     late_minutes: Option<u64>,
     grace_seconds: Option<u64>,
     joins_per_minute: Option<u32>,
+    total_joins_per_minute: Option<u32>,
+    visit_joins_per_minute: Option<u32>,
     messages_per_second: Option<u32>,
     bytes_per_second: Option<u32>,
     #[serde(default)]
@@ -211,6 +218,8 @@ impl Settings {
             late: Duration::from_secs(file.late_minutes.unwrap_or(60) * 60),
             grace: Duration::from_secs(file.grace_seconds.unwrap_or(60)),
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
+            total_joins_per_minute: file.total_joins_per_minute.unwrap_or(1200),
+            visit_joins_per_minute: file.visit_joins_per_minute.unwrap_or(30),
             messages_per_second: file.messages_per_second.unwrap_or(20),
             bytes_per_second: file.bytes_per_second.unwrap_or(64 * 1024),
             trusted_proxies,
@@ -243,6 +252,8 @@ impl Settings {
             late: Duration::from_secs(60 * 60),
             grace: Duration::from_secs(60),
             joins_per_minute: 1000,
+            total_joins_per_minute: 100_000,
+            visit_joins_per_minute: 1000,
             messages_per_second: 20,
             bytes_per_second: 64 * 1024,
             trusted_proxies: Vec::new(),

@@ -248,6 +248,9 @@ async fn check_link(
     let check: LinkCheck = json_body(&body)?;
     let claims = app.signer.verify(&check.token, now_ms())?;
     ws::same_visit(&claims, check.visit.as_deref())?;
+    if !app.visit_limiter.allow(claims.visit.clone()) {
+        return Err(Refusal::visit_busy());
+    }
     if app
         .shared
         .get(&claims.visit)

@@ -272,6 +272,9 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
             limited(app, ip)?;
             let claims = app.signer.verify(&token, now)?;
             same_visit(&claims, visit.as_deref())?;
+            if !app.visit_limiter.allow(claims.visit.clone()) {
+                return Err(Refusal::visit_busy());
+            }
             let name = clean_name(&name)?;
             let (participant, secret, outs) = enter(
                 app,

@@ -503,3 +503,97 @@ fn a_forged_forwarded_for_is_not_trusted_on_redis() {
     );
     runtime().block_on(a_forged_forwarded_for_does_not_escape_the_limit(&d));
 }
+
+/// One link shared too widely: with `visit_joins_per_minute = 3`, the fourth check or join of
+/// that visit's links (from one address whose own allowance is far from used) is refused, and
+/// another visit's link still opens. With `total_joins_per_minute = 10`, clients at new
+/// addresses (behind a trusted proxy) use up everyone's allowance: the next new address is
+/// refused although it never tried before.
+async fn visits_and_the_whole_service_have_their_own_limits(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let busy = link(&d.a, &access, "appt-busy", Role::Patient).await;
+    let calm = link(&d.a, &access, "appt-calm", Role::Patient).await;
+    let http = reqwest::Client::new();
+    let check = |token: Secret, forwarded: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/links/check", d.a);
+        async move {
+            let body = serde_json::json!({ "token": token });
+            let r = http
+                .post(url)
+                .header("x-forwarded-for", forwarded)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(check(token_of(&busy), "203.0.113.1").await.0, 200);
+    }
+    let _pat = Ws::join(&d.a, &token_of(&busy), "Ana").await;
+    let (status, body) = check(token_of(&busy), "203.0.113.1").await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (429, ErrorCode::RateLimited),
+        "a fourth attempt on one visit: {body}"
+    );
+    let mut late = Ws::connect(&d.a).await;
+    late.send(&ClientMsg::Join {
+        token: token_of(&busy),
+        name: "Bo".into(),
+        visit: None,
+    })
+    .await;
+    late.until("rate_limited", is_error(ErrorCode::RateLimited))
+        .await;
+    assert_eq!(
+        check(token_of(&calm), "203.0.113.1").await.0,
+        200,
+        "another visit has its own allowance"
+    );
+    // Six attempts so far (four checks, two joins; refused for their visit or not, each was
+    // an attempt), four junk checks from new addresses use the ten up.
+    let forwarded = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+    ];
+    for f in forwarded {
+        let (status, body) = check(Secret::new("junk.junk"), f).await;
+        assert_eq!(status, 400, "{f}: {body}");
+    }
+    let (status, body) = check(Secret::new("junk.junk"), "198.51.100.5").await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (429, ErrorCode::RateLimited),
+        "the service's total: {body}"
+    );
+}
+
+#[test]
+fn visits_and_the_service_have_limits_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.visit_joins_per_minute = 3;
+            s.total_joins_per_minute = 10;
+            s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        visits_and_the_whole_service_have_their_own_limits(&idp, &d).await;
+    });
+}
+
+#[test]
+fn visits_and_the_service_have_limits_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(
+        &idp,
+        "visit_joins_per_minute = 3\ntotal_joins_per_minute = 10\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    runtime().block_on(visits_and_the_whole_service_have_their_own_limits(&idp, &d));
+}
