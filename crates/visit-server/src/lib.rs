@@ -60,8 +60,10 @@ impl App {
         let hub = Arc::new(Hub::default());
         let instance = tokens::random_id()[..12].to_owned();
         let shared = match &settings.redis_url {
-            Some(url) => Shared::redis(url, hub.clone(), &instance).await?,
-            None => Shared::memory(hub.clone()),
+            Some(url) => {
+                Shared::redis(url, hub.clone(), &instance, settings.forget_visits_after).await?
+            }
+            None => Shared::memory(hub.clone(), settings.forget_visits_after),
         };
         let public = &settings.public_url;
         let ws_origin = format!(

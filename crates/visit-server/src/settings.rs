@@ -29,6 +29,9 @@ pub struct Settings {
     pub late: Duration,
     /// How long a dropped participant keeps their place.
     pub grace: Duration,
+    /// A visit (its roster, names and resume hashes) is forgotten this long after its last
+    /// change (in memory: once nobody is connected to it either).
+    pub forget_visits_after: Duration,
     /// Link checks, joins and resumes (and failed clinician sign-ins) per client address per
     /// minute.
     pub joins_per_minute: u32,
@@ -89,6 +92,7 @@ struct File {
     early_minutes: Option<u64>,
     late_minutes: Option<u64>,
     grace_seconds: Option<u64>,
+    forget_visits_after_hours: Option<u64>,
     joins_per_minute: Option<u32>,
     total_joins_per_minute: Option<u32>,
     visit_joins_per_minute: Option<u32>,
@@ -217,6 +221,9 @@ impl Settings {
             early: Duration::from_secs(file.early_minutes.unwrap_or(30) * 60),
             late: Duration::from_secs(file.late_minutes.unwrap_or(60) * 60),
             grace: Duration::from_secs(file.grace_seconds.unwrap_or(60)),
+            forget_visits_after: Duration::from_secs(
+                file.forget_visits_after_hours.unwrap_or(24).max(1) * 3600,
+            ),
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
             total_joins_per_minute: file.total_joins_per_minute.unwrap_or(1200),
             visit_joins_per_minute: file.visit_joins_per_minute.unwrap_or(30),
@@ -251,6 +258,7 @@ impl Settings {
             early: Duration::from_secs(30 * 60),
             late: Duration::from_secs(60 * 60),
             grace: Duration::from_secs(60),
+            forget_visits_after: Duration::from_secs(24 * 3600),
             joins_per_minute: 1000,
             total_joins_per_minute: 100_000,
             visit_joins_per_minute: 1000,

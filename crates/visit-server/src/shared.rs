@@ -94,8 +94,10 @@ pub enum Shared {
 }
 
 pub struct Memory {
-    visits: Mutex<HashMap<String, Visit>>,
+    /// Each visit with the time of its last change (epoch ms).
+    visits: Mutex<HashMap<String, (Visit, u64)>>,
     hub: Arc<Hub>,
+    forget_after: Duration,
 }
 
 pub struct RedisShared {
@@ -104,12 +106,11 @@ pub struct RedisShared {
     cas: redis::Script,
     client: redis::Client,
     instance: String,
+    forget_after: Duration,
 }
 
 const BUS: &str = "hv:bus";
 const VISITS: &str = "hv:visits";
-/// Visits are forgotten a day after their last change.
-const VISIT_TTL_MS: u64 = 24 * 3600 * 1000;
 /// An instance that has not announced itself for this long is gone.
 pub const INSTANCE_TTL: Duration = Duration::from_secs(10);
 pub const INSTANCE_BEAT: Duration = Duration::from_secs(3);
@@ -133,15 +134,24 @@ fn redis_down(e: redis::RedisError) -> Refusal {
 }
 
 impl Shared {
-    pub fn memory(hub: Arc<Hub>) -> Self {
+    /// State in this process; a visit nobody is connected to is forgotten `forget_after`
+    /// after its last change.
+    pub fn memory(hub: Arc<Hub>, forget_after: Duration) -> Self {
         Self::Memory(Arc::new(Memory {
             visits: Mutex::new(HashMap::new()),
             hub,
+            forget_after,
         }))
     }
 
-    /// Connects to Redis, and starts delivering the bus's messages to `hub`.
-    pub async fn redis(url: &str, hub: Arc<Hub>, instance: &str) -> Result<Self, SetupError> {
+    /// Connects to Redis, and starts delivering the bus's messages to `hub`. A visit expires
+    /// `forget_after` after its last change.
+    pub async fn redis(
+        url: &str,
+        hub: Arc<Hub>,
+        instance: &str,
+        forget_after: Duration,
+    ) -> Result<Self, SetupError> {
         let client = redis::Client::open(url).map_err(|e| SetupError::Redis(e.to_string()))?;
         let conn = redis::aio::ConnectionManager::new(client.clone())
             .await
@@ -151,6 +161,7 @@ impl Shared {
             cas: redis::Script::new(CAS),
             client,
             instance: instance.to_owned(),
+            forget_after,
         });
         // Subscribe before serving, so no message published after start is missed.
         let pubsub = subscribe(&shared.client).await?;
@@ -169,7 +180,7 @@ impl Shared {
     /// Reads a visit.
     pub async fn get(&self, id: &str) -> Result<Option<Visit>, Refusal> {
         match self {
-            Self::Memory(m) => Ok(m.lock().get(id).cloned()),
+            Self::Memory(m) => Ok(m.lock().get(id).map(|(v, _)| v.clone())),
             Self::Redis(r) => {
                 let mut conn = r.conn.clone();
                 let raw: Option<String> = redis::cmd("GET")
@@ -192,9 +203,11 @@ impl Shared {
         match self {
             Self::Memory(m) => {
                 let mut visits = m.lock();
-                let mut visit = visits.get(id).cloned().unwrap_or_else(|| Visit::new(id));
+                let mut visit = visits
+                    .get(id)
+                    .map_or_else(|| Visit::new(id), |(v, _)| v.clone());
                 let result = change(&mut visit)?;
-                visits.insert(id.to_owned(), visit);
+                visits.insert(id.to_owned(), (visit, crate::now_ms()));
                 Ok(result)
             }
             Self::Redis(r) => {
@@ -218,7 +231,7 @@ impl Shared {
                         .key(VISITS)
                         .arg(raw.as_deref().unwrap_or(""))
                         .arg(new)
-                        .arg(VISIT_TTL_MS)
+                        .arg((r.forget_after.as_millis() as u64).max(1))
                         .arg(id)
                         .invoke_async(&mut conn)
                         .await
@@ -258,10 +271,20 @@ impl Shared {
         }
     }
 
-    /// Ids of the visits that may need housekeeping.
+    /// Ids of the visits that may need housekeeping. In memory, visits nobody is connected to
+    /// whose last change is `forget_after` old are forgotten first (Redis expires them).
     pub async fn visit_ids(&self) -> Vec<String> {
         match self {
-            Self::Memory(m) => m.lock().keys().cloned().collect(),
+            Self::Memory(m) => {
+                let forget_after = m.forget_after.as_millis() as u64;
+                let now = crate::now_ms();
+                let mut visits = m.lock();
+                visits.retain(|_, (visit, changed)| {
+                    now.saturating_sub(*changed) < forget_after
+                        || visit.members.iter().any(|m| m.conn.is_some())
+                });
+                visits.keys().cloned().collect()
+            }
             Self::Redis(r) => {
                 let mut conn = r.conn.clone();
                 redis::cmd("SMEMBERS")
@@ -314,7 +337,7 @@ impl Shared {
 }
 
 impl Memory {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Visit>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Visit, u64)>> {
         self.visits
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -597,3 +597,65 @@ fn visits_and_the_service_have_limits_on_redis() {
     );
     runtime().block_on(visits_and_the_whole_service_have_their_own_limits(&idp, &d));
 }
+
+/// In memory, a visit nobody is connected to is forgotten `forget_visits_after` after its last
+/// change: its roster (with the patient's name) is gone and the patient's resume secret no
+/// longer works. A visit someone is still connected to is kept, however old its last change.
+#[test]
+fn visits_are_forgotten_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.forget_visits_after = std::time::Duration::from_millis(300);
+        })
+        .await;
+        let access = idp.clinician_access_token();
+        let kept = Ws::host(&d.a, &access, "appt-kept", false).await;
+        let mut doc = Ws::host(&d.a, &access, "appt-gone", false).await;
+        let l = link(&d.a, &access, "appt-gone", Role::Patient).await;
+        let mut pat = Ws::join(&d.a, &token_of(&l), "Zed Quillfeather").await;
+        doc.until("the patient waiting", |m| {
+            roster_entry(m, &pat.participant).is_some()
+        })
+        .await;
+        pat.close().await;
+        doc.close().await;
+        let snapshot = |visit: &'static str| {
+            let (base, access) = (d.a.clone(), access.clone());
+            async move {
+                let r = reqwest::Client::new()
+                    .get(format!("{base}/v1/visits/{visit}"))
+                    .bearer_auth(access)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let body = wait_for(
+            std::time::Duration::from_secs(20),
+            "the visit forgotten",
+            || async {
+                let (status, body) = snapshot("appt-gone").await;
+                (status == 404).then_some(body)
+            },
+        )
+        .await;
+        assert_eq!(code_of(&body), ErrorCode::UnknownParticipant);
+        let mut thief = Ws::connect(&d.a).await;
+        thief
+            .send(&ClientMsg::Resume {
+                visit: "appt-gone".into(),
+                participant: pat.participant.clone(),
+                resume: pat.resume.clone().unwrap(),
+            })
+            .await;
+        thief
+            .until("resume refused", is_error(ErrorCode::ResumeRefused))
+            .await;
+        // Older than the other one's last change, but its clinician is still connected.
+        let (status, body) = snapshot("appt-kept").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&kept.participant), "{body}");
+    });
+}
