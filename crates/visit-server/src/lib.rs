@@ -61,7 +61,14 @@ impl App {
         let instance = tokens::random_id()[..12].to_owned();
         let shared = match &settings.redis_url {
             Some(url) => {
-                Shared::redis(url, hub.clone(), &instance, settings.forget_visits_after).await?
+                Shared::redis(
+                    url,
+                    &settings.redis,
+                    hub.clone(),
+                    &instance,
+                    settings.forget_visits_after,
+                )
+                .await?
             }
             None => Shared::memory(hub.clone(), settings.forget_visits_after),
         };

@@ -163,7 +163,7 @@ impl Visit {
     }
 
     /// The roster, to every connected clinician.
-    fn roster(&self) -> Vec<Out> {
+    pub(crate) fn roster(&self) -> Vec<Out> {
         let participants = self.participants();
         self.members
             .iter()
