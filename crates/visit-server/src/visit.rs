@@ -218,7 +218,7 @@ impl Visit {
         } else {
             Vec::new()
         };
-        outs.push(out(&self.id, id, ServerMsg::Admitted { peers }));
+        outs.push(out(&self.id, id, ServerMsg::Admitted { peers, ice: None }));
         outs
     }
 
@@ -537,7 +537,10 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             msgs_to(&outs, "doc")[0],
-            &ServerMsg::Admitted { peers: vec![] }
+            &ServerMsg::Admitted {
+                peers: vec![],
+                ice: None
+            }
         );
         let outs = v
             .add(newcomer("pat", Role::Patient), 2, 50)
@@ -564,7 +567,7 @@ mod tests {
         let first_pat = outs.iter().position(|o| o.to == "pat");
         assert!(first_doc < first_pat);
         assert!(
-            matches!(msgs_to(&outs, "pat")[0], ServerMsg::Admitted { peers } if peers.len() == 1)
+            matches!(msgs_to(&outs, "pat")[0], ServerMsg::Admitted { peers, .. } if peers.len() == 1)
         );
         assert_eq!(v.check_signal("pat", "doc"), Ok(()));
         assert_eq!(v.member("pat").and_then(|m| m.admitted_ms), Some(3));

@@ -659,3 +659,114 @@ fn visits_are_forgotten_in_memory() {
         assert!(body.contains(&kept.participant), "{body}");
     });
 }
+
+const TURN_SECRET: &str = "turn-secret-0123456789abcdef0123456789";
+const TURN_URL: &str = "turn:127.0.0.1:3478?transport=udp";
+
+/// The TURN REST API password for `username` (coturn's `use-auth-secret` scheme), computed
+/// here from the shared secret.
+fn turn_password(username: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(TURN_SECRET.as_bytes()).unwrap();
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The TURN server in `ice` with credentials for `participant`, checked against the secret.
+fn turn_for(ice: &hearth_visit_protocol::IceConfig, participant: &str) -> bool {
+    ice.servers.iter().any(|s| {
+        s.urls == [TURN_URL]
+            && s.username
+                .as_deref()
+                .is_some_and(|u| u.ends_with(&format!(":{participant}")))
+            && s.credential.as_ref().map(Secret::expose)
+                == s.username.as_deref().map(turn_password).as_deref()
+    })
+}
+
+/// A patient in the waiting room gets no TURN server or credentials (a relay for anyone who
+/// has a link, before the clinician even saw them); the clinician's admission brings them.
+async fn turn_credentials_come_with_admission(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::connect(&d.a).await;
+    doc.send(&ClientMsg::Host {
+        access_token: Secret::new(access.as_str()),
+        visit: "appt-turn".into(),
+        media: true,
+        name: None,
+    })
+    .await;
+    match doc.welcome().await {
+        ServerMsg::Welcome { ice, .. } => {
+            assert!(turn_for(&ice, &doc.participant), "the clinician: {ice:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let l = link(&d.a, &access, "appt-turn", Role::Patient).await;
+    let mut pat = Ws::connect(&d.b).await;
+    pat.send(&ClientMsg::Join {
+        token: token_of(&l),
+        name: "Ana".into(),
+        visit: None,
+    })
+    .await;
+    match pat.welcome().await {
+        ServerMsg::Welcome { ice, .. } => {
+            let text = serde_json::to_string(&ice).unwrap();
+            assert!(
+                ice.servers
+                    .iter()
+                    .all(|s| s.username.is_none() && s.credential.is_none())
+                    && !text.contains("turn:"),
+                "the waiting room got TURN: {text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    match pat
+        .until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await
+    {
+        ServerMsg::Admitted { ice: Some(ice), .. } => {
+            assert!(turn_for(&ice, &pat.participant), "admitted: {ice:?}")
+        }
+        other => panic!("admitted without TURN: {other:?}"),
+    }
+}
+
+#[test]
+fn turn_credentials_only_after_admission_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.turn = Some(hearth_visit_server::settings::Turn {
+                urls: vec![TURN_URL.into()],
+                secret: TURN_SECRET.as_bytes().to_vec(),
+                ttl: std::time::Duration::from_secs(3600),
+            });
+        })
+        .await;
+        turn_credentials_come_with_admission(&idp, &d).await;
+    });
+}
+
+#[test]
+fn turn_credentials_only_after_admission_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("turn-secret");
+    std::fs::write(&secret, TURN_SECRET).unwrap();
+    let d = on_redis(
+        &idp,
+        &format!(
+            "[turn]\nurls = [\"{TURN_URL}\"]\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    );
+    runtime().block_on(turn_credentials_come_with_admission(&idp, &d));
+}
