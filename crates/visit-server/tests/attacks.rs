@@ -770,3 +770,27 @@ fn turn_credentials_only_after_admission_on_redis() {
     );
     runtime().block_on(turn_credentials_come_with_admission(&idp, &d));
 }
+
+/// A patient types a name with a right-to-left override and zero-width characters: the
+/// clinician's roster shows the visible letters in the order typed.
+#[test]
+fn display_names_lose_invisible_and_direction_changing_characters() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        let access = idp.clinician_access_token();
+        let mut doc = Ws::host(&d.a, &access, "appt-name", false).await;
+        let l = link(&d.a, &access, "appt-name", Role::Patient).await;
+        let typed = "\u{2067}Dr \u{202E}liveE\u{202C}\u{200B}\u{FEFF} \u{2066}Ana\u{2069}";
+        let pat = Ws::join(&d.a, &token_of(&l), typed).await;
+        let roster = doc
+            .until("the patient in the roster", |m| {
+                roster_entry(m, &pat.participant).is_some()
+            })
+            .await;
+        assert_eq!(
+            roster_entry(&roster, &pat.participant).map(|p| p.name.as_str()),
+            Some("Dr liveE Ana")
+        );
+    });
+}
