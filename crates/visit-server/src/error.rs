@@ -54,7 +54,7 @@ impl Refusal {
     pub(crate) fn rate_limited() -> Self {
         Self::new(
             ErrorCode::RateLimited,
-            "too many attempts from this address; wait a minute and try again",
+            "too many attempts (from this address, or to the service); wait a minute and try again",
         )
     }
 
