@@ -186,11 +186,17 @@ fn stun_answers(port: u16) -> bool {
 pub struct Redis {
     pub url: String,
     process: KillOnDrop,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with `extra` arguments (e.g. `--requirepass`, TLS ports); still reached on its
+    /// Unix socket (`url`), which is ready when it answers PING (or asks for AUTH).
+    pub fn start_with(extra: &[&str]) -> Self {
         let server = need("/usr/bin/redis-server", "redis-server");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("redis dir: {e}"));
         let socket = dir.path().join("redis.sock");
@@ -209,6 +215,7 @@ impl Redis {
             .arg(&socket)
             .arg("--dir")
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -222,14 +229,20 @@ impl Redis {
             let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
             let mut buf = [0u8; 16];
             s.write_all(b"PING\r\n").is_ok()
-                && s.read(&mut buf)
-                    .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                && s.read(&mut buf).is_ok_and(|n| {
+                    buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH")
+                })
         });
         Self {
             url: format!("redis+unix://{}", socket.display()),
             process,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The path of its Unix socket.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
     }
 
     pub fn pid(&self) -> u32 {

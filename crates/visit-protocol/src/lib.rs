@@ -229,9 +229,12 @@ pub enum ServerMsg {
     },
     /// You are in the waiting room.
     Waiting,
-    /// You are in the visit: offer a connection to each of `peers`.
+    /// You are in the visit: offer a connection to each of `peers`. `ice` replaces `welcome`'s
+    /// when you were let in from the waiting room (TURN credentials come only now).
     Admitted {
         peers: Vec<Peer>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ice: Option<IceConfig>,
     },
     /// Someone was admitted (or came back): expect their offer.
     PeerJoined {

@@ -478,7 +478,10 @@
       case 'waiting':
         showView('waiting', 'waiting', 'You are in the waiting room. Please wait, your clinician will let you in shortly.');
         break;
-      case 'admitted': return onAdmitted(msg.peers || []);
+      case 'admitted':
+        // TURN credentials come with admission, not to the waiting room.
+        if (msg.ice) app.ice = msg.ice;
+        return onAdmitted(msg.peers || []);
       case 'peer_joined': return onPeerJoined(msg.peer || {});
       case 'peer_left': return removePeer(msg.peer && typeof msg.peer === 'object' ? msg.peer.id : msg.peer);
       case 'signal': return onSignal(msg.from, msg.data || {});

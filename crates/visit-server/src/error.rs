@@ -54,7 +54,15 @@ impl Refusal {
     pub(crate) fn rate_limited() -> Self {
         Self::new(
             ErrorCode::RateLimited,
-            "too many attempts from this address; wait a minute and try again",
+            "too many attempts (from this address, or to the service); wait a minute and try again",
+        )
+    }
+
+    /// Too many link checks or joins for one visit (a link passed around too widely).
+    pub(crate) fn visit_busy() -> Self {
+        Self::new(
+            ErrorCode::RateLimited,
+            "too many attempts to open this visit; wait a minute and try again",
         )
     }
 

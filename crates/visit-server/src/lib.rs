@@ -14,7 +14,7 @@ mod ws;
 
 use crate::clinician::Verifier;
 use crate::error::SetupError;
-use crate::limit::RateLimiter;
+use crate::limit::{Attempts, RateLimiter};
 use crate::settings::Settings;
 use crate::shared::{Hub, Shared};
 use crate::tokens::LinkSigner;
@@ -32,7 +32,10 @@ pub struct App {
     pub verifier: Verifier,
     pub shared: Shared,
     pub hub: Arc<Hub>,
-    pub limiter: RateLimiter,
+    /// Attempts per client address, and from all addresses together.
+    pub limiter: Attempts,
+    /// Link checks and joins per visit (counted once the link is known to be for it).
+    pub visit_limiter: RateLimiter<String>,
     /// This instance's id: connections are `<instance>:<n>`.
     pub instance: String,
     next_conn: AtomicU64,
@@ -57,8 +60,17 @@ impl App {
         let hub = Arc::new(Hub::default());
         let instance = tokens::random_id()[..12].to_owned();
         let shared = match &settings.redis_url {
-            Some(url) => Shared::redis(url, hub.clone(), &instance).await?,
-            None => Shared::memory(hub.clone()),
+            Some(url) => {
+                Shared::redis(
+                    url,
+                    &settings.redis,
+                    hub.clone(),
+                    &instance,
+                    settings.forget_visits_after,
+                )
+                .await?
+            }
+            None => Shared::memory(hub.clone(), settings.forget_visits_after),
         };
         let public = &settings.public_url;
         let ws_origin = format!(
@@ -84,7 +96,8 @@ impl App {
             csp,
             signer: LinkSigner::new(&settings.link_secret),
             verifier: Verifier::new(settings.identity.clone()),
-            limiter: RateLimiter::new(settings.joins_per_minute),
+            limiter: Attempts::new(settings.joins_per_minute, settings.total_joins_per_minute),
+            visit_limiter: RateLimiter::new(settings.visit_joins_per_minute),
             settings,
             shared,
             hub,

@@ -1,21 +1,24 @@
-//! Per-address rate limit on join attempts (link checks, joins, resumes, failed clinician
-//! sign-ins): a token bucket of `per_minute` attempts, refilled evenly. Per instance. And
-//! [`Bucket`], one connection's allowance of messages and bytes.
+//! Rate limits on join attempts (link checks, joins, resumes, failed clinician sign-ins): a
+//! token bucket of `per_minute` attempts per key, refilled evenly. Per instance. The key is the
+//! client's address ([`RateLimiter`]'s default), a visit (link checks and joins with a valid
+//! link for it), or `()` for one allowance shared by every address. And [`Bucket`], one
+//! connection's allowance of messages and bytes.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     per_minute: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
 /// Buckets kept before full ones are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute: f64::from(per_minute.max(1)),
@@ -23,12 +26,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one attempt for `ip`; false when its bucket is empty.
-    pub fn allow(&self, ip: IpAddr) -> bool {
-        self.allow_at(ip, Instant::now())
+    /// Takes one attempt for `key`; false when its bucket is empty.
+    pub fn allow(&self, key: K) -> bool {
+        self.allow_at(key, Instant::now())
     }
 
-    pub fn allow_at(&self, ip: IpAddr, now: Instant) -> bool {
+    pub fn allow_at(&self, key: K, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED {
             let per_minute = self.per_minute;
@@ -37,7 +40,7 @@ impl RateLimiter {
                     < per_minute
             });
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.per_minute, now));
+        let (tokens, at) = buckets.entry(key).or_insert((self.per_minute, now));
         let refill = now.saturating_duration_since(*at).as_secs_f64() * self.per_minute / 60.0;
         *tokens = (*tokens + refill).min(self.per_minute);
         *at = now;
@@ -47,6 +50,27 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+}
+
+/// Attempts from client addresses: each address has its own allowance, and all of them
+/// together one more (`total_per_minute`), so that many addresses cannot add up to a flood.
+pub struct Attempts {
+    per_address: RateLimiter<IpAddr>,
+    total: RateLimiter<()>,
+}
+
+impl Attempts {
+    pub fn new(per_address_per_minute: u32, total_per_minute: u32) -> Self {
+        Self {
+            per_address: RateLimiter::new(per_address_per_minute),
+            total: RateLimiter::new(total_per_minute),
+        }
+    }
+
+    /// Takes one attempt for `ip` (and one of everyone's); false when either is used up.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        self.per_address.allow(ip) && self.total.allow(())
     }
 }
 
@@ -91,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_cut_off_and_refills_over_time() {
-        let limiter = RateLimiter::new(6);
+        let limiter = RateLimiter::<IpAddr>::new(6);
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
@@ -107,6 +131,22 @@ mod tests {
         assert!(
             limiter.allow_at(a, t0 + Duration::from_secs(11)),
             "one attempt per 10 s"
+        );
+    }
+
+    #[test]
+    fn all_addresses_together_share_one_allowance() {
+        let attempts = Attempts::new(2, 5);
+        let taken = (1..=10u8)
+            .filter(|i| attempts.allow(IpAddr::from([10, 0, 0, *i])))
+            .count();
+        assert_eq!(taken, 5, "ten addresses, one attempt each, five in all");
+        let visits = RateLimiter::<String>::new(2);
+        assert!(visits.allow("a".into()) && visits.allow("a".into()));
+        assert!(!visits.allow("a".into()));
+        assert!(
+            visits.allow("b".into()),
+            "another visit has its own allowance"
         );
     }
 

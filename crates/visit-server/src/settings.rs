@@ -22,15 +22,26 @@ pub struct Settings {
     pub turn: Option<Turn>,
     pub stun_urls: Vec<String>,
     pub ice_transport_policy: IcePolicy,
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://`; a user and password may be in it.
     pub redis_url: Option<String>,
+    /// How Redis is reached besides its URL (password, TLS roots, time limit).
+    pub redis: RedisOptions,
     /// How long before the appointment's start a link opens the waiting room.
     pub early: Duration,
     /// How long after the appointment's end a link keeps working.
     pub late: Duration,
     /// How long a dropped participant keeps their place.
     pub grace: Duration,
-    /// Link checks, joins and resumes per client address per minute.
+    /// A visit (its roster, names and resume hashes) is forgotten this long after its last
+    /// change (in memory: once nobody is connected to it either).
+    pub forget_visits_after: Duration,
+    /// Link checks, joins and resumes (and failed clinician sign-ins) per client address per
+    /// minute.
     pub joins_per_minute: u32,
+    /// The same attempts from all addresses together per minute (per instance).
+    pub total_joins_per_minute: u32,
+    /// Link checks and joins with a valid link, per visit per minute (per instance).
+    pub visit_joins_per_minute: u32,
     /// Messages a connection may send a second (four seconds' worth at once).
     pub messages_per_second: u32,
     /// Bytes a connection may send a second (four seconds' worth, at least one largest
@@ -61,6 +72,30 @@ pub struct Identity {
     pub jwks_uri: Option<String>,
 }
 
+/// Redis connection options beside `redis_url`.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// ACL user (else the URL's, else `default`).
+    pub username: Option<String>,
+    /// AUTH password (from `redis_password_file` or the environment; else the URL's).
+    pub password: Option<String>,
+    /// PEM roots that sign the server's certificate for `rediss://` (else the system's).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Every Redis call answers within this or the request is refused `unavailable` (503).
+    pub timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            username: None,
+            password: None,
+            ca_pem: None,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// coturn with `use-auth-secret`: credentials are made from the shared secret (TURN REST API).
 #[derive(Clone)]
 pub struct Turn {
@@ -81,10 +116,17 @@ struct File {
     stun_urls: Vec<String>,
     ice_transport_policy: Option<IcePolicy>,
     redis_url: Option<String>,
+    redis_username: Option<String>,
+    redis_password_file: Option<PathBuf>,
+    redis_ca_file: Option<PathBuf>,
+    redis_timeout_ms: Option<u64>,
     early_minutes: Option<u64>,
     late_minutes: Option<u64>,
     grace_seconds: Option<u64>,
+    forget_visits_after_hours: Option<u64>,
     joins_per_minute: Option<u32>,
+    total_joins_per_minute: Option<u32>,
+    visit_joins_per_minute: Option<u32>,
     messages_per_second: Option<u32>,
     bytes_per_second: Option<u32>,
     #[serde(default)]
@@ -116,6 +158,7 @@ struct TurnFile {
 pub const LINK_SECRET_ENV: &str = "HEARTH_VISIT_LINK_SECRET";
 pub const TURN_SECRET_ENV: &str = "HEARTH_VISIT_TURN_SECRET";
 pub const REDIS_URL_ENV: &str = "HEARTH_VISIT_REDIS_URL";
+pub const REDIS_PASSWORD_ENV: &str = "HEARTH_VISIT_REDIS_PASSWORD";
 
 impl Settings {
     /// Reads the TOML file at `path`; secrets from their files or the environment.
@@ -191,6 +234,32 @@ impl Settings {
                 })?;
             trusted_proxies.push(net);
         }
+        let redis_password = match (
+            std::env::var(REDIS_PASSWORD_ENV).ok(),
+            &file.redis_password_file,
+        ) {
+            (Some(v), _) => Some(v),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(dir.join(p))
+                    .map_err(|e| bad(format!("Redis password: cannot read {}: {e}", p.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let ca_pem = match &file.redis_ca_file {
+            Some(p) => Some(
+                std::fs::read(dir.join(p))
+                    .map_err(|e| bad(format!("redis_ca_file: cannot read {}: {e}", p.display())))?,
+            ),
+            None => None,
+        };
+        let redis = RedisOptions {
+            username: file.redis_username,
+            password: redis_password,
+            ca_pem,
+            timeout: Duration::from_millis(file.redis_timeout_ms.unwrap_or(2000).max(1)),
+        };
         Ok(Self {
             listen: file
                 .listen
@@ -207,10 +276,16 @@ impl Settings {
             stun_urls: file.stun_urls,
             ice_transport_policy: policy,
             redis_url: std::env::var(REDIS_URL_ENV).ok().or(file.redis_url),
+            redis,
             early: Duration::from_secs(file.early_minutes.unwrap_or(30) * 60),
             late: Duration::from_secs(file.late_minutes.unwrap_or(60) * 60),
             grace: Duration::from_secs(file.grace_seconds.unwrap_or(60)),
+            forget_visits_after: Duration::from_secs(
+                file.forget_visits_after_hours.unwrap_or(24).max(1) * 3600,
+            ),
             joins_per_minute: file.joins_per_minute.unwrap_or(20),
+            total_joins_per_minute: file.total_joins_per_minute.unwrap_or(1200),
+            visit_joins_per_minute: file.visit_joins_per_minute.unwrap_or(30),
             messages_per_second: file.messages_per_second.unwrap_or(20),
             bytes_per_second: file.bytes_per_second.unwrap_or(64 * 1024),
             trusted_proxies,
@@ -239,10 +314,14 @@ impl Settings {
             stun_urls: Vec::new(),
             ice_transport_policy: IcePolicy::All,
             redis_url: None,
+            redis: RedisOptions::default(),
             early: Duration::from_secs(30 * 60),
             late: Duration::from_secs(60 * 60),
             grace: Duration::from_secs(60),
+            forget_visits_after: Duration::from_secs(24 * 3600),
             joins_per_minute: 1000,
+            total_joins_per_minute: 100_000,
+            visit_joins_per_minute: 1000,
             messages_per_second: 20,
             bytes_per_second: 64 * 1024,
             trusted_proxies: Vec::new(),

@@ -65,15 +65,20 @@ pub struct Newcomer {
 /// The longest display name kept (characters).
 pub const MAX_NAME: usize = 80;
 
-/// A display name as typed: trimmed, control characters removed, at most [`MAX_NAME`].
+/// A display name as typed: characters that are invisible or change the text's direction
+/// removed (see [`hidden`]), runs of spaces made one, trimmed, at most [`MAX_NAME`]. What the
+/// clinician reads is what the patient typed that can be seen, in the order typed.
 pub fn clean_name(typed: &str) -> Result<String, Refusal> {
-    let name: String = typed
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_NAME)
-        .collect::<String>()
-        .trim()
-        .to_owned();
+    let mut name = String::new();
+    for c in typed.chars().filter(|c| !hidden(*c)) {
+        let c = if c.is_whitespace() { ' ' } else { c };
+        if c == ' ' && (name.is_empty() || name.ends_with(' ')) {
+            continue;
+        }
+        name.push(c);
+    }
+    let name: String = name.trim().chars().take(MAX_NAME).collect::<String>();
+    let name = name.trim_end().to_owned();
     if name.is_empty() {
         return Err(Refusal::new(
             ErrorCode::BadMessage,
@@ -81,6 +86,55 @@ pub fn clean_name(typed: &str) -> Result<String, Refusal> {
         ));
     }
     Ok(name)
+}
+
+/// Controls (Unicode Cc), format characters (Cf: the bidirectional embeddings, overrides and
+/// isolates, zero-width spaces and joiners, marks, the BOM, invisible operators, tags...),
+/// line and paragraph separators, the Hangul fillers that render as nothing, private-use and
+/// noncharacter code points.
+fn hidden(c: char) -> bool {
+    if c.is_control() {
+        return true;
+    }
+    matches!(
+        u32::from(c),
+        // Cf, Unicode 15.1
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+            // Zl, Zp
+            | 0x2028
+            | 0x2029
+            // Hangul fillers, combining grapheme joiner
+            | 0x115F
+            | 0x1160
+            | 0x3164
+            | 0xFFA0
+            | 0x034F
+            // private use
+            | 0xE000..=0xF8FF
+            | 0xF0000..=0x10FFFF
+            // noncharacters
+            | 0xFDD0..=0xFDEF
+    ) || (u32::from(c) & 0xFFFE) == 0xFFFE
 }
 
 fn out(visit: &str, to: &str, msg: ServerMsg) -> Out {
@@ -163,7 +217,7 @@ impl Visit {
     }
 
     /// The roster, to every connected clinician.
-    fn roster(&self) -> Vec<Out> {
+    pub(crate) fn roster(&self) -> Vec<Out> {
         let participants = self.participants();
         self.members
             .iter()
@@ -218,7 +272,7 @@ impl Visit {
         } else {
             Vec::new()
         };
-        outs.push(out(&self.id, id, ServerMsg::Admitted { peers }));
+        outs.push(out(&self.id, id, ServerMsg::Admitted { peers, ice: None }));
         outs
     }
 
@@ -537,7 +591,10 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             msgs_to(&outs, "doc")[0],
-            &ServerMsg::Admitted { peers: vec![] }
+            &ServerMsg::Admitted {
+                peers: vec![],
+                ice: None
+            }
         );
         let outs = v
             .add(newcomer("pat", Role::Patient), 2, 50)
@@ -564,7 +621,7 @@ mod tests {
         let first_pat = outs.iter().position(|o| o.to == "pat");
         assert!(first_doc < first_pat);
         assert!(
-            matches!(msgs_to(&outs, "pat")[0], ServerMsg::Admitted { peers } if peers.len() == 1)
+            matches!(msgs_to(&outs, "pat")[0], ServerMsg::Admitted { peers, .. } if peers.len() == 1)
         );
         assert_eq!(v.check_signal("pat", "doc"), Ok(()));
         assert_eq!(v.member("pat").and_then(|m| m.admitted_ms), Some(3));
@@ -663,6 +720,65 @@ mod tests {
         assert_eq!(
             clean_name(&"x".repeat(500)).map(|n| n.len()).ok(),
             Some(MAX_NAME)
+        );
+    }
+
+    #[test]
+    fn names_lose_invisible_and_direction_changing_characters() {
+        // Each of these would make a name read differently from what was typed, or hide text.
+        let sneaky = [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}', // embeddings, overrides
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}', // isolates
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}', // zero widths, marks
+            '\u{061C}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{180E}', //
+            '\u{E0041}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{3164}',
+            '\u{0085}',
+            '\u{001B}', //
+            '\u{E000}',
+            '\u{FFFF}',
+        ];
+        for c in sneaky {
+            assert_eq!(
+                clean_name(&format!("Ana{c}Lopez")).ok(),
+                Some("AnaLopez".into()),
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert!(
+                clean_name(&format!("{c}{c}")).is_err(),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // "Dr Evil" shown as "Dr liveE" reversed by an override: the override goes, the
+        // letters stay in the order typed.
+        assert_eq!(
+            clean_name("Dr \u{202E}liveE\u{202C}").ok(),
+            Some("Dr liveE".into())
+        );
+        // Letters of every script, accents and ordinary spaces stay; runs of space are one.
+        assert_eq!(
+            clean_name("  José  Núñez\u{00A0}\u{3000}محمد 李  ").ok(),
+            Some("José Núñez محمد 李".into())
         );
     }
 }

@@ -53,11 +53,17 @@ pub fn router(app: Arc<App>) -> Router {
             "/assets/join.css",
             get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(cors)
         .layer(middleware::from_fn_with_state(app.clone(), headers))
         .with_state(app)
+}
+
+/// `ok`, or 503 `unavailable` when the shared state (Redis) does not answer in time.
+async fn health(State(app): State<Arc<App>>) -> Result<&'static str, Refusal> {
+    app.shared.healthy().await?;
+    Ok("ok")
 }
 
 fn asset(text: &'static str, kind: &'static str) -> Response {
@@ -248,6 +254,9 @@ async fn check_link(
     let check: LinkCheck = json_body(&body)?;
     let claims = app.signer.verify(&check.token, now_ms())?;
     ws::same_visit(&claims, check.visit.as_deref())?;
+    if !app.visit_limiter.allow(claims.visit.clone()) {
+        return Err(Refusal::visit_busy());
+    }
     if app
         .shared
         .get(&claims.visit)

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use hearth_visit_protocol::{
-    ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing, PROTOCOL_VERSION,
+    ClientMsg, ErrorCode, IceConfig, Role, Secret, ServerMsg, Standing, PROTOCOL_VERSION,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -108,11 +108,13 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
     );
     let mut aborted = false;
     let writer = tokio::spawn(async move {
+        let mut held = None;
         while let Some(delivery) = rx.recv().await {
-            let msg = match delivery {
+            let mut msg = match delivery {
                 Delivery::Msg(msg) => msg,
                 Delivery::Close => break,
             };
+            turn_after_admission(&mut msg, &mut held);
             let last = matches!(msg, ServerMsg::Removed | ServerMsg::Ended);
             let Ok(text) = serde_json::to_string(&msg) else {
                 continue;
@@ -245,6 +247,24 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
     .await;
 }
 
+/// TURN credentials only for admitted participants: a `welcome` to the waiting room loses its
+/// TURN servers (kept in `held`), and the `admitted` that lets the participant in brings them.
+fn turn_after_admission(msg: &mut ServerMsg, held: &mut Option<IceConfig>) {
+    match msg {
+        ServerMsg::Welcome {
+            standing: Standing::Waiting,
+            ice,
+            ..
+        } => {
+            *held = Some(ice.clone());
+            ice.servers
+                .retain(|s| s.username.is_none() && s.credential.is_none());
+        }
+        ServerMsg::Admitted { ice, .. } if ice.is_none() => ice.clone_from(held),
+        _ => {}
+    }
+}
+
 /// Queues `msg` for this connection without waiting: a full queue aborts the connection.
 async fn send(tx: &Link, msg: ServerMsg) {
     tx.push(Delivery::Msg(msg));
@@ -272,6 +292,9 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
             limited(app, ip)?;
             let claims = app.signer.verify(&token, now)?;
             same_visit(&claims, visit.as_deref())?;
+            if !app.visit_limiter.allow(claims.visit.clone()) {
+                return Err(Refusal::visit_busy());
+            }
             let name = clean_name(&name)?;
             let (participant, secret, outs) = enter(
                 app,

@@ -503,3 +503,294 @@ fn a_forged_forwarded_for_is_not_trusted_on_redis() {
     );
     runtime().block_on(a_forged_forwarded_for_does_not_escape_the_limit(&d));
 }
+
+/// One link shared too widely: with `visit_joins_per_minute = 3`, the fourth check or join of
+/// that visit's links (from one address whose own allowance is far from used) is refused, and
+/// another visit's link still opens. With `total_joins_per_minute = 10`, clients at new
+/// addresses (behind a trusted proxy) use up everyone's allowance: the next new address is
+/// refused although it never tried before.
+async fn visits_and_the_whole_service_have_their_own_limits(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let busy = link(&d.a, &access, "appt-busy", Role::Patient).await;
+    let calm = link(&d.a, &access, "appt-calm", Role::Patient).await;
+    let http = reqwest::Client::new();
+    let check = |token: Secret, forwarded: &'static str| {
+        let http = http.clone();
+        let url = format!("{}/v1/links/check", d.a);
+        async move {
+            let body = serde_json::json!({ "token": token });
+            let r = http
+                .post(url)
+                .header("x-forwarded-for", forwarded)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(check(token_of(&busy), "203.0.113.1").await.0, 200);
+    }
+    let _pat = Ws::join(&d.a, &token_of(&busy), "Ana").await;
+    let (status, body) = check(token_of(&busy), "203.0.113.1").await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (429, ErrorCode::RateLimited),
+        "a fourth attempt on one visit: {body}"
+    );
+    let mut late = Ws::connect(&d.a).await;
+    late.send(&ClientMsg::Join {
+        token: token_of(&busy),
+        name: "Bo".into(),
+        visit: None,
+    })
+    .await;
+    late.until("rate_limited", is_error(ErrorCode::RateLimited))
+        .await;
+    assert_eq!(
+        check(token_of(&calm), "203.0.113.1").await.0,
+        200,
+        "another visit has its own allowance"
+    );
+    // Six attempts so far (four checks, two joins; refused for their visit or not, each was
+    // an attempt), four junk checks from new addresses use the ten up.
+    let forwarded = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+    ];
+    for f in forwarded {
+        let (status, body) = check(Secret::new("junk.junk"), f).await;
+        assert_eq!(status, 400, "{f}: {body}");
+    }
+    let (status, body) = check(Secret::new("junk.junk"), "198.51.100.5").await;
+    assert_eq!(
+        (status, code_of(&body)),
+        (429, ErrorCode::RateLimited),
+        "the service's total: {body}"
+    );
+}
+
+#[test]
+fn visits_and_the_service_have_limits_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.visit_joins_per_minute = 3;
+            s.total_joins_per_minute = 10;
+            s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        visits_and_the_whole_service_have_their_own_limits(&idp, &d).await;
+    });
+}
+
+#[test]
+fn visits_and_the_service_have_limits_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(
+        &idp,
+        "visit_joins_per_minute = 3\ntotal_joins_per_minute = 10\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    runtime().block_on(visits_and_the_whole_service_have_their_own_limits(&idp, &d));
+}
+
+/// In memory, a visit nobody is connected to is forgotten `forget_visits_after` after its last
+/// change: its roster (with the patient's name) is gone and the patient's resume secret no
+/// longer works. A visit someone is still connected to is kept, however old its last change.
+#[test]
+fn visits_are_forgotten_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.forget_visits_after = std::time::Duration::from_millis(300);
+        })
+        .await;
+        let access = idp.clinician_access_token();
+        let kept = Ws::host(&d.a, &access, "appt-kept", false).await;
+        let mut doc = Ws::host(&d.a, &access, "appt-gone", false).await;
+        let l = link(&d.a, &access, "appt-gone", Role::Patient).await;
+        let mut pat = Ws::join(&d.a, &token_of(&l), "Zed Quillfeather").await;
+        doc.until("the patient waiting", |m| {
+            roster_entry(m, &pat.participant).is_some()
+        })
+        .await;
+        pat.close().await;
+        doc.close().await;
+        let snapshot = |visit: &'static str| {
+            let (base, access) = (d.a.clone(), access.clone());
+            async move {
+                let r = reqwest::Client::new()
+                    .get(format!("{base}/v1/visits/{visit}"))
+                    .bearer_auth(access)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let body = wait_for(
+            std::time::Duration::from_secs(20),
+            "the visit forgotten",
+            || async {
+                let (status, body) = snapshot("appt-gone").await;
+                (status == 404).then_some(body)
+            },
+        )
+        .await;
+        assert_eq!(code_of(&body), ErrorCode::UnknownParticipant);
+        let mut thief = Ws::connect(&d.a).await;
+        thief
+            .send(&ClientMsg::Resume {
+                visit: "appt-gone".into(),
+                participant: pat.participant.clone(),
+                resume: pat.resume.clone().unwrap(),
+            })
+            .await;
+        thief
+            .until("resume refused", is_error(ErrorCode::ResumeRefused))
+            .await;
+        // Older than the other one's last change, but its clinician is still connected.
+        let (status, body) = snapshot("appt-kept").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(&kept.participant), "{body}");
+    });
+}
+
+const TURN_SECRET: &str = "turn-secret-0123456789abcdef0123456789";
+const TURN_URL: &str = "turn:127.0.0.1:3478?transport=udp";
+
+/// The TURN REST API password for `username` (coturn's `use-auth-secret` scheme), computed
+/// here from the shared secret.
+fn turn_password(username: &str) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(TURN_SECRET.as_bytes()).unwrap();
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The TURN server in `ice` with credentials for `participant`, checked against the secret.
+fn turn_for(ice: &hearth_visit_protocol::IceConfig, participant: &str) -> bool {
+    ice.servers.iter().any(|s| {
+        s.urls == [TURN_URL]
+            && s.username
+                .as_deref()
+                .is_some_and(|u| u.ends_with(&format!(":{participant}")))
+            && s.credential.as_ref().map(Secret::expose)
+                == s.username.as_deref().map(turn_password).as_deref()
+    })
+}
+
+/// A patient in the waiting room gets no TURN server or credentials (a relay for anyone who
+/// has a link, before the clinician even saw them); the clinician's admission brings them.
+async fn turn_credentials_come_with_admission(idp: &SmartEhr, d: &Deployment) {
+    let access = idp.clinician_access_token();
+    let mut doc = Ws::connect(&d.a).await;
+    doc.send(&ClientMsg::Host {
+        access_token: Secret::new(access.as_str()),
+        visit: "appt-turn".into(),
+        media: true,
+        name: None,
+    })
+    .await;
+    match doc.welcome().await {
+        ServerMsg::Welcome { ice, .. } => {
+            assert!(turn_for(&ice, &doc.participant), "the clinician: {ice:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let l = link(&d.a, &access, "appt-turn", Role::Patient).await;
+    let mut pat = Ws::connect(&d.b).await;
+    pat.send(&ClientMsg::Join {
+        token: token_of(&l),
+        name: "Ana".into(),
+        visit: None,
+    })
+    .await;
+    match pat.welcome().await {
+        ServerMsg::Welcome { ice, .. } => {
+            let text = serde_json::to_string(&ice).unwrap();
+            assert!(
+                ice.servers
+                    .iter()
+                    .all(|s| s.username.is_none() && s.credential.is_none())
+                    && !text.contains("turn:"),
+                "the waiting room got TURN: {text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    doc.send(&ClientMsg::Admit {
+        participant: pat.participant.clone(),
+    })
+    .await;
+    match pat
+        .until("admitted", |m| matches!(m, ServerMsg::Admitted { .. }))
+        .await
+    {
+        ServerMsg::Admitted { ice: Some(ice), .. } => {
+            assert!(turn_for(&ice, &pat.participant), "admitted: {ice:?}")
+        }
+        other => panic!("admitted without TURN: {other:?}"),
+    }
+}
+
+#[test]
+fn turn_credentials_only_after_admission_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.turn = Some(hearth_visit_server::settings::Turn {
+                urls: vec![TURN_URL.into()],
+                secret: TURN_SECRET.as_bytes().to_vec(),
+                ttl: std::time::Duration::from_secs(3600),
+            });
+        })
+        .await;
+        turn_credentials_come_with_admission(&idp, &d).await;
+    });
+}
+
+#[test]
+fn turn_credentials_only_after_admission_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("turn-secret");
+    std::fs::write(&secret, TURN_SECRET).unwrap();
+    let d = on_redis(
+        &idp,
+        &format!(
+            "[turn]\nurls = [\"{TURN_URL}\"]\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    );
+    runtime().block_on(turn_credentials_come_with_admission(&idp, &d));
+}
+
+/// A patient types a name with a right-to-left override and zero-width characters: the
+/// clinician's roster shows the visible letters in the order typed.
+#[test]
+fn display_names_lose_invisible_and_direction_changing_characters() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        let access = idp.clinician_access_token();
+        let mut doc = Ws::host(&d.a, &access, "appt-name", false).await;
+        let l = link(&d.a, &access, "appt-name", Role::Patient).await;
+        let typed = "\u{2067}Dr \u{202E}liveE\u{202C}\u{200B}\u{FEFF} \u{2066}Ana\u{2069}";
+        let pat = Ws::join(&d.a, &token_of(&l), typed).await;
+        let roster = doc
+            .until("the patient in the roster", |m| {
+                roster_entry(m, &pat.participant).is_some()
+            })
+            .await;
+        assert_eq!(
+            roster_entry(&roster, &pat.participant).map(|p| p.name.as_str()),
+            Some("Dr liveE Ana")
+        );
+    });
+}

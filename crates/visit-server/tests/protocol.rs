@@ -141,7 +141,7 @@ fn the_waiting_room_admits_signaling_flows_only_between_admitted_and_times_are_k
         let joined = doc.until("peer_joined", |m| matches!(m, ServerMsg::PeerJoined { .. })).await;
         assert!(matches!(joined, ServerMsg::PeerJoined { peer } if peer.id == pat.participant && peer.name == "Ana Lopez"));
         let admitted = pat.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. })).await;
-        assert!(matches!(&admitted, ServerMsg::Admitted { peers } if peers.len() == 1 && peers[0].id == doc.participant));
+        assert!(matches!(&admitted, ServerMsg::Admitted { peers, .. } if peers.len() == 1 && peers[0].id == doc.participant));
         pat.send(&ClientMsg::Signal { to: doc.participant.clone(), data: offer.clone() }).await;
         let got = doc.until("the offer", |m| matches!(m, ServerMsg::Signal { .. })).await;
         assert_eq!(got, ServerMsg::Signal { from: pat.participant.clone(), data: offer.clone() });
@@ -156,7 +156,7 @@ fn the_waiting_room_admits_signaling_flows_only_between_admitted_and_times_are_k
         assert_eq!(guest.next().await, Some(ServerMsg::Waiting));
         doc.send(&ClientMsg::Admit { participant: guest.participant.clone() }).await;
         let admitted = guest.until("admitted", |m| matches!(m, ServerMsg::Admitted { .. })).await;
-        assert!(matches!(&admitted, ServerMsg::Admitted { peers } if peers.len() == 2));
+        assert!(matches!(&admitted, ServerMsg::Admitted { peers, .. } if peers.len() == 2));
         pat.until("the interpreter joining", |m| matches!(m, ServerMsg::PeerJoined { peer } if peer.role == Role::Guest)).await;
 
         // The patient leaves; the clinician ends the visit; times are there for the Encounter.
@@ -230,7 +230,7 @@ fn a_dropped_participant_resumes_in_place_until_the_grace_period_ends() {
             })
             .await;
         assert!(
-            matches!(admitted, ServerMsg::Admitted { peers } if peers[0].id == doc.participant)
+            matches!(admitted, ServerMsg::Admitted { peers, .. } if peers[0].id == doc.participant)
         );
         doc.until(
             "peer_joined again",

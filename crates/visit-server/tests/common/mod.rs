@@ -246,8 +246,14 @@ impl Instance {
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}/\"\n\
              grace_seconds = 60\n"
         );
-        if !extra.contains("joins_per_minute") {
-            toml.push_str("joins_per_minute = 100000\n");
+        for limit in [
+            "joins_per_minute",
+            "total_joins_per_minute",
+            "visit_joins_per_minute",
+        ] {
+            if !extra.lines().any(|l| l.starts_with(&format!("{limit} ="))) {
+                toml.push_str(&format!("{limit} = 100000\n"));
+            }
         }
         if let Some(url) = redis_url {
             toml.push_str(&format!("redis_url = \"{url}\"\n"));
