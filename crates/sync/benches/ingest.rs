@@ -5,8 +5,10 @@
 //!
 //! Prints, in the same run:
 //! 1. the parse-only rate: read each body the sync fetches from disk and
-//!    `serde_json::from_str::<serde_json::Value>` it whole (resources/s and MB/s);
-//! 2. the engine's rate end to end (first request to the last commit), and its share of (1);
+//!    `serde_json::from_str::<serde_json::Value>` it whole (resources/s and MB/s), the fastest
+//!    of three passes;
+//! 2. the engine's rate end to end (first request to the last commit), the fastest of two
+//!    runs into new stores, and its share of (1);
 //! 3. the process's peak RSS during the sync (`VmHWM`, reset just before it) against a bound;
 //! 4. reading a patient's observations back from the filled store.
 //!
@@ -63,43 +65,41 @@ fn cpu() -> Duration {
     Duration::from_millis(f.iter().sum::<u64>() * 10)
 }
 
-fn main() {
-    let Some(ehr) = hearth_testkit::bulk::SyntheaEhr::start("bench ingest") else {
-        return;
-    };
+/// Passes of the parse-only loop and runs of the engine; the fastest of each is compared.
+const PARSE_PASSES: usize = 3;
+const ENGINE_RUNS: usize = 2;
 
-    // 1. Parse only: the same bodies, read and parsed whole (a DOM), nothing kept.
-    let (t0, c0) = (Instant::now(), cpu());
-    let (mut parsed, mut bytes) = (0usize, 0usize);
-    for path in &ehr.bodies {
-        let body = std::fs::read_to_string(path).unwrap();
-        bytes += body.len();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        parsed += v["entry"].as_array().map_or(0, Vec::len);
-        std::hint::black_box(v);
-    }
-    let parse_took = t0.elapsed();
-    let parse_cpu = cpu() - c0;
-    assert_eq!(parsed, ehr.resources);
-    let parse_rate = parsed as f64 / parse_took.as_secs_f64();
-    println!(
-        "parse only (read file + serde_json::from_str::<Value>): {parsed} resources, {:.0} MB in {} bodies, {:.2} s = {parse_rate:.0} resources/s ({:.0} MB/s; CPU {:.2} s)",
-        bytes as f64 / 1e6,
-        ehr.bodies.len(),
-        parse_took.as_secs_f64(),
-        bytes as f64 / 1e6 / parse_took.as_secs_f64(),
-        parse_cpu.as_secs_f64()
-    );
+/// Durations as "1.23 s, 1.10 s".
+fn seconds(d: impl Iterator<Item = Duration>) -> String {
+    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
-    // 2. The engine's initial sync, end to end.
-    let tmp = tempfile::tempdir().unwrap();
+/// One initial sync into a new store.
+struct Run {
+    took: Duration,
+    cpu: Duration,
+    stored: usize,
+    unreadable: usize,
+    peak: f64,
+    rss_before: f64,
+    db_bytes: u64,
+    distinct: usize,
+}
+
+/// One initial sync into a new store: its figures, the store and the folder that holds it.
+fn sync_once(
+    ehr: &hearth_testkit::bulk::SyntheaEhr,
+    rt: &tokio::runtime::Runtime,
+) -> (Run, Arc<Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     let store =
-        Arc::new(Store::open(&tmp.path().join("h.db"), &DbKey::generate().unwrap()).unwrap());
+        Arc::new(Store::open(&dir.path().join("h.db"), &DbKey::generate().unwrap()).unwrap());
     let client = Client::new(ehr.base_url(), Arc::new(NoToken), RetryPolicy::default()).unwrap();
     let mut config = EngineConfig::from_settings(&SyncConfig::default());
     config.scope = PatientScope::All;
     let engine = Engine::new(client, store.clone(), config);
-    let rt = tokio::runtime::Runtime::new().unwrap();
     // The peak from here on is the sync's (writing 5 resets VmHWM to the current RSS).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = status_mb("VmRSS");
@@ -107,31 +107,97 @@ fn main() {
     let mut round = Round::default();
     rt.block_on(engine.initial_sync(&mut round)).unwrap();
     let took = t0.elapsed();
-    let sync_cpu = cpu() - c0;
+    let cpu = cpu() - c0;
     let peak = status_mb("VmHWM");
-    let distinct = store.resource_count().unwrap();
-    let rate = round.stored as f64 / took.as_secs_f64();
-    let db_size: u64 = std::fs::read_dir(tmp.path())
+    let db_bytes = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
+    let distinct = store.resource_count().unwrap();
+    assert_eq!(distinct, ehr.distinct, "every served resource is stored");
+    let run = Run {
+        took,
+        cpu,
+        stored: round.stored,
+        unreadable: round.unreadable,
+        peak,
+        rss_before,
+        db_bytes,
+        distinct,
+    };
+    (run, store, dir)
+}
+
+fn main() {
+    let Some(ehr) = hearth_testkit::bulk::SyntheaEhr::start("bench ingest") else {
+        return;
+    };
+
+    // 1. Parse only: the same bodies, read and parsed whole (a DOM), nothing kept. The
+    //    fastest of three passes (the first also warms the page cache), so that the share
+    //    below is never flattered by a slow pass.
+    let mut passes = Vec::new();
+    let (mut parsed, mut bytes) = (0usize, 0usize);
+    for _ in 0..PARSE_PASSES {
+        let (t0, c0) = (Instant::now(), cpu());
+        (parsed, bytes) = (0, 0);
+        for path in &ehr.bodies {
+            let body = std::fs::read_to_string(path).unwrap();
+            bytes += body.len();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            parsed += v["entry"].as_array().map_or(0, Vec::len);
+            std::hint::black_box(v);
+        }
+        passes.push((t0.elapsed(), cpu() - c0));
+    }
+    assert_eq!(parsed, ehr.resources);
+    let (parse_took, parse_cpu) = passes.iter().min().copied().unwrap();
+    let parse_rate = parsed as f64 / parse_took.as_secs_f64();
     println!(
-        "engine initial sync over HTTP: {} resources stored ({distinct} distinct, {} unreadable) in {:.2} s = {rate:.0} resources/s = {:.0} % of parse only (targets >= 20000/s: {}, >= 50 %: {}); CPU {:.2} s (all threads, the loopback server's included); store {:.0} MB on disk",
-        round.stored,
-        round.unreadable,
-        took.as_secs_f64(),
+        "parse only (read file + serde_json::from_str::<Value>), fastest of {PARSE_PASSES} passes ({}): {parsed} resources, {:.0} MB in {} bodies, {:.2} s = {parse_rate:.0} resources/s ({:.0} MB/s; CPU {:.2} s)",
+        seconds(passes.iter().map(|p| p.0)),
+        bytes as f64 / 1e6,
+        ehr.bodies.len(),
+        parse_took.as_secs_f64(),
+        bytes as f64 / 1e6 / parse_took.as_secs_f64(),
+        parse_cpu.as_secs_f64()
+    );
+
+    // 2. The engine's initial sync, end to end, into a new store each time; the fastest of
+    //    two runs.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runs = Vec::new();
+    let mut last = None;
+    for _ in 0..ENGINE_RUNS {
+        // The previous run's store is closed first: each run's peak is its own.
+        drop(last.take());
+        let (run, store, dir) = sync_once(&ehr, &rt);
+        runs.push(run);
+        last = Some((store, dir));
+    }
+    let (store, _dir) = last.unwrap();
+    let best = runs.iter().min_by_key(|r| r.took).unwrap();
+    let rate = best.stored as f64 / best.took.as_secs_f64();
+    println!(
+        "engine initial sync over HTTP, fastest of {ENGINE_RUNS} runs ({}): {} resources stored ({} distinct, {} unreadable) in {:.2} s = {rate:.0} resources/s = {:.0} % of parse only (targets >= 20000/s: {}, >= 50 %: {}); CPU {:.2} s (all threads, the loopback server's included); store {:.0} MB on disk",
+        seconds(runs.iter().map(|r| r.took)),
+        best.stored,
+        best.distinct,
+        best.unreadable,
+        best.took.as_secs_f64(),
         100.0 * rate / parse_rate,
         if rate >= TARGET_RATE { "met" } else { "MISSED" },
         if rate >= TARGET_SHARE * parse_rate { "met" } else { "MISSED" },
-        sync_cpu.as_secs_f64(),
-        db_size as f64 / 1e6
+        best.cpu.as_secs_f64(),
+        best.db_bytes as f64 / 1e6
     );
+    let peak = runs.iter().map(|r| r.peak).fold(0.0, f64::max);
     println!(
-        "peak RSS during the sync (VmHWM): {peak:.0} MB (RSS {rss_before:.0} MB before it; bound {RSS_BOUND_MB:.0} MB: {})",
+        "peak RSS during a sync (VmHWM, the higher of the runs): {peak:.0} MB (RSS {:.0} MB before it; bound {RSS_BOUND_MB:.0} MB: {})",
+        best.rss_before,
         if peak <= RSS_BOUND_MB { "within" } else { "EXCEEDED" }
     );
-    assert_eq!(distinct, ehr.distinct, "every served resource is stored");
 
     // 3. A patient's observations: one code (a vital-sign trend) and all of them (the chart).
     let mut by_code = Vec::new();
