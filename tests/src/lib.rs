@@ -408,7 +408,7 @@ poll_interval_seconds = 1
     )
 }
 
-/// A visit service on loopback trusting `ehr`'s provider (links open all day, whenever the
+/// A visit service on loopback trusting `ehr`'s provider's tokens for itself (links open all day, whenever the
 /// test runs), and the launch of a signed-in window that uses it and puts the patient's join
 /// link into the Appointment. Keep the service for the test's length.
 pub async fn with_visit_service(
@@ -420,7 +420,6 @@ pub async fn with_visit_service(
     let mut settings = hearth_visit_server::settings::Settings::loopback(
         port,
         &ehr.issuer,
-        &ehr.fhir_base,
         b"e2e-visit-link-secret-0123456789abcdef",
     );
     // The clinic's visits are at fixed hours today: links work all day, whenever this runs.

@@ -56,7 +56,7 @@ fn main() {
     let visits = env_or("HEARTH_VISIT_LOAD_VISITS", 200) as usize;
     let seconds = env_or("HEARTH_VISIT_LOAD_SECONDS", 10);
     let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let access = clinician_token(&idp);
     let redis = Redis::start();
     let mut a = Instance::spawn(&idp, Some(&redis.url), "");
     let b = Instance::spawn(&idp, Some(&redis.url), "");

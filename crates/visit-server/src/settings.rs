@@ -52,7 +52,9 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct Identity {
     pub issuer: String,
-    /// Accepted `aud` values (e.g. the FHIR base URL the SMART tokens are issued for).
+    /// Accepted `aud` values: the service's own address (its `public_url`, with and without
+    /// the trailing `/`) unless configured. Hearth asks the provider for a token for the
+    /// service (RFC 8707 `resource`); the EHR's own token (for the FHIR base) is refused.
     pub audiences: Vec<String>,
     /// Hearth's OAuth client id at the provider: only tokens issued to it (`client_id` or
     /// `azp`) are a clinician's; another app's token for the same FHIR base is refused.
@@ -99,7 +101,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct IdentityFile {
     issuer: String,
-    audiences: Vec<String>,
+    audiences: Option<Vec<String>>,
     client_id: String,
     jwks_uri: Option<String>,
 }
@@ -110,6 +112,17 @@ struct TurnFile {
     urls: Vec<String>,
     secret_file: Option<PathBuf>,
     ttl_minutes: Option<u64>,
+}
+
+/// The service's own address as an audience, with and without the trailing `/`.
+fn own_audiences(public_url: &Url) -> Vec<String> {
+    let with = public_url.as_str().to_owned();
+    let without = with.trim_end_matches('/').to_owned();
+    if with == without {
+        vec![with]
+    } else {
+        vec![with, without]
+    }
 }
 
 /// Environment variables that override the secret files (for containers).
@@ -171,8 +184,14 @@ impl Settings {
                 "ice_transport_policy = \"relay\" needs a [turn] section".into(),
             ));
         }
-        if file.identity.audiences.is_empty() {
-            return Err(bad("identity.audiences is empty".into()));
+        let audiences = file
+            .identity
+            .audiences
+            .unwrap_or_else(|| own_audiences(&file.public_url));
+        if audiences.is_empty() {
+            return Err(bad(
+                "identity.audiences is empty (leave it out for the public_url)".into(),
+            ));
         }
         if file.identity.client_id.trim().is_empty() {
             return Err(bad(
@@ -199,7 +218,7 @@ impl Settings {
             link_secret,
             identity: Identity {
                 issuer: file.identity.issuer,
-                audiences: file.identity.audiences,
+                audiences,
                 client_id: file.identity.client_id,
                 jwks_uri: file.identity.jwks_uri,
             },
@@ -221,17 +240,17 @@ impl Settings {
     }
 
     /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
-    /// trusting `issuer`'s tokens for `audience` issued to the client `hearth`: for tests and
-    /// local trials.
-    pub fn loopback(port: u16, issuer: &str, audience: &str, link_secret: &[u8]) -> Self {
+    /// trusting `issuer`'s tokens for itself (`http://127.0.0.1:{port}/`) issued to the client
+    /// `hearth`: for tests and local trials.
+    pub fn loopback(port: u16, issuer: &str, link_secret: &[u8]) -> Self {
+        let public_url = Url::parse(&format!("http://127.0.0.1:{port}/"))
+            .unwrap_or_else(|_| unreachable!("a loopback URL parses"));
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            public_url: Url::parse(&format!("http://127.0.0.1:{port}/"))
-                .unwrap_or_else(|_| unreachable!("a loopback URL parses")),
             link_secret: link_secret.to_vec(),
             identity: Identity {
                 issuer: issuer.to_owned(),
-                audiences: vec![audience.to_owned()],
+                audiences: own_audiences(&public_url),
                 client_id: "hearth".to_owned(),
                 jwks_uri: None,
             },
@@ -249,6 +268,7 @@ impl Settings {
             max_members_per_visit: 50,
             max_connections: 5000,
             allowed_origins: Vec::new(),
+            public_url,
         }
     }
 

@@ -69,7 +69,7 @@ async fn post_link(base: &str, token: &str) -> (u16, String) {
 /// the clinician's own sign-in at another app, and access tokens with a wrong `typ`, a future
 /// `nbf` or a future `iat`: none makes links, reads a roster or hosts.
 async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-x", true).await;
     let l = link(&d.a, &access, "appt-x", Role::Patient).await;
     let pat = Ws::join(&d.b, &token_of(&l), "Zed Quillfeather").await;
@@ -78,8 +78,9 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
     })
     .await;
 
-    let patient_app = idp.patient_app_access_token();
-    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser profile user/*.rs");
+    // Both asked for the visit service's audience, as an attacker would.
+    let patient_app = idp.patient_app_access_token_for(Some(AUDIENCE));
+    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser", Some(AUDIENCE));
     for (what, token) in [("patient app", &patient_app), ("another app", &other_app)] {
         for base in [&d.a, &d.b] {
             let (status, body) = post_link(base, token).await;
@@ -119,7 +120,7 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
         ("future-iat", "issued in the future"),
     ] {
         idp.spoil_next_access_token(how);
-        let spoiled = idp.clinician_access_token();
+        let spoiled = clinician_token(idp);
         let (status, body) = post_link(&d.a, &spoiled).await;
         assert_eq!(
             (status, code_of(&body)),
@@ -127,6 +128,31 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
             "{how}: {body}"
         );
         assert!(body.contains(why), "{how}: {body}");
+    }
+    // The clinician's own EHR token (for the FHIR base, `user/*` scopes) is not a token for
+    // the visit service: refused for its audience, on either instance, for links and hosting.
+    let ehr_token = idp.clinician_access_token();
+    for base in [&d.a, &d.b] {
+        let (status, body) = post_link(base, &ehr_token).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (401, ErrorCode::Unauthorized),
+            "the EHR token makes a link: {body}"
+        );
+        assert!(body.contains("another audience"), "{body}");
+        let mut host = Ws::connect(base).await;
+        host.send(&ClientMsg::Host {
+            access_token: Secret::new(ehr_token.as_str()),
+            visit: "appt-x".into(),
+            media: true,
+            name: None,
+        })
+        .await;
+        let first = host.next().await;
+        assert!(
+            matches!(&first, Some(m) if is_error(ErrorCode::Unauthorized)(m)),
+            "the EHR token hosts: {first:?}"
+        );
     }
     // The real clinician still can.
     assert_eq!(post_link(&d.b, &access).await.0, 200);
@@ -152,7 +178,7 @@ fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
 /// each instance: refused, and the real participant stays connected and keeps getting their
 /// messages.
 async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-r", true).await;
     let l = link(&d.a, &access, "appt-r", Role::Patient).await;
     let mut pat = Ws::join(&d.a, &token_of(&l), "Ana").await;
@@ -224,7 +250,7 @@ const NO_RATE_LIMIT: &str = "messages_per_second = 1000000\nbytes_per_second = 1
 /// A participant stops reading while messages for them keep coming: the service aborts their
 /// connection (it does not leave it open and silent), and the visit sees them drop.
 async fn a_slow_reader_is_cut_off(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-slow", true).await;
     let l = link(&d.a, &access, "appt-slow", Role::Patient).await;
     let mut pat = Ws::join(&d.b, &token_of(&l), "Ana").await;
@@ -392,7 +418,7 @@ fn a_huge_frame_is_refused_on_redis() {
 /// With `max_members_per_visit = 3` and `max_connections = 4`: a fourth member is refused
 /// (`visit_full`), a fifth socket is answered 503, and a place comes back when one closes.
 async fn visits_and_connections_are_capped(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let _doc = Ws::host(&d.a, &access, "appt-cap", false).await;
     let l = link(&d.a, &access, "appt-cap", Role::Patient).await;
     let _p1 = Ws::join(&d.a, &token_of(&l), "One").await;

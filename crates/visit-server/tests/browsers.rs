@@ -236,7 +236,7 @@ async fn call(
 
 fn setup() -> (SmartEhr, String, ChromeDriver) {
     let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let access = clinician_token(&idp);
     (idp, access, ChromeDriver::start())
 }
 

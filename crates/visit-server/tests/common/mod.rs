@@ -20,6 +20,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef0123456789";
+/// The audience the services under test accept (as a deployment's public URL behind its load
+/// balancer): tokens are asked for it (RFC 8707 `resource`) before a service starts, and two
+/// instances on Redis accept the same ones.
+pub const AUDIENCE: &str = "https://visit.hearth.test/";
+
+/// The clinician's token for the service under test ([`AUDIENCE`]), as Hearth asks for it.
+pub fn clinician_token(idp: &SmartEhr) -> String {
+    idp.clinician_access_token_for(AUDIENCE)
+}
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -29,9 +38,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Settings for a service at `port`, trusting `idp`'s tokens for its FHIR base.
+/// Settings for a service at `port`, trusting `idp`'s tokens for [`AUDIENCE`].
 pub fn settings(idp: &SmartEhr, port: u16) -> Settings {
-    Settings::loopback(port, &idp.issuer, &idp.fhir_base, LINK_SECRET.as_bytes())
+    let mut s = Settings::loopback(port, &idp.issuer, LINK_SECRET.as_bytes());
+    s.identity.audiences = vec![AUDIENCE.to_owned()];
+    s
 }
 
 /// Starts the service in this process with `settings` (its port is chosen here).
@@ -254,8 +265,8 @@ impl Instance {
         }
         toml.push_str(extra);
         toml.push_str(&format!(
-            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\nclient_id = \"hearth\"\n",
-            idp.issuer, idp.fhir_base
+            "[identity]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\nclient_id = \"hearth\"\n",
+            idp.issuer
         ));
         let config = dir.path().join("hearth-visit.toml");
         std::fs::write(&config, toml).unwrap();
