@@ -12,7 +12,8 @@ use hearth_ipc::{
     ChartRequest, ErrorCode, RoomService, ScheduleRequest, SessionState, VisitRoomRequest,
 };
 use hearth_testkit::smart::{
-    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD,
+    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD, VISIT_CLIENT_ID,
+    VISIT_CLIENT_KID,
 };
 use hearth_testkit::{isolated, wait_until};
 use std::path::{Path, PathBuf};
@@ -124,11 +125,19 @@ fn the_visit_service_is_shown_a_token_for_itself_never_the_ehr_token() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let service_url = format!("http://127.0.0.1:{port}/");
-        let settings = hearth_visit_server::settings::Settings::loopback(
+        let mut settings = hearth_visit_server::settings::Settings::loopback(
             port,
             &ehr.issuer,
             b"core-visit-link-secret-0123456789abcdef",
         );
+        settings.ehr = Some(hearth_visit_server::settings::Ehr {
+            fhir_base_url: ehr.fhir_base.clone(),
+            client_id: VISIT_CLIENT_ID.to_owned(),
+            private_key_pem: std::fs::read(ehr.visit_client_key.path()).unwrap(),
+            algorithm: hearth_visit_server::settings::Algorithm::ES384,
+            key_id: Some(VISIT_CLIENT_KID.to_owned()),
+        });
+        ehr.put_appointment("appt-v1", &[USER_FHIR]);
         let _service = hearth_visit_server::start(settings, listener)
             .await
             .unwrap();

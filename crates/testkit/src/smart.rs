@@ -147,6 +147,28 @@ impl SmartEhr {
         }
     }
 
+    /// Adds `reference` (e.g. [`USER_FHIR`]) as an accepted participant of the FHIR server's
+    /// `Appointment/{id}`, directly (no token). Panics without a FHIR server.
+    pub fn add_participant(&self, id: &str, reference: &str) {
+        let fhir = self
+            .fhir
+            .as_ref()
+            .expect("add_participant needs a FHIR server");
+        let path = format!("/fhir/Appointment/{id}");
+        let mut appt: serde_json::Value =
+            serde_json::from_str(&fhir.get_json(&path)).expect("an Appointment");
+        let participant =
+            serde_json::json!({"actor": {"reference": reference}, "status": "accepted"});
+        match appt["participant"].as_array_mut() {
+            Some(list) => list.push(participant),
+            None => appt["participant"] = serde_json::json!([participant]),
+        }
+        let (status, text) = fhir
+            .request("PUT", &path, Some(&appt.to_string()))
+            .expect("FHIR server request");
+        assert_eq!(status, 200, "PUT {path}: {text}");
+    }
+
     /// Puts `Appointment/{id}` (booked, now to an hour from now) into the FHIR server behind
     /// the gateway, directly (no token), with `practitioners` (references such as
     /// [`USER_FHIR`]) as its participants beside a patient. Panics without a FHIR server.
@@ -397,7 +419,7 @@ impl SmartEhr {
 
 /// A fresh P-384 key for the visit service's client: its PKCS#8 PEM in a file, and its public
 /// JWK (for the provider's client registration).
-fn visit_client_key() -> (tempfile::NamedTempFile, serde_json::Value) {
+pub fn visit_client_key() -> (tempfile::NamedTempFile, serde_json::Value) {
     use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
     use base64::Engine;
     let rng = aws_lc_rs::rand::SystemRandom::new();

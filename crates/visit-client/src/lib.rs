@@ -312,7 +312,11 @@ async fn run(
                 }
                 let fatal = matches!(
                     e.code(),
-                    Some(ErrorCode::VisitOver | ErrorCode::NotClinician)
+                    Some(
+                        ErrorCode::VisitOver
+                            | ErrorCode::NotClinician
+                            | ErrorCode::NotOnAppointment
+                    )
                 );
                 let _ = roster.send(RoomState::Trouble(e));
                 if fatal {
@@ -366,7 +370,8 @@ async fn session(
                         // Refusals of a command are shown; refusals of the connection end it.
                         match body.code {
                             ErrorCode::ResumeRefused | ErrorCode::VisitOver | ErrorCode::Unauthorized
-                            | ErrorCode::NotClinician | ErrorCode::RateLimited | ErrorCode::NotJoined => {
+                            | ErrorCode::NotClinician | ErrorCode::RateLimited | ErrorCode::NotJoined
+                            | ErrorCode::NotOnAppointment | ErrorCode::EhrUnavailable => {
                                 return Err(VisitError::Refused(body));
                             }
                             _ => {

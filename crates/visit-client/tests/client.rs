@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use futures_util::{SinkExt, StreamExt};
-use hearth_testkit::smart::SmartEhr;
+use hearth_testkit::smart::{SmartEhr, USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
 use hearth_visit_client::{RoomState, ServiceTokens, TokenFuture, VisitClient, VisitError};
 use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing};
-use hearth_visit_server::settings::Settings;
+use hearth_visit_server::settings::{Algorithm, Ehr, Settings};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
@@ -32,12 +32,19 @@ async fn service(
     listener: tokio::net::TcpListener,
 ) -> hearth_visit_server::Running {
     let port = listener.local_addr().unwrap().port();
-    // Its audience: its own address (the default).
-    let settings = Settings::loopback(
+    // Its audience: its own address (the default); it asks the EHR about appointments.
+    let mut settings = Settings::loopback(
         port,
         &idp.issuer,
         b"client-test-link-secret-0123456789abcdef",
     );
+    settings.ehr = Some(Ehr {
+        fhir_base_url: idp.fhir_base.clone(),
+        client_id: VISIT_CLIENT_ID.to_owned(),
+        private_key_pem: std::fs::read(idp.visit_client_key.path()).unwrap(),
+        algorithm: Algorithm::ES384,
+        key_id: Some(VISIT_CLIENT_KID.to_owned()),
+    });
     hearth_visit_server::start(settings, listener)
         .await
         .unwrap()
@@ -65,7 +72,8 @@ async fn room_until(
 
 #[test]
 fn hearth_makes_links_sees_the_waiting_room_admits_and_rides_out_a_restart() {
-    let idp = SmartEhr::identity_only();
+    let idp = SmartEhr::start();
+    idp.put_appointment("appt-c1", &[USER_FHIR]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

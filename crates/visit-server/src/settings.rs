@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
+/// The assertion's signing algorithm (`[ehr] algorithm`).
+pub use jsonwebtoken::Algorithm;
+
 /// Everything `hearth-visit` is configured with.
 #[derive(Clone)]
 pub struct Settings {
@@ -19,6 +22,9 @@ pub struct Settings {
     /// HMAC key for link tokens; identical on every instance.
     pub link_secret: Vec<u8>,
     pub identity: Identity,
+    /// The EHR the service asks whether a clinician is on a visit's Appointment (`None`: no
+    /// clinician is let in: the service fails closed).
+    pub ehr: Option<Ehr>,
     pub turn: Option<Turn>,
     pub stun_urls: Vec<String>,
     pub ice_transport_policy: IcePolicy,
@@ -63,6 +69,62 @@ pub struct Identity {
     pub jwks_uri: Option<String>,
 }
 
+/// The service's own credential at the EHR: SMART Backend Services (client_credentials with a
+/// private_key_jwt assertion, RFC 7523), to read `Appointment`s (`system/Appointment.rs`).
+#[derive(Clone)]
+pub struct Ehr {
+    /// The FHIR base URL (no trailing `/`); its `.well-known/smart-configuration` names the
+    /// token endpoint.
+    pub fhir_base_url: String,
+    /// The service's client id at the EHR's authorization server.
+    pub client_id: String,
+    /// The private key (PEM) whose public half is registered for `client_id`: PKCS#8
+    /// (`BEGIN PRIVATE KEY`) P-384 for ES384, PKCS#1 (`BEGIN RSA PRIVATE KEY`) for RS384.
+    pub private_key_pem: Vec<u8>,
+    /// `ES384` (an EC P-384 key) or `RS384` (an RSA key).
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The `kid` of the registered public key, sent in the assertion's header.
+    pub key_id: Option<String>,
+}
+
+impl Ehr {
+    /// The signing key, checked by signing with it.
+    pub fn signing_key(&self) -> Result<jsonwebtoken::EncodingKey, String> {
+        let (label, key): (_, fn(&[u8]) -> jsonwebtoken::EncodingKey) = match self.algorithm {
+            jsonwebtoken::Algorithm::ES384 => {
+                ("PRIVATE KEY", jsonwebtoken::EncodingKey::from_ec_der)
+            }
+            _ => ("RSA PRIVATE KEY", jsonwebtoken::EncodingKey::from_rsa_der),
+        };
+        let der = pem_body(&self.private_key_pem, label)?;
+        let key = key(&der);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(self.algorithm),
+            &serde_json::json!({}),
+            &key,
+        )
+        .map_err(|e| format!("not a usable {:?} key: {e}", self.algorithm))?;
+        Ok(key)
+    }
+}
+
+/// The DER inside a PEM block labelled `label`.
+fn pem_body(pem: &[u8], label: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM file".to_owned())?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = text
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| format!("no {begin} block"))?;
+    let b64: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("the {label} block is not base64"))
+}
+
 /// coturn with `use-auth-secret`: credentials are made from the shared secret (TURN REST API).
 #[derive(Clone)]
 pub struct Turn {
@@ -78,6 +140,7 @@ struct File {
     public_url: Url,
     link_secret_file: Option<PathBuf>,
     identity: IdentityFile,
+    ehr: EhrFile,
     turn: Option<TurnFile>,
     #[serde(default)]
     stun_urls: Vec<String>,
@@ -108,6 +171,17 @@ struct IdentityFile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct EhrFile {
+    fhir_base_url: Url,
+    client_id: String,
+    private_key_file: PathBuf,
+    /// `ES384` (default) or `RS384`.
+    algorithm: Option<String>,
+    key_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TurnFile {
     urls: Vec<String>,
     secret_file: Option<PathBuf>,
@@ -129,6 +203,8 @@ fn own_audiences(public_url: &Url) -> Vec<String> {
 pub const LINK_SECRET_ENV: &str = "HEARTH_VISIT_LINK_SECRET";
 pub const TURN_SECRET_ENV: &str = "HEARTH_VISIT_TURN_SECRET";
 pub const REDIS_URL_ENV: &str = "HEARTH_VISIT_REDIS_URL";
+/// The EHR private key's PEM text (instead of `[ehr] private_key_file`).
+pub const EHR_KEY_ENV: &str = "HEARTH_VISIT_EHR_KEY";
 
 impl Settings {
     /// Reads the TOML file at `path`; secrets from their files or the environment.
@@ -198,6 +274,54 @@ impl Settings {
                 "identity.client_id is empty (Hearth's client id at the identity provider)".into(),
             ));
         }
+        let ehr = {
+            let e = file.ehr;
+            if e.client_id.trim().is_empty() {
+                return Err(bad(
+                    "ehr.client_id is empty (the service's own client at the EHR)".into(),
+                ));
+            }
+            let algorithm = match e.algorithm.as_deref().unwrap_or("ES384") {
+                "ES384" => jsonwebtoken::Algorithm::ES384,
+                "RS384" => jsonwebtoken::Algorithm::RS384,
+                other => {
+                    return Err(bad(format!(
+                    "ehr.algorithm {other:?}: use \"ES384\" or \"RS384\" (SMART Backend Services)"
+                )))
+                }
+            };
+            let pem = match std::env::var(EHR_KEY_ENV) {
+                Ok(pem) => pem.into_bytes(),
+                Err(_) => std::fs::read(dir.join(&e.private_key_file)).map_err(|err| {
+                    bad(format!(
+                        "ehr.private_key_file: cannot read {} (or set {EHR_KEY_ENV}): {err}",
+                        e.private_key_file.display()
+                    ))
+                })?,
+            };
+            let ehr = Ehr {
+                fhir_base_url: e.fhir_base_url.as_str().trim_end_matches('/').to_owned(),
+                client_id: e.client_id,
+                private_key_pem: pem,
+                algorithm,
+                key_id: e.key_id,
+            };
+            ehr.signing_key()
+                .map_err(|why| bad(format!("ehr.private_key_file: {why}")))?;
+            // The EHR's own tokens are not the service's: accepting them would let Hearth's
+            // EHR token (which can change the chart) be sent here.
+            if audiences
+                .iter()
+                .any(|a| a.trim_end_matches('/') == ehr.fhir_base_url)
+            {
+                return Err(bad(
+                    "identity.audiences names the EHR's FHIR base: the service accepts only \
+                     tokens for itself (leave audiences out for its public_url)"
+                        .into(),
+                ));
+            }
+            ehr
+        };
         let mut trusted_proxies = Vec::new();
         for proxy in &file.trusted_proxies {
             let net = proxy
@@ -222,6 +346,7 @@ impl Settings {
                 client_id: file.identity.client_id,
                 jwks_uri: file.identity.jwks_uri,
             },
+            ehr: Some(ehr),
             turn,
             stun_urls: file.stun_urls,
             ice_transport_policy: policy,
@@ -241,7 +366,8 @@ impl Settings {
 
     /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
     /// trusting `issuer`'s tokens for itself (`http://127.0.0.1:{port}/`) issued to the client
-    /// `hearth`: for tests and local trials.
+    /// `hearth`: for tests and local trials. Set `ehr` before starting it: without one no
+    /// clinician is let in.
     pub fn loopback(port: u16, issuer: &str, link_secret: &[u8]) -> Self {
         let public_url = Url::parse(&format!("http://127.0.0.1:{port}/"))
             .unwrap_or_else(|_| unreachable!("a loopback URL parses"));
@@ -254,6 +380,7 @@ impl Settings {
                 client_id: "hearth".to_owned(),
                 jwks_uri: None,
             },
+            ehr: None,
             turn: None,
             stun_urls: Vec::new(),
             ice_transport_policy: IcePolicy::All,
