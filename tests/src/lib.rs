@@ -408,24 +408,40 @@ poll_interval_seconds = 1
     )
 }
 
-/// A visit service on loopback trusting `ehr`'s provider (links open all day, whenever the
-/// test runs), and the launch of a signed-in window that uses it and puts the patient's join
-/// link into the Appointment. Keep the service for the test's length.
+/// A visit service on loopback trusting `ehr`'s provider's tokens for itself and asking `ehr`
+/// about appointments with its own credential (links open all day, whenever the test runs),
+/// with the signed-in clinician made a participant of `appointments` at the EHR; and the
+/// launch of a signed-in window that uses it and puts the patient's join link into the
+/// Appointment. Keep the service for the test's length.
 pub async fn with_visit_service(
     ehr: &hearth_testkit::smart::SmartEhr,
     url_file: &Path,
+    appointments: &[&str],
 ) -> Result<(hearth_visit_server::Running, LaunchSpec)> {
+    use hearth_testkit::smart::{USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
+    // The service lets only a clinician on the appointment host it or make its links: the
+    // signed-in clinician joins `appointments` at the EHR.
+    for appointment in appointments {
+        ehr.add_participant(appointment, USER_FHIR);
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let mut settings = hearth_visit_server::settings::Settings::loopback(
         port,
         &ehr.issuer,
-        &ehr.fhir_base,
         b"e2e-visit-link-secret-0123456789abcdef",
     );
     // The clinic's visits are at fixed hours today: links work all day, whenever this runs.
     settings.early = Duration::from_secs(24 * 3600);
     settings.late = Duration::from_secs(24 * 3600);
+    // It asks the EHR about appointments with its own credential (SMART Backend Services).
+    settings.ehr = Some(hearth_visit_server::settings::Ehr {
+        fhir_base_url: ehr.fhir_base.clone(),
+        client_id: VISIT_CLIENT_ID.to_owned(),
+        private_key_pem: std::fs::read(ehr.visit_client_key.path())?,
+        algorithm: hearth_visit_server::settings::Algorithm::ES384,
+        key_id: Some(VISIT_CLIENT_KID.to_owned()),
+    });
     let service = hearth_visit_server::start(settings, listener)
         .await
         .map_err(|e| anyhow!("{e}"))?;

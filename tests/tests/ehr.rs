@@ -132,10 +132,11 @@ async fn a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user
     // into the Appointment when IT asks for it ([visit] link_to_appointment). The window has
     // no action that changes an appointment's status.
     let url_file = home.join("sign-in-url.txt");
-    // The visit service, trusting the provider's tokens for the EHR.
-    let (_service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file).await?;
     // The second of the clinic's appointments is virtual.
     let appt = clinic.appointments[1].clone();
+    // The visit service, trusting the provider's tokens for itself; the clinician is on the
+    // appointment at the EHR.
+    let (_service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file, &[&appt]).await?;
     let path = format!("/fhir/Appointment/{appt}");
     let app = Desktop::launch_with("ehr-conflict", spec).await?;
     let outcome = async {
@@ -153,6 +154,18 @@ async fn a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user
         .await?;
         // What the window holds: the EHR's copy as it synced it.
         let synced = at_ehr(server, &path)?;
+        // The clinician opens the visit's waiting room while the EHR is in reach: the visit
+        // service checks with the EHR that they are on the appointment (and keeps the answer
+        // for a minute, in which the link below is made).
+        button.click().await?;
+        app.text_when("#room-heading", "the virtual waiting room", |t| {
+            t.to_lowercase().contains("waiting room")
+        })
+        .await?;
+        app.text_when("#room-empty", "the room live at the visit service", |t| {
+            t.contains("Nobody")
+        })
+        .await?;
 
         // The EHR goes out of the window's reach; meanwhile the front desk notes something on
         // the appointment at the EHR.
@@ -175,11 +188,6 @@ async fn a_change_made_in_the_window_that_another_client_beat_is_put_to_the_user
 
         // The clinician, on the copy the window holds, makes the patient's join link, which
         // Hearth puts into the appointment: saved here and queued for the EHR.
-        button.click().await?;
-        app.text_when("#room-heading", "the virtual waiting room", |t| {
-            t.to_lowercase().contains("waiting room")
-        })
-        .await?;
         app.client
             .find(Locator::Css("#invite-patient"))
             .await?

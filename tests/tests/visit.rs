@@ -24,11 +24,12 @@ async fn the_clinician_invites_sees_the_patient_waiting_and_admits_them() -> Res
         return Ok(());
     };
     let url_file = home.join("sign-in-url.txt");
-    // The visit service, trusting the provider's tokens for the EHR.
-    let (service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file).await?;
-    let port = service.addr.port();
     // The second of the clinic's appointments is virtual.
     let appointment = clinic.appointments[1].clone();
+    // The visit service, trusting the provider's tokens for itself; the clinician is on the
+    // appointment at the EHR.
+    let (service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file, &[&appointment]).await?;
+    let port = service.addr.port();
     let app = Desktop::launch_with("visit", spec).await?;
     let outcome = async {
         app.text_when("#sign-in h1", "the sign-in screen", |t| {

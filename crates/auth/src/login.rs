@@ -115,6 +115,11 @@ impl PendingLogin {
                 .append_pair("code_challenge", challenge.as_str())
                 .append_pair("code_challenge_method", challenge.method().as_str())
                 .append_pair("aud", provider.settings.fhir_base.trim_end_matches('/'));
+            // RFC 8707 §2.1: the other services Hearth will ask tokens for (a provider that
+            // supports resource indicators refreshes only into resources it was asked for).
+            for resource in &provider.settings.resources {
+                q.append_pair("resource", resource);
+            }
             if let Some(launch) = &request.launch {
                 q.append_pair("launch", launch);
             }

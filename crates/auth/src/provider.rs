@@ -26,6 +26,10 @@ pub struct AuthSettings {
     pub issuer: String,
     pub client_id: String,
     pub scopes: Vec<String>,
+    /// Other resource servers Hearth asks tokens for besides the FHIR base (RFC 8707
+    /// resource indicators, named in the authorization request), e.g. the visit service: their
+    /// tokens come from [`crate::Session::token_for`].
+    pub resources: Vec<String>,
 }
 
 /// `<fhir-base>/.well-known/smart-configuration`, the fields Hearth uses.

@@ -6,6 +6,7 @@ use openidconnect::core::{
 };
 use openidconnect::{AdditionalClaims, ClientId, IdToken, IdTokenVerifier, Nonce};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -100,6 +101,19 @@ struct Access {
     expires_at: SystemTime,
 }
 
+impl Access {
+    /// When it should be replaced: at 80 % of its life, and at least 30 s before it ends.
+    fn due(&self) -> SystemTime {
+        let life = self
+            .expires_at
+            .duration_since(self.issued_at)
+            .unwrap_or_default();
+        let at_80 = self.issued_at + life.mul_f32(0.8);
+        let margin = self.expires_at - Duration::from_secs(30).min(life / 2);
+        at_80.min(margin)
+    }
+}
+
 impl From<TokenAnswer> for Access {
     /// The answer's access token, valid from now for `expires_in`.
     fn from(answer: TokenAnswer) -> Self {
@@ -122,7 +136,11 @@ pub struct Session {
     user: User,
     launch: Option<LaunchContext>,
     access: Mutex<Option<Access>>,
+    /// Tokens for other resource servers ([`Session::token_for`]), by resource.
+    others: Mutex<HashMap<String, Access>>,
     vault: Vault,
+    /// Held while the refresh token is redeemed (renewal, tokens for other resources, sign-out):
+    /// the provider rotates it, and a second use of an old one would end the grant.
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -176,6 +194,7 @@ impl Session {
         Self {
             launch,
             access: Mutex::new(Some(Access::from(answer))),
+            others: Mutex::new(HashMap::new()),
             provider,
             user,
             vault,
@@ -216,19 +235,27 @@ impl Session {
     /// Redeems the keychain's refresh token; a rotated one replaces it there before anything
     /// else happens, so the old one is never used again.
     async fn redeem_refresh(provider: &Provider, vault: &Vault) -> Result<TokenAnswer, AuthError> {
+        Self::redeem_refresh_with(provider, vault, &[]).await
+    }
+
+    /// [`Session::redeem_refresh`] with more parameters (`resource`, `scope`).
+    async fn redeem_refresh_with(
+        provider: &Provider,
+        vault: &Vault,
+        extra: &[(&str, &str)],
+    ) -> Result<TokenAnswer, AuthError> {
         let refresh = vault
             .off_runtime(Vault::load)
             .await?
             .ok_or(AuthError::SignedOut)?;
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.expose()),
+            ("client_id", provider.settings.client_id.as_str()),
+        ];
+        form.extend_from_slice(extra);
         let json = provider
-            .post_form(
-                &provider.smart.token_endpoint,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh.expose()),
-                    ("client_id", provider.settings.client_id.as_str()),
-                ],
-            )
+            .post_form(&provider.smart.token_endpoint, &form)
             .await?;
         let answer = TokenAnswer::parse(json)?;
         if let Some(new) = answer.refresh_token.clone() {
@@ -266,12 +293,54 @@ impl Session {
     /// When the access token should be refreshed: at 80 % of its life, and at least 30 s
     /// before it ends. `None` after sign-out.
     pub fn refresh_due(&self) -> Option<SystemTime> {
-        self.access().as_ref().map(|a| {
-            let life = a.expires_at.duration_since(a.issued_at).unwrap_or_default();
-            let at_80 = a.issued_at + life.mul_f32(0.8);
-            let margin = a.expires_at - Duration::from_secs(30).min(life / 2);
-            at_80.min(margin)
-        })
+        self.access().as_ref().map(Access::due)
+    }
+
+    fn others(&self) -> std::sync::MutexGuard<'_, HashMap<String, Access>> {
+        self.others.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached_for(&self, resource: &str) -> Option<Bearer> {
+        let now = SystemTime::now();
+        self.others()
+            .get(resource)
+            .filter(|a| a.due() > now)
+            .map(|a| Bearer::new(a.token.expose()))
+    }
+
+    /// An access token for another resource server than the FHIR base (RFC 8707): got with
+    /// the refresh token (RFC 6749 §6) with `resource` and the narrower `scope`, so that the
+    /// EHR token never leaves for that server. Kept until shortly before it expires. The
+    /// refresh is serialised with renewal and the rotated refresh token is kept exactly as
+    /// renewal keeps it.
+    pub async fn token_for(&self, resource: &str, scope: &str) -> Result<Bearer, AuthError> {
+        if let Some(bearer) = self.cached_for(resource) {
+            return Ok(bearer);
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        // Someone else may have got it while this one waited.
+        if let Some(bearer) = self.cached_for(resource) {
+            return Ok(bearer);
+        }
+        if self.access().is_none() {
+            return Err(AuthError::SignedOut);
+        }
+        let answer = Self::redeem_refresh_with(
+            &self.provider,
+            &self.vault,
+            &[("resource", resource), ("scope", scope)],
+        )
+        .await?;
+        if let Some(id_token) = &answer.id_token {
+            let user = Self::verify_id_token(&self.provider, id_token, None)?;
+            if user.subject != self.user.subject {
+                return Err(AuthError::WrongUser);
+            }
+        }
+        let access = Access::from(answer);
+        let bearer = Bearer::new(access.token.expose());
+        self.others().insert(resource.to_owned(), access);
+        Ok(bearer)
     }
 
     /// Gets a new access token with the refresh token (which the provider may rotate).
@@ -312,6 +381,7 @@ impl Session {
 
     async fn revoke(&self, refresh: Option<Secret>) -> Result<(), AuthError> {
         let access = self.access().take();
+        self.others().clear();
         let Some(endpoint) = self.provider.smart.revocation_endpoint.clone() else {
             return Ok(());
         };
@@ -411,6 +481,16 @@ impl Tokens {
                 }
                 Err(_) => tokio::time::sleep(retry).await,
             }
+        }
+    }
+}
+
+impl Tokens {
+    /// [`Session::token_for`] of whoever is signed in now.
+    pub async fn token_for(&self, resource: &str, scope: &str) -> Result<Bearer, AuthError> {
+        match self.current() {
+            None => Err(AuthError::SignedOut),
+            Some(s) => s.token_for(resource, scope).await,
         }
     }
 }

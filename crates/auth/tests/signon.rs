@@ -25,6 +25,7 @@ fn settings(ehr: &SmartEhr) -> AuthSettings {
         issuer: ehr.issuer.clone(),
         client_id: "hearth".into(),
         scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+        resources: Vec::new(),
     }
 }
 

@@ -74,6 +74,7 @@ impl SignOn {
                     .scopes
                     .clone()
                     .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect()),
+                resources: Vec::new(),
             },
             browser: identity
                 .browser
@@ -104,7 +105,7 @@ impl SignOn {
     ) -> Option<Self> {
         let (ehr, identity) = (config.ehr.as_ref()?, config.identity.as_ref()?);
         let audit_store = store.clone();
-        Some(Self::new(
+        let mut signon = Self::new(
             &ehr.fhir_base_url,
             identity,
             config.session.idle_lock_minutes,
@@ -121,7 +122,17 @@ impl SignOn {
                     eprintln!("hearth: audit of {action} failed: {e}");
                 }
             }),
-        ))
+        );
+        // The visit service gets a token of its own (RFC 8707): the provider is told of it at
+        // sign-in.
+        if let Some(resource) = config
+            .visit
+            .as_ref()
+            .and_then(|v| hearth_visit_client::resource_indicator(&v.service_url).ok())
+        {
+            signon.settings.resources.push(resource);
+        }
+        Some(signon)
     }
 
     /// The FHIR client's token source.

@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 use hearth_ipc::{
     InviteRole, RoomParticipant, RoomRole, RoomService, RoomStanding, VisitInvite, VisitRoom,
 };
-use hearth_visit_client::{Presence, RoomState, VisitClient, VisitError};
+use hearth_visit_client::{
+    Presence, RoomState, ServiceTokens, VisitClient, VisitError, SERVICE_SCOPE,
+};
+use hearth_visit_protocol::Secret;
 use hearth_visit_protocol::{Role, Standing};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,11 +75,25 @@ fn label(ms: u64, zone: Zone) -> String {
         .unwrap_or_default()
 }
 
+/// The visit service's tokens from the sign-in: each asked for with the service as the RFC 8707
+/// resource and only [`SERVICE_SCOPE`] (never the EHR's token, which can change the chart).
+struct ForVisitService(Arc<hearth_auth::Tokens>);
+
+impl ServiceTokens for ForVisitService {
+    fn token<'a>(&'a self, resource: &'a str) -> hearth_visit_client::TokenFuture<'a> {
+        Box::pin(async move {
+            match self.0.token_for(resource, SERVICE_SCOPE).await {
+                Ok(bearer) => Ok(Secret::new(bearer.expose())),
+                Err(e) if e.needs_sign_in() => Err(VisitError::NotSignedIn),
+                Err(e) => Err(VisitError::NoToken(e.to_string())),
+            }
+        })
+    }
+}
+
 impl VisitDesk {
-    pub fn new(
-        service_url: &str,
-        tokens: Arc<dyn hearth_fhir::TokenSource>,
-    ) -> Result<Self, CoreError> {
+    pub fn new(service_url: &str, tokens: Arc<hearth_auth::Tokens>) -> Result<Self, CoreError> {
+        let tokens: Arc<dyn ServiceTokens> = Arc::new(ForVisitService(tokens));
         Ok(Self {
             client: VisitClient::new(service_url, tokens).map_err(visit_error)?,
             rooms: Mutex::new(HashMap::new()),

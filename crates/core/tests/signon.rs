@@ -8,9 +8,12 @@
 use hearth_core::clock::ManualClock;
 use hearth_core::launch::{EhrLaunch, LaunchOptions};
 use hearth_core::Workstation;
-use hearth_ipc::{ChartRequest, ErrorCode, ScheduleRequest, SessionState};
+use hearth_ipc::{
+    ChartRequest, ErrorCode, RoomService, ScheduleRequest, SessionState, VisitRoomRequest,
+};
 use hearth_testkit::smart::{
-    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD,
+    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD, VISIT_CLIENT_ID,
+    VISIT_CLIENT_KID,
 };
 use hearth_testkit::{isolated, wait_until};
 use std::path::{Path, PathBuf};
@@ -27,13 +30,21 @@ struct Desk {
 }
 
 fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
+    desk_with(home, ehr, launch, "")
+}
+
+/// [`desk`] with `extra` configuration sections.
+fn desk_with(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>, extra: &str) -> Desk {
     std::fs::create_dir_all(home).unwrap();
     let url_file = home.join("sign-in-url.txt");
     let config = home.join("config.toml");
     // The "browser" is a command that writes the URL down; the test plays the browser.
     std::fs::write(
         &config,
-        ehr.machine_config(&url_file, "[session]\nidle_lock_minutes = 10\n"),
+        ehr.machine_config(
+            &url_file,
+            &format!("[session]\nidle_lock_minutes = 10\n{extra}"),
+        ),
     )
     .unwrap();
     let data_dir = home.join("profile");
@@ -87,6 +98,107 @@ async fn sign_in(desk: &Desk) -> Result<hearth_ipc::UserSummary, hearth_core::Co
 
 fn locked<T: std::fmt::Debug>(r: Result<T, hearth_core::CoreError>) {
     assert_eq!(r.unwrap_err().code(), ErrorCode::Locked);
+}
+
+/// The claims of a JWT (unverified: the test reads what the provider put in).
+fn claims_of(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn the_visit_service_is_shown_a_token_for_itself_never_the_ehr_token() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "the_visit_service_is_shown_a_token_for_itself_never_the_ehr_token",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // The real service, accepting tokens for its own address only (the default).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service_url = format!("http://127.0.0.1:{port}/");
+        let mut settings = hearth_visit_server::settings::Settings::loopback(
+            port,
+            &ehr.issuer,
+            b"core-visit-link-secret-0123456789abcdef",
+        );
+        settings.ehr = Some(hearth_visit_server::settings::Ehr {
+            fhir_base_url: ehr.fhir_base.clone(),
+            client_id: VISIT_CLIENT_ID.to_owned(),
+            private_key_pem: std::fs::read(ehr.visit_client_key.path()).unwrap(),
+            algorithm: hearth_visit_server::settings::Algorithm::ES384,
+            key_id: Some(VISIT_CLIENT_KID.to_owned()),
+        });
+        ehr.put_appointment("appt-v1", &[USER_FHIR]);
+        let _service = hearth_visit_server::start(settings, listener)
+            .await
+            .unwrap();
+        let desk = desk_with(
+            &home,
+            &ehr,
+            None,
+            &format!("[visit]\nservice_url = \"{service_url}\"\n"),
+        );
+        let ws = desk.ws.clone();
+        sign_in(&desk).await.unwrap();
+
+        // Hearth hosts the visit's room: the service took its token as a clinician's.
+        let room = VisitRoomRequest {
+            appointment_id: "appt-v1".into(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = ws.visit_room(&room).unwrap();
+            if state.service == RoomService::Live {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the room did not go live: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The token Hearth keeps for the service (the one it sent): for the service alone,
+        // with no chart scope, and useless at the EHR.
+        let tokens = ws.signon().unwrap().tokens();
+        let visit_token = tokens
+            .token_for(&service_url, hearth_visit_client::SERVICE_SCOPE)
+            .await
+            .unwrap();
+        let claims = claims_of(visit_token.expose());
+        assert_eq!(claims["aud"], service_url.as_str(), "{claims}");
+        assert!(
+            !claims["scope"].as_str().unwrap_or_default().contains('/'),
+            "{claims}"
+        );
+        assert_eq!(ehr.fhir_status_with("/Patient", visit_token.expose()), 401);
+        // The EHR's token is refused by the service.
+        let ehr_token = ws.token_source().bearer().unwrap().unwrap();
+        assert_ne!(ehr_token.expose(), visit_token.expose());
+        let refused = reqwest::Client::new()
+            .post(format!("{service_url}v1/links"))
+            .bearer_auth(ehr_token.expose())
+            .header("content-type", "application/json")
+            .body(r#"{"appointment":"appt-v1","role":"patient","start_ms":1,"end_ms":2}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 401);
+        assert!(refused.text().await.unwrap().contains("another audience"));
+        // The visit token's refresh rotated the refresh token and Hearth kept the new one:
+        // renewal still works, and its token still reads the chart.
+        tokens.current().unwrap().refresh().await.unwrap();
+        let renewed = ws.token_source().bearer().unwrap().unwrap();
+        assert_eq!(ehr.fhir_status_with("/Patient", renewed.expose()), 200);
+    });
 }
 
 #[test]

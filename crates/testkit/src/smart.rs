@@ -19,6 +19,10 @@ pub const USER_FHIR: &str = "Practitioner/hearth-dr-okafor";
 pub const PATIENT_USER: &str = "apatient";
 pub const PATIENT_PASSWORD: &str = "hearth-patient-password";
 pub const PATIENT_FHIR: &str = "Patient/9";
+/// The visit service's own client at the provider (SMART Backend Services, private_key_jwt).
+pub const VISIT_CLIENT_ID: &str = "hearth-visit";
+/// The key id of the visit service's key registered at the provider.
+pub const VISIT_CLIENT_KID: &str = "hearth-visit-test-1";
 
 pub struct SmartEhr {
     /// The FHIR server behind the gateway (none for [`SmartEhr::identity_only`]).
@@ -27,6 +31,9 @@ pub struct SmartEhr {
     pub issuer: String,
     /// The FHIR base URL the gateway serves (what Hearth is configured with).
     pub fhir_base: String,
+    /// The private key (PKCS#8 PEM, P-384 for ES384) of [`VISIT_CLIENT_ID`], whose public
+    /// half the provider knows: the visit service's `[ehr] private_key_file`.
+    pub visit_client_key: tempfile::NamedTempFile,
     _process: KillOnDrop,
     log: tempfile::NamedTempFile,
 }
@@ -94,6 +101,7 @@ impl SmartEhr {
             ours.display()
         );
         let log = tempfile::NamedTempFile::new().expect("peer log");
+        let (visit_client_key, visit_client_jwk) = visit_client_key();
         let mut child = Command::new("node")
             .arg(&script)
             .current_dir(&dir)
@@ -107,6 +115,7 @@ impl SmartEhr {
             .env("PATIENT_NAME", PATIENT_USER)
             .env("PATIENT_PASSWORD", PATIENT_PASSWORD)
             .env("PATIENT_FHIR", PATIENT_FHIR)
+            .env("VISIT_CLIENT_JWK", visit_client_jwk.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("peer log"))
@@ -132,9 +141,68 @@ impl SmartEhr {
             issuer: ready["issuer"].as_str().expect("issuer").to_string(),
             fhir_base: ready["fhir_base"].as_str().expect("fhir_base").to_string(),
             fhir,
+            visit_client_key,
             _process: process,
             log,
         }
+    }
+
+    /// Adds `reference` (e.g. [`USER_FHIR`]) as an accepted participant of the FHIR server's
+    /// `Appointment/{id}`, directly (no token). Panics without a FHIR server.
+    pub fn add_participant(&self, id: &str, reference: &str) {
+        let fhir = self
+            .fhir
+            .as_ref()
+            .expect("add_participant needs a FHIR server");
+        let path = format!("/fhir/Appointment/{id}");
+        let mut appt: serde_json::Value =
+            serde_json::from_str(&fhir.get_json(&path)).expect("an Appointment");
+        let participant =
+            serde_json::json!({"actor": {"reference": reference}, "status": "accepted"});
+        match appt["participant"].as_array_mut() {
+            Some(list) => list.push(participant),
+            None => appt["participant"] = serde_json::json!([participant]),
+        }
+        let (status, text) = fhir
+            .request("PUT", &path, Some(&appt.to_string()))
+            .expect("FHIR server request");
+        assert_eq!(status, 200, "PUT {path}: {text}");
+    }
+
+    /// Puts `Appointment/{id}` (booked, now to an hour from now) into the FHIR server behind
+    /// the gateway, directly (no token), with `practitioners` (references such as
+    /// [`USER_FHIR`]) as its participants beside a patient. Panics without a FHIR server.
+    pub fn put_appointment(&self, id: &str, practitioners: &[&str]) {
+        let fhir = self
+            .fhir
+            .as_ref()
+            .expect("put_appointment needs SmartEhr::start (a FHIR server)");
+        let now = chrono::Utc::now();
+        let mut participant: Vec<serde_json::Value> = practitioners
+            .iter()
+            .map(|r| serde_json::json!({"actor": {"reference": r}, "status": "accepted"}))
+            .collect();
+        participant
+            .push(serde_json::json!({"actor": {"reference": PATIENT_FHIR}, "status": "accepted"}));
+        let body = serde_json::json!({
+            "resourceType": "Appointment",
+            "id": id,
+            "status": "booked",
+            "start": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "end": (now + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "participant": participant,
+        });
+        let (status, text) = fhir
+            .request(
+                "PUT",
+                &format!("/fhir/Appointment/{id}"),
+                Some(&body.to_string()),
+            )
+            .expect("FHIR server request");
+        assert!(
+            status == 200 || status == 201,
+            "PUT Appointment/{id} refused ({status}): {text}"
+        );
     }
 
     /// What the peer printed on stderr.
@@ -166,6 +234,20 @@ impl SmartEhr {
                 "hearth",
                 (USER_NAME, USER_PASSWORD),
                 "openid fhirUser profile user/*.rs",
+                None,
+            )
+        })
+    }
+
+    /// [`SmartEhr::clinician_access_token`] for another resource server than the FHIR base
+    /// (RFC 8707 `resource`, e.g. the visit service's public URL): its `aud` is `resource`.
+    pub fn clinician_access_token_for(&self, resource: &str) -> String {
+        off_runtime(|| {
+            self.access_token_now(
+                "hearth",
+                (USER_NAME, USER_PASSWORD),
+                "openid fhirUser",
+                Some(resource),
             )
         })
     }
@@ -174,24 +256,41 @@ impl SmartEhr {
     /// `patient-app`, the patient signed in (`fhirUser` is [`PATIENT_FHIR`]), patient scopes,
     /// for the same FHIR base as Hearth's.
     pub fn patient_app_access_token(&self) -> String {
+        self.patient_app_access_token_for(None)
+    }
+
+    /// [`SmartEhr::patient_app_access_token`], for `resource` when given (RFC 8707).
+    pub fn patient_app_access_token_for(&self, resource: Option<&str>) -> String {
+        let scope = if resource.is_some() {
+            "openid fhirUser"
+        } else {
+            "openid fhirUser profile patient/*.rs"
+        };
         off_runtime(|| {
             self.access_token_now(
                 "patient-app",
                 (PATIENT_USER, PATIENT_PASSWORD),
-                "openid fhirUser profile patient/*.rs",
+                scope,
+                resource,
             )
         })
     }
 
     /// An access token of `client` for `user`: the clinician signing in at another app of the
-    /// organisation (e.g. `patient-app` with user scopes).
-    pub fn access_token_for(&self, client: &str, clinician: bool, scope: &str) -> String {
+    /// organisation (e.g. `patient-app` with user scopes); for `resource` when given.
+    pub fn access_token_for(
+        &self,
+        client: &str,
+        clinician: bool,
+        scope: &str,
+        resource: Option<&str>,
+    ) -> String {
         let user = if clinician {
             (USER_NAME, USER_PASSWORD)
         } else {
             (PATIENT_USER, PATIENT_PASSWORD)
         };
-        off_runtime(|| self.access_token_now(client, user, scope))
+        off_runtime(|| self.access_token_now(client, user, scope, resource))
     }
 
     /// Makes the provider spoil the next access token it issues, re-signed with its real key:
@@ -209,6 +308,7 @@ impl SmartEhr {
         client: &str,
         (user, password): (&str, &str),
         scope: &str,
+        resource: Option<&str>,
     ) -> String {
         use base64::Engine;
         use sha2::Digest;
@@ -217,7 +317,7 @@ impl SmartEhr {
         let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
         let state = b64.encode(rand::random::<[u8; 16]>());
         let redirect = "http://127.0.0.1:9/callback";
-        let authorize = format!(
+        let mut authorize = format!(
             "{}/auth?response_type=code&client_id={client}&redirect_uri={}&scope={}&state={state}\
              &code_challenge={challenge}&code_challenge_method=S256&aud={}",
             self.issuer,
@@ -225,6 +325,9 @@ impl SmartEhr {
             form_encode(scope),
             form_encode(&self.fhir_base)
         );
+        if let Some(resource) = resource {
+            authorize.push_str(&format!("&resource={}", form_encode(resource)));
+        }
         let back = browse(&authorize, redirect, user, password, false)
             .unwrap_or_else(|e| panic!("signing in at the test provider: {e}"));
         let code = back
@@ -232,15 +335,19 @@ impl SmartEhr {
             .find_map(|kv| kv.strip_prefix("code="))
             .unwrap_or_else(|| panic!("no code in {back}"))
             .to_owned();
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("client_id", client),
+            ("code_verifier", verifier.as_str()),
+        ];
+        if let Some(resource) = resource {
+            form.push(("resource", resource));
+        }
         let answer = http()
             .post(format!("{}/token", self.issuer))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", code.as_str()),
-                ("redirect_uri", redirect),
-                ("client_id", client),
-                ("code_verifier", verifier.as_str()),
-            ])
+            .form(&form)
             .send()
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("token request: {e}"));
@@ -308,6 +415,38 @@ impl SmartEhr {
                 .as_u16()
         })
     }
+}
+
+/// A fresh P-384 key for the visit service's client: its PKCS#8 PEM in a file, and its public
+/// JWK (for the provider's client registration).
+pub fn visit_client_key() -> (tempfile::NamedTempFile, serde_json::Value) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
+    use base64::Engine;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng)
+        .expect("P-384 key generation");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der.as_ref())
+        .expect("the generated key");
+    // Uncompressed point: 0x04 || x (48 bytes) || y (48 bytes).
+    let point = pair.public_key().as_ref();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-384", "alg": "ES384", "use": "sig", "kid": VISIT_CLIENT_KID,
+        "x": b64.encode(&point[1..49]), "y": b64.encode(&point[49..97]),
+    });
+    let body = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    );
+    let file = tempfile::NamedTempFile::new().expect("key file");
+    std::fs::write(file.path(), pem).expect("key file");
+    (file, jwk)
 }
 
 /// Runs `f` on a thread of its own: the blocking HTTP client must not run (or be dropped) on

@@ -2,9 +2,11 @@
 //! join links for an appointment, and a clinician's presence connection per visit that keeps
 //! the waiting room's roster current, admits, and survives dropped connections (resume, then a
 //! fresh `host` if the place lapsed).
+//!
+//! The service is shown a token meant for it alone ([`ServiceTokens`]: in Hearth, one asked
+//! for with the service as the RFC 8707 `resource`), never the EHR's access token.
 
 use futures_util::{SinkExt, StreamExt};
-use hearth_fhir::TokenSource;
 use hearth_visit_protocol::{
     ClientMsg, ErrorBody, ErrorCode, LinkRequest, LinkResponse, Participant, Role, Secret,
     ServerMsg, VisitSnapshot,
@@ -23,6 +25,9 @@ pub enum VisitError {
     /// Nobody is signed in (no access token to show the service).
     #[error("sign in first: the visit service needs the clinician's sign-in")]
     NotSignedIn,
+    /// The sign-in could not give a token for the visit service.
+    #[error("no token for the visit service: {0}")]
+    NoToken(String),
     /// The service refused, with its stable code and sentence.
     #[error("the visit service refused: {}", .0.message)]
     Refused(ErrorBody),
@@ -41,26 +46,52 @@ impl VisitError {
     }
 }
 
+/// Where the client gets the clinician's token for the visit service: a token whose audience
+/// is the service ([`resource_indicator`] of its address), asked for each call (the source
+/// keeps it while it is fresh).
+pub trait ServiceTokens: Send + Sync {
+    /// The token to show the service `resource`.
+    fn token<'a>(&'a self, resource: &'a str) -> TokenFuture<'a>;
+}
+
+/// What [`ServiceTokens::token`] returns.
+pub type TokenFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Secret, VisitError>> + Send + 'a>>;
+
+/// The scope Hearth asks for in a visit service token: who the user is, nothing of the chart.
+pub const SERVICE_SCOPE: &str = "openid fhirUser";
+
+fn base_url(base: &str) -> Result<Url, VisitError> {
+    let mut url = Url::parse(base).map_err(|e| VisitError::Unreachable {
+        base: base.to_owned(),
+        reason: format!("not a URL: {e}"),
+    })?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// The service's RFC 8707 resource indicator, from its address as configured: the URL with a
+/// trailing `/` (`https://visit.example.org/`), the form the service's `public_url` takes.
+pub fn resource_indicator(service_url: &str) -> Result<String, VisitError> {
+    base_url(service_url).map(String::from)
+}
+
 /// A connection to one visit service.
 #[derive(Clone)]
 pub struct VisitClient {
     base: Url,
     http: reqwest::Client,
-    tokens: Arc<dyn TokenSource>,
+    tokens: Arc<dyn ServiceTokens>,
 }
 
 impl VisitClient {
-    /// `base` is the service's address (`https://visit.example.org/`); the clinician's access
-    /// token comes from `tokens` at each call.
-    pub fn new(base: &str, tokens: Arc<dyn TokenSource>) -> Result<Self, VisitError> {
-        let mut base = Url::parse(base).map_err(|e| VisitError::Unreachable {
-            base: base.to_owned(),
-            reason: format!("not a URL: {e}"),
-        })?;
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+    /// `base` is the service's address (`https://visit.example.org/`); the clinician's token
+    /// for it comes from `tokens` at each call.
+    pub fn new(base: &str, tokens: Arc<dyn ServiceTokens>) -> Result<Self, VisitError> {
+        let base = base_url(base)?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(15))
@@ -76,11 +107,8 @@ impl VisitClient {
         self.base.join(path).unwrap_or_else(|_| self.base.clone())
     }
 
-    fn token(&self) -> Result<Secret, VisitError> {
-        match self.tokens.bearer() {
-            Ok(Some(b)) => Ok(Secret::new(b.expose())),
-            _ => Err(VisitError::NotSignedIn),
-        }
+    async fn token(&self) -> Result<Secret, VisitError> {
+        self.tokens.token(self.base.as_str()).await
     }
 
     fn unreachable(&self, e: impl std::fmt::Display) -> VisitError {
@@ -123,7 +151,7 @@ impl VisitClient {
         let response = self
             .http
             .post(self.url("v1/links"))
-            .bearer_auth(self.token()?.expose())
+            .bearer_auth(self.token().await?.expose())
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -137,7 +165,7 @@ impl VisitClient {
         let response = self
             .http
             .get(self.url(&format!("v1/visits/{visit}")))
-            .bearer_auth(self.token()?.expose())
+            .bearer_auth(self.token().await?.expose())
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -256,7 +284,7 @@ async fn run(
                 participant: participant.clone(),
                 resume: resume.clone(),
             },
-            None => match client.token() {
+            None => match client.token().await {
                 Ok(access_token) => ClientMsg::Host {
                     access_token,
                     visit: visit.clone(),
@@ -284,7 +312,11 @@ async fn run(
                 }
                 let fatal = matches!(
                     e.code(),
-                    Some(ErrorCode::VisitOver | ErrorCode::NotClinician)
+                    Some(
+                        ErrorCode::VisitOver
+                            | ErrorCode::NotClinician
+                            | ErrorCode::NotOnAppointment
+                    )
                 );
                 let _ = roster.send(RoomState::Trouble(e));
                 if fatal {
@@ -338,7 +370,8 @@ async fn session(
                         // Refusals of a command are shown; refusals of the connection end it.
                         match body.code {
                             ErrorCode::ResumeRefused | ErrorCode::VisitOver | ErrorCode::Unauthorized
-                            | ErrorCode::NotClinician | ErrorCode::RateLimited | ErrorCode::NotJoined => {
+                            | ErrorCode::NotClinician | ErrorCode::RateLimited | ErrorCode::NotJoined
+                            | ErrorCode::NotOnAppointment | ErrorCode::EhrUnavailable => {
                                 return Err(VisitError::Refused(body));
                             }
                             _ => {

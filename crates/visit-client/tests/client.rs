@@ -3,21 +3,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use futures_util::{SinkExt, StreamExt};
-use hearth_fhir::{Bearer, FhirError, TokenSource};
-use hearth_testkit::smart::SmartEhr;
-use hearth_visit_client::{RoomState, VisitClient, VisitError};
+use hearth_testkit::smart::{SmartEhr, USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
+use hearth_visit_client::{RoomState, ServiceTokens, TokenFuture, VisitClient, VisitError};
 use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing};
-use hearth_visit_server::settings::Settings;
+use hearth_visit_server::settings::{Algorithm, Ehr, Settings};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The signed-in clinician's token, as Hearth's sign-on holds it.
-struct Token(Mutex<Option<String>>);
+/// The signed-in clinician's token for the service, as Hearth's sign-on holds it; remembers
+/// which resource it was asked for.
+struct Token(Mutex<Option<String>>, Mutex<Vec<String>>);
 
-impl TokenSource for Token {
-    fn bearer(&self) -> Result<Option<Bearer>, FhirError> {
-        Ok(self.0.lock().unwrap().clone().map(Bearer::new))
+impl ServiceTokens for Token {
+    fn token<'a>(&'a self, resource: &'a str) -> TokenFuture<'a> {
+        self.1.lock().unwrap().push(resource.to_owned());
+        let token = self.0.lock().unwrap().clone();
+        Box::pin(async move { token.map(Secret::new).ok_or(VisitError::NotSignedIn) })
     }
 }
 
@@ -30,12 +32,19 @@ async fn service(
     listener: tokio::net::TcpListener,
 ) -> hearth_visit_server::Running {
     let port = listener.local_addr().unwrap().port();
-    let settings = Settings::loopback(
+    // Its audience: its own address (the default); it asks the EHR about appointments.
+    let mut settings = Settings::loopback(
         port,
         &idp.issuer,
-        &idp.fhir_base,
         b"client-test-link-secret-0123456789abcdef",
     );
+    settings.ehr = Some(Ehr {
+        fhir_base_url: idp.fhir_base.clone(),
+        client_id: VISIT_CLIENT_ID.to_owned(),
+        private_key_pem: std::fs::read(idp.visit_client_key.path()).unwrap(),
+        algorithm: Algorithm::ES384,
+        key_id: Some(VISIT_CLIENT_KID.to_owned()),
+    });
     hearth_visit_server::start(settings, listener)
         .await
         .unwrap()
@@ -63,8 +72,8 @@ async fn room_until(
 
 #[test]
 fn hearth_makes_links_sees_the_waiting_room_admits_and_rides_out_a_restart() {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = SmartEhr::start();
+    idp.put_appointment("appt-c1", &[USER_FHIR]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,8 +82,10 @@ fn hearth_makes_links_sees_the_waiting_room_admits_and_rides_out_a_restart() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = service(&idp, listener).await;
-        let tokens = Arc::new(Token(Mutex::new(None)));
+        let tokens = Arc::new(Token(Mutex::new(None), Mutex::new(Vec::new())));
         let client = VisitClient::new(&format!("http://{addr}"), tokens.clone()).unwrap();
+        // The token Hearth's sign-on gets for the service (RFC 8707 resource = its address).
+        let access = idp.clinician_access_token_for(&format!("http://{addr}/"));
 
         // Signed out: a clear error, nothing sent.
         let err = client.link("appt-c1", Role::Patient, now_ms(), now_ms() + 1_800_000).await;
@@ -82,6 +93,18 @@ fn hearth_makes_links_sees_the_waiting_room_admits_and_rides_out_a_restart() {
         *tokens.0.lock().unwrap() = Some(access.clone());
         let link = client.link("appt-c1", Role::Patient, now_ms(), now_ms() + 1_800_000).await.unwrap();
         assert!(link.url.expose().contains("/join#"));
+        // The client asked its token source for a token for the service's address, each time.
+        assert!(
+            tokens.1.lock().unwrap().iter().all(|r| *r == format!("http://{addr}/")),
+            "{:?}",
+            tokens.1.lock().unwrap()
+        );
+        // The EHR's own token (for the FHIR base) is not one the service takes.
+        let ehr_token = idp.clinician_access_token();
+        *tokens.0.lock().unwrap() = Some(ehr_token);
+        let err = client.link("appt-c1", Role::Patient, now_ms(), now_ms() + 1_800_000).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+        *tokens.0.lock().unwrap() = Some(access.clone());
         // A refusal keeps the service's code.
         let err = client.link("not an id!", Role::Patient, now_ms(), now_ms() + 1_800_000).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::BadMessage));

@@ -163,6 +163,12 @@ pub enum ErrorCode {
     NotJoined,
     /// The service could not reach its shared state (Redis); try again.
     Unavailable,
+    /// The clinician is not a participant of the visit's Appointment in the EHR (or there is
+    /// no such Appointment).
+    NotOnAppointment,
+    /// The service could not ask the EHR whether the clinician is on the appointment; it
+    /// refuses until it can (fail closed). Try again.
+    EhrUnavailable,
 }
 
 // ---------------------------------------------------------------- WebSocket `/v1/ws`

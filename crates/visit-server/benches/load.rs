@@ -11,7 +11,6 @@
 mod common;
 
 use common::*;
-use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::Redis;
 use hearth_visit_protocol::{ClientMsg, Role, ServerMsg};
 use std::sync::Arc;
@@ -55,8 +54,9 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let visits = env_or("HEARTH_VISIT_LOAD_VISITS", 200) as usize;
     let seconds = env_or("HEARTH_VISIT_LOAD_SECONDS", 10);
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let names: Vec<String> = (0..visits).map(|i| format!("load-{i}")).collect();
+    let idp = ehr_with(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let access = clinician_token(&idp);
     let redis = Redis::start();
     let mut a = Instance::spawn(&idp, Some(&redis.url), "");
     let b = Instance::spawn(&idp, Some(&redis.url), "");

@@ -40,14 +40,14 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self.code {
             ErrorCode::Unauthorized => 401,
-            ErrorCode::NotClinician | ErrorCode::WrongVisit => 403,
+            ErrorCode::NotClinician | ErrorCode::WrongVisit | ErrorCode::NotOnAppointment => 403,
             ErrorCode::LinkInvalid | ErrorCode::BadMessage | ErrorCode::NotJoined => 400,
             ErrorCode::LinkExpired | ErrorCode::VisitOver => 410,
             ErrorCode::LinkNotYet | ErrorCode::NotAdmitted | ErrorCode::VisitFull => 409,
             ErrorCode::ResumeRefused => 409,
             ErrorCode::UnknownParticipant => 404,
             ErrorCode::RateLimited => 429,
-            ErrorCode::Unavailable => 503,
+            ErrorCode::Unavailable | ErrorCode::EhrUnavailable => 503,
         }
     }
 

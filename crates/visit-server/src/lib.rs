@@ -3,6 +3,7 @@
 //! over Redis. It never carries media. The protocol is `hearth-visit-protocol` (PROTOCOL.md).
 
 pub mod clinician;
+pub mod ehr;
 pub mod error;
 pub mod limit;
 pub mod settings;
@@ -30,6 +31,8 @@ pub struct App {
     pub settings: Settings,
     pub signer: LinkSigner,
     pub verifier: Verifier,
+    /// Whether a clinician is on a visit's appointment, asked of the EHR.
+    pub appointments: ehr::AppointmentCheck,
     pub shared: Shared,
     pub hub: Arc<Hub>,
     /// Attempts per client address, and from all addresses together.
@@ -96,6 +99,7 @@ impl App {
             csp,
             signer: LinkSigner::new(&settings.link_secret),
             verifier: Verifier::new(settings.identity.clone()),
+            appointments: ehr::AppointmentCheck::new(settings.ehr.clone()),
             limiter: Attempts::new(settings.joins_per_minute, settings.total_joins_per_minute),
             visit_limiter: RateLimiter::new(settings.visit_joins_per_minute),
             settings,

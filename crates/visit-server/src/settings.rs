@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
+/// The assertion's signing algorithm (`[ehr] algorithm`).
+pub use jsonwebtoken::Algorithm;
+
 /// Everything `hearth-visit` is configured with.
 #[derive(Clone)]
 pub struct Settings {
@@ -19,6 +22,9 @@ pub struct Settings {
     /// HMAC key for link tokens; identical on every instance.
     pub link_secret: Vec<u8>,
     pub identity: Identity,
+    /// The EHR the service asks whether a clinician is on a visit's Appointment (`None`: no
+    /// clinician is let in: the service fails closed).
+    pub ehr: Option<Ehr>,
     pub turn: Option<Turn>,
     pub stun_urls: Vec<String>,
     pub ice_transport_policy: IcePolicy,
@@ -63,7 +69,9 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct Identity {
     pub issuer: String,
-    /// Accepted `aud` values (e.g. the FHIR base URL the SMART tokens are issued for).
+    /// Accepted `aud` values: the service's own address (its `public_url`, with and without
+    /// the trailing `/`) unless configured. Hearth asks the provider for a token for the
+    /// service (RFC 8707 `resource`); the EHR's own token (for the FHIR base) is refused.
     pub audiences: Vec<String>,
     /// Hearth's OAuth client id at the provider: only tokens issued to it (`client_id` or
     /// `azp`) are a clinician's; another app's token for the same FHIR base is refused.
@@ -96,6 +104,62 @@ impl Default for RedisOptions {
     }
 }
 
+/// The service's own credential at the EHR: SMART Backend Services (client_credentials with a
+/// private_key_jwt assertion, RFC 7523), to read `Appointment`s (`system/Appointment.rs`).
+#[derive(Clone)]
+pub struct Ehr {
+    /// The FHIR base URL (no trailing `/`); its `.well-known/smart-configuration` names the
+    /// token endpoint.
+    pub fhir_base_url: String,
+    /// The service's client id at the EHR's authorization server.
+    pub client_id: String,
+    /// The private key (PEM) whose public half is registered for `client_id`: PKCS#8
+    /// (`BEGIN PRIVATE KEY`) P-384 for ES384, PKCS#1 (`BEGIN RSA PRIVATE KEY`) for RS384.
+    pub private_key_pem: Vec<u8>,
+    /// `ES384` (an EC P-384 key) or `RS384` (an RSA key).
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The `kid` of the registered public key, sent in the assertion's header.
+    pub key_id: Option<String>,
+}
+
+impl Ehr {
+    /// The signing key, checked by signing with it.
+    pub fn signing_key(&self) -> Result<jsonwebtoken::EncodingKey, String> {
+        let (label, key): (_, fn(&[u8]) -> jsonwebtoken::EncodingKey) = match self.algorithm {
+            jsonwebtoken::Algorithm::ES384 => {
+                ("PRIVATE KEY", jsonwebtoken::EncodingKey::from_ec_der)
+            }
+            _ => ("RSA PRIVATE KEY", jsonwebtoken::EncodingKey::from_rsa_der),
+        };
+        let der = pem_body(&self.private_key_pem, label)?;
+        let key = key(&der);
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(self.algorithm),
+            &serde_json::json!({}),
+            &key,
+        )
+        .map_err(|e| format!("not a usable {:?} key: {e}", self.algorithm))?;
+        Ok(key)
+    }
+}
+
+/// The DER inside a PEM block labelled `label`.
+fn pem_body(pem: &[u8], label: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM file".to_owned())?;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = text
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| format!("no {begin} block"))?;
+    let b64: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("the {label} block is not base64"))
+}
+
 /// coturn with `use-auth-secret`: credentials are made from the shared secret (TURN REST API).
 #[derive(Clone)]
 pub struct Turn {
@@ -111,6 +175,7 @@ struct File {
     public_url: Url,
     link_secret_file: Option<PathBuf>,
     identity: IdentityFile,
+    ehr: EhrFile,
     turn: Option<TurnFile>,
     #[serde(default)]
     stun_urls: Vec<String>,
@@ -141,9 +206,20 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct IdentityFile {
     issuer: String,
-    audiences: Vec<String>,
+    audiences: Option<Vec<String>>,
     client_id: String,
     jwks_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EhrFile {
+    fhir_base_url: Url,
+    client_id: String,
+    private_key_file: PathBuf,
+    /// `ES384` (default) or `RS384`.
+    algorithm: Option<String>,
+    key_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,11 +230,24 @@ struct TurnFile {
     ttl_minutes: Option<u64>,
 }
 
+/// The service's own address as an audience, with and without the trailing `/`.
+fn own_audiences(public_url: &Url) -> Vec<String> {
+    let with = public_url.as_str().to_owned();
+    let without = with.trim_end_matches('/').to_owned();
+    if with == without {
+        vec![with]
+    } else {
+        vec![with, without]
+    }
+}
+
 /// Environment variables that override the secret files (for containers).
 pub const LINK_SECRET_ENV: &str = "HEARTH_VISIT_LINK_SECRET";
 pub const TURN_SECRET_ENV: &str = "HEARTH_VISIT_TURN_SECRET";
 pub const REDIS_URL_ENV: &str = "HEARTH_VISIT_REDIS_URL";
 pub const REDIS_PASSWORD_ENV: &str = "HEARTH_VISIT_REDIS_PASSWORD";
+/// The EHR private key's PEM text (instead of `[ehr] private_key_file`).
+pub const EHR_KEY_ENV: &str = "HEARTH_VISIT_EHR_KEY";
 
 impl Settings {
     /// Reads the TOML file at `path`; secrets from their files or the environment.
@@ -214,14 +303,68 @@ impl Settings {
                 "ice_transport_policy = \"relay\" needs a [turn] section".into(),
             ));
         }
-        if file.identity.audiences.is_empty() {
-            return Err(bad("identity.audiences is empty".into()));
+        let audiences = file
+            .identity
+            .audiences
+            .unwrap_or_else(|| own_audiences(&file.public_url));
+        if audiences.is_empty() {
+            return Err(bad(
+                "identity.audiences is empty (leave it out for the public_url)".into(),
+            ));
         }
         if file.identity.client_id.trim().is_empty() {
             return Err(bad(
                 "identity.client_id is empty (Hearth's client id at the identity provider)".into(),
             ));
         }
+        let ehr = {
+            let e = file.ehr;
+            if e.client_id.trim().is_empty() {
+                return Err(bad(
+                    "ehr.client_id is empty (the service's own client at the EHR)".into(),
+                ));
+            }
+            let algorithm = match e.algorithm.as_deref().unwrap_or("ES384") {
+                "ES384" => jsonwebtoken::Algorithm::ES384,
+                "RS384" => jsonwebtoken::Algorithm::RS384,
+                other => {
+                    return Err(bad(format!(
+                    "ehr.algorithm {other:?}: use \"ES384\" or \"RS384\" (SMART Backend Services)"
+                )))
+                }
+            };
+            let pem = match std::env::var(EHR_KEY_ENV) {
+                Ok(pem) => pem.into_bytes(),
+                Err(_) => std::fs::read(dir.join(&e.private_key_file)).map_err(|err| {
+                    bad(format!(
+                        "ehr.private_key_file: cannot read {} (or set {EHR_KEY_ENV}): {err}",
+                        e.private_key_file.display()
+                    ))
+                })?,
+            };
+            let ehr = Ehr {
+                fhir_base_url: e.fhir_base_url.as_str().trim_end_matches('/').to_owned(),
+                client_id: e.client_id,
+                private_key_pem: pem,
+                algorithm,
+                key_id: e.key_id,
+            };
+            ehr.signing_key()
+                .map_err(|why| bad(format!("ehr.private_key_file: {why}")))?;
+            // The EHR's own tokens are not the service's: accepting them would let Hearth's
+            // EHR token (which can change the chart) be sent here.
+            if audiences
+                .iter()
+                .any(|a| a.trim_end_matches('/') == ehr.fhir_base_url)
+            {
+                return Err(bad(
+                    "identity.audiences names the EHR's FHIR base: the service accepts only \
+                     tokens for itself (leave audiences out for its public_url)"
+                        .into(),
+                ));
+            }
+            ehr
+        };
         let mut trusted_proxies = Vec::new();
         for proxy in &file.trusted_proxies {
             let net = proxy
@@ -268,10 +411,11 @@ impl Settings {
             link_secret,
             identity: Identity {
                 issuer: file.identity.issuer,
-                audiences: file.identity.audiences,
+                audiences,
                 client_id: file.identity.client_id,
                 jwks_uri: file.identity.jwks_uri,
             },
+            ehr: Some(ehr),
             turn,
             stun_urls: file.stun_urls,
             ice_transport_policy: policy,
@@ -296,20 +440,22 @@ impl Settings {
     }
 
     /// A service on loopback `port` with the defaults (in memory, no TURN, 60 s grace),
-    /// trusting `issuer`'s tokens for `audience` issued to the client `hearth`: for tests and
-    /// local trials.
-    pub fn loopback(port: u16, issuer: &str, audience: &str, link_secret: &[u8]) -> Self {
+    /// trusting `issuer`'s tokens for itself (`http://127.0.0.1:{port}/`) issued to the client
+    /// `hearth`: for tests and local trials. Set `ehr` before starting it: without one no
+    /// clinician is let in.
+    pub fn loopback(port: u16, issuer: &str, link_secret: &[u8]) -> Self {
+        let public_url = Url::parse(&format!("http://127.0.0.1:{port}/"))
+            .unwrap_or_else(|_| unreachable!("a loopback URL parses"));
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
-            public_url: Url::parse(&format!("http://127.0.0.1:{port}/"))
-                .unwrap_or_else(|_| unreachable!("a loopback URL parses")),
             link_secret: link_secret.to_vec(),
             identity: Identity {
                 issuer: issuer.to_owned(),
-                audiences: vec![audience.to_owned()],
+                audiences: own_audiences(&public_url),
                 client_id: "hearth".to_owned(),
                 jwks_uri: None,
             },
+            ehr: None,
             turn: None,
             stun_urls: Vec::new(),
             ice_transport_policy: IcePolicy::All,
@@ -328,6 +474,7 @@ impl Settings {
             max_members_per_visit: 50,
             max_connections: 5000,
             allowed_origins: Vec::new(),
+            public_url,
         }
     }
 

@@ -197,6 +197,9 @@ async fn make_link(
             "links are for patients and guests; clinicians join with their sign-in",
         ));
     }
+    app.appointments
+        .require(&request.appointment, clinician.fhir_user.as_deref())
+        .await?;
     if request.end_ms < request.start_ms || request.end_ms - request.start_ms > MAX_VISIT_MS {
         return Err(Refusal::new(
             ErrorCode::BadMessage,
@@ -278,7 +281,10 @@ async fn snapshot(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<VisitSnapshot>, Refusal> {
-    app.verifier.verify(&bearer(&headers)?).await?;
+    let clinician = app.verifier.verify(&bearer(&headers)?).await?;
+    app.appointments
+        .require(&id, clinician.fhir_user.as_deref())
+        .await?;
     let visit = app.shared.get(&id).await?.ok_or_else(|| {
         Refusal::new(
             ErrorCode::UnknownParticipant,

@@ -335,6 +335,10 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
                     "visit must be an appointment id",
                 ));
             }
+            // Only a clinician on the appointment hosts it (asked of the EHR).
+            app.appointments
+                .require(&visit, clinician.fhir_user.as_deref())
+                .await?;
             let display = name
                 .and_then(|n| clean_name(&n).ok())
                 .or(clinician.name.clone())

@@ -50,8 +50,12 @@ fn on_redis(idp: &SmartEhr, extra: &str) -> Deployment {
 }
 
 async fn post_link(base: &str, token: &str) -> (u16, String) {
+    post_link_for(base, token, "appt-x").await
+}
+
+async fn post_link_for(base: &str, token: &str, appointment: &str) -> (u16, String) {
     let body = serde_json::json!({
-        "appointment": "appt-x", "role": "patient",
+        "appointment": appointment, "role": "patient",
         "start_ms": now_ms(), "end_ms": now_ms() + 1_800_000,
     });
     let r = reqwest::Client::new()
@@ -65,11 +69,134 @@ async fn post_link(base: &str, token: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// What the clinician's first message on a socket hosting `visit` is answered with.
+async fn host_answer(base: &str, token: &str, visit: &str) -> Option<ServerMsg> {
+    let mut host = Ws::connect(base).await;
+    host.send(&ClientMsg::Host {
+        access_token: Secret::new(token),
+        visit: visit.into(),
+        media: true,
+        name: None,
+    })
+    .await;
+    host.next().await
+}
+
+/// The EHR's appointments for [`a_clinician_not_on_the_appointment_is_refused`]: `appt-own`
+/// is the signed-in clinician's, `appt-other` another practitioner's.
+fn ehr_with_someone_elses_appointment() -> SmartEhr {
+    let idp = ehr_with(&["appt-own"]);
+    idp.put_appointment("appt-other", &["Practitioner/someone-else"]);
+    idp
+}
+
+/// A real clinician (Hearth's client, a Practitioner) who is not a participant of the visit's
+/// Appointment in the EHR, or whose visit id names no Appointment, makes no link, reads no
+/// roster and hosts nothing; on their own appointment they do.
+async fn a_clinician_not_on_the_appointment_is_refused(idp: &SmartEhr, d: &Deployment) {
+    let access = clinician_token(idp);
+    for base in [&d.a, &d.b] {
+        for visit in ["appt-other", "appt-none"] {
+            let (status, body) = post_link_for(base, &access, visit).await;
+            assert_eq!(
+                (status, code_of(&body)),
+                (403, ErrorCode::NotOnAppointment),
+                "a link for {visit}: {body}"
+            );
+            let r = reqwest::Client::new()
+                .get(format!("{base}/v1/visits/{visit}"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap();
+            let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
+            assert_eq!(
+                (status, code_of(&body)),
+                (403, ErrorCode::NotOnAppointment),
+                "the roster of {visit}: {body}"
+            );
+            let first = host_answer(base, &access, visit).await;
+            assert!(
+                matches!(&first, Some(m) if is_error(ErrorCode::NotOnAppointment)(m)),
+                "hosting {visit}: {first:?}"
+            );
+        }
+        assert_eq!(post_link_for(base, &access, "appt-own").await.0, 200);
+        let first = host_answer(base, &access, "appt-own").await;
+        assert!(
+            matches!(&first, Some(ServerMsg::Welcome { .. })),
+            "hosting their own: {first:?}"
+        );
+    }
+}
+
+#[test]
+fn a_clinician_not_on_the_appointment_cannot_make_links_nor_host_in_memory() {
+    let idp = ehr_with_someone_elses_appointment();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        a_clinician_not_on_the_appointment_is_refused(&idp, &d).await;
+    });
+}
+
+#[test]
+fn a_clinician_not_on_the_appointment_cannot_make_links_nor_host_on_redis() {
+    let idp = ehr_with_someone_elses_appointment();
+    let d = on_redis(&idp, "");
+    runtime().block_on(a_clinician_not_on_the_appointment_is_refused(&idp, &d));
+}
+
+/// When the EHR cannot be asked (here: its FHIR server is not there, or the EHR is not there
+/// at all), a clinician is refused with `ehr_unavailable`, and the message says so.
+async fn an_unreachable_ehr_refuses(idp: &SmartEhr, d: &Deployment) {
+    let access = clinician_token(idp);
+    for base in [&d.a, &d.b] {
+        let (status, body) = post_link(base, &access).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (503, ErrorCode::EhrUnavailable),
+            "{body}"
+        );
+        assert!(body.contains("cannot ask the EHR"), "{body}");
+        let first = host_answer(base, &access, "appt-x").await;
+        assert!(
+            matches!(&first, Some(m) if is_error(ErrorCode::EhrUnavailable)(m)),
+            "{first:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_ehr_refuses_the_clinician_in_memory() {
+    // The identity provider and the EHR's gateway, but no FHIR server behind it.
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |_| {}).await;
+        an_unreachable_ehr_refuses(&idp, &d).await;
+        // No EHR at that address at all (its discovery cannot be read).
+        let closed = hearth_testkit::free_port();
+        let d = in_memory(&idp, |s| {
+            if let Some(ehr) = s.ehr.as_mut() {
+                ehr.fhir_base_url = format!("http://127.0.0.1:{closed}/fhir");
+            }
+        })
+        .await;
+        an_unreachable_ehr_refuses(&idp, &d).await;
+    });
+}
+
+#[test]
+fn an_unreachable_ehr_refuses_the_clinician_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(&idp, "");
+    runtime().block_on(an_unreachable_ehr_refuses(&idp, &d));
+}
+
 /// A patient-app token (another client, `fhirUser` a Patient, patient scopes, same FHIR base),
 /// the clinician's own sign-in at another app, and access tokens with a wrong `typ`, a future
 /// `nbf` or a future `iat`: none makes links, reads a roster or hosts.
 async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-x", true).await;
     let l = link(&d.a, &access, "appt-x", Role::Patient).await;
     let pat = Ws::join(&d.b, &token_of(&l), "Zed Quillfeather").await;
@@ -78,8 +205,9 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
     })
     .await;
 
-    let patient_app = idp.patient_app_access_token();
-    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser profile user/*.rs");
+    // Both asked for the visit service's audience, as an attacker would.
+    let patient_app = idp.patient_app_access_token_for(Some(AUDIENCE));
+    let other_app = idp.access_token_for("patient-app", true, "openid fhirUser", Some(AUDIENCE));
     for (what, token) in [("patient app", &patient_app), ("another app", &other_app)] {
         for base in [&d.a, &d.b] {
             let (status, body) = post_link(base, token).await;
@@ -119,7 +247,7 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
         ("future-iat", "issued in the future"),
     ] {
         idp.spoil_next_access_token(how);
-        let spoiled = idp.clinician_access_token();
+        let spoiled = clinician_token(idp);
         let (status, body) = post_link(&d.a, &spoiled).await;
         assert_eq!(
             (status, code_of(&body)),
@@ -128,13 +256,38 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
         );
         assert!(body.contains(why), "{how}: {body}");
     }
+    // The clinician's own EHR token (for the FHIR base, `user/*` scopes) is not a token for
+    // the visit service: refused for its audience, on either instance, for links and hosting.
+    let ehr_token = idp.clinician_access_token();
+    for base in [&d.a, &d.b] {
+        let (status, body) = post_link(base, &ehr_token).await;
+        assert_eq!(
+            (status, code_of(&body)),
+            (401, ErrorCode::Unauthorized),
+            "the EHR token makes a link: {body}"
+        );
+        assert!(body.contains("another audience"), "{body}");
+        let mut host = Ws::connect(base).await;
+        host.send(&ClientMsg::Host {
+            access_token: Secret::new(ehr_token.as_str()),
+            visit: "appt-x".into(),
+            media: true,
+            name: None,
+        })
+        .await;
+        let first = host.next().await;
+        assert!(
+            matches!(&first, Some(m) if is_error(ErrorCode::Unauthorized)(m)),
+            "the EHR token hosts: {first:?}"
+        );
+    }
     // The real clinician still can.
     assert_eq!(post_link(&d.b, &access).await.0, 200);
 }
 
 #[test]
 fn a_patient_apps_token_is_not_a_clinicians_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-x"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |_| {}).await;
         tokens_that_are_not_hearths_clinician_are_refused(&idp, &d).await;
@@ -143,7 +296,7 @@ fn a_patient_apps_token_is_not_a_clinicians_in_memory() {
 
 #[test]
 fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-x"]);
     let d = on_redis(&idp, "");
     runtime().block_on(tokens_that_are_not_hearths_clinician_are_refused(&idp, &d));
 }
@@ -152,7 +305,7 @@ fn a_patient_apps_token_is_not_a_clinicians_on_redis() {
 /// each instance: refused, and the real participant stays connected and keeps getting their
 /// messages.
 async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-r", true).await;
     let l = link(&d.a, &access, "appt-r", Role::Patient).await;
     let mut pat = Ws::join(&d.a, &token_of(&l), "Ana").await;
@@ -204,7 +357,7 @@ async fn a_wrong_resume_secret_leaves_the_participant_alone(idp: &SmartEhr, d: &
 
 #[test]
 fn a_wrong_resume_secret_does_not_kick_the_participant_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-r"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |_| {}).await;
         a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d).await;
@@ -213,7 +366,7 @@ fn a_wrong_resume_secret_does_not_kick_the_participant_in_memory() {
 
 #[test]
 fn a_wrong_resume_secret_does_not_kick_the_participant_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-r"]);
     let d = on_redis(&idp, "");
     runtime().block_on(a_wrong_resume_secret_leaves_the_participant_alone(&idp, &d));
 }
@@ -224,7 +377,7 @@ const NO_RATE_LIMIT: &str = "messages_per_second = 1000000\nbytes_per_second = 1
 /// A participant stops reading while messages for them keep coming: the service aborts their
 /// connection (it does not leave it open and silent), and the visit sees them drop.
 async fn a_slow_reader_is_cut_off(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(&d.a, &access, "appt-slow", true).await;
     let l = link(&d.a, &access, "appt-slow", Role::Patient).await;
     let mut pat = Ws::join(&d.b, &token_of(&l), "Ana").await;
@@ -266,7 +419,7 @@ async fn a_slow_reader_is_cut_off(idp: &SmartEhr, d: &Deployment) {
 
 #[test]
 fn a_slow_reader_is_disconnected_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-slow"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.messages_per_second = 1_000_000;
@@ -279,7 +432,7 @@ fn a_slow_reader_is_disconnected_in_memory() {
 
 #[test]
 fn a_slow_reader_is_disconnected_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-slow"]);
     let d = on_redis(&idp, NO_RATE_LIMIT);
     runtime().block_on(a_slow_reader_is_cut_off(&idp, &d));
 }
@@ -392,7 +545,7 @@ fn a_huge_frame_is_refused_on_redis() {
 /// With `max_members_per_visit = 3` and `max_connections = 4`: a fourth member is refused
 /// (`visit_full`), a fifth socket is answered 503, and a place comes back when one closes.
 async fn visits_and_connections_are_capped(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let _doc = Ws::host(&d.a, &access, "appt-cap", false).await;
     let l = link(&d.a, &access, "appt-cap", Role::Patient).await;
     let _p1 = Ws::join(&d.a, &token_of(&l), "One").await;
@@ -422,7 +575,7 @@ const CAPS: &str = "max_members_per_visit = 3\nmax_connections = 4\n";
 
 #[test]
 fn visits_and_connections_are_capped_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-cap"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.max_members_per_visit = 3;
@@ -435,7 +588,7 @@ fn visits_and_connections_are_capped_in_memory() {
 
 #[test]
 fn visits_and_connections_are_capped_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-cap"]);
     let d = on_redis(&idp, CAPS);
     runtime().block_on(visits_and_connections_are_capped(&idp, &d));
 }

@@ -235,8 +235,10 @@ async fn call(
 }
 
 fn setup() -> (SmartEhr, String, ChromeDriver) {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = ehr_with(&[
+        "appt-b1", "appt-b2", "appt-b3", "appt-b4", "appt-b5", "appt-b6", "appt-b7",
+    ]);
+    let access = clinician_token(&idp);
     (idp, access, ChromeDriver::start())
 }
 

@@ -23,7 +23,10 @@ fn check(config: &std::path::Path, envs: &[(&str, &str)]) -> (bool, String) {
 fn the_shipped_example_is_valid_and_mistakes_are_named() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../installers/visit-service/hearth-visit.toml");
+    let (key, _) = hearth_testkit::smart::visit_client_key();
+    let key = std::fs::read_to_string(key.path()).unwrap();
     let secrets = [
+        ("HEARTH_VISIT_EHR_KEY", key.as_str()),
         (
             "HEARTH_VISIT_LINK_SECRET",
             "an-example-link-secret-of-enough-length-0123",
@@ -38,7 +41,7 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
     assert!(text.contains("is valid"));
 
     // Without its secret, the error says which secret and where it looked.
-    let (ok, text) = check(&example, &secrets[1..]);
+    let (ok, text) = check(&example, &[secrets[0], secrets[2]]);
     assert!(!ok);
     assert!(
         text.contains("link secret") && text.contains("/etc/hearth-visit/link-secret"),
@@ -51,11 +54,37 @@ fn the_shipped_example_is_valid_and_mistakes_are_named() {
     let cases = [
         (
             base.clone(),
-            vec![("HEARTH_VISIT_LINK_SECRET", "short"), secrets[1]],
+            vec![
+                ("HEARTH_VISIT_LINK_SECRET", "short"),
+                secrets[0],
+                secrets[2],
+            ],
             "at least 32",
         ),
+        // No EHR to ask about appointments; the EHR's key missing; the FHIR base as an
+        // audience (the EHR's own tokens would be taken).
         (
-            base.replace("client_id = \"hearth\"\n", ""),
+            base.split("[ehr]").next().unwrap().to_owned()
+                + "[turn]"
+                + base.split("[turn]").nth(1).unwrap(),
+            secrets.to_vec(),
+            "missing field `ehr`",
+        ),
+        (
+            base.clone(),
+            secrets[1..].to_vec(),
+            "/etc/hearth-visit/ehr-key.pem",
+        ),
+        (
+            base.replace(
+                "client_id = \"hearth\"\n",
+                "client_id = \"hearth\"\naudiences = [\"https://ehr.example.org/fhir/\"]\n",
+            ),
+            secrets.to_vec(),
+            "names the EHR's FHIR base",
+        ),
+        (
+            base.replacen("client_id = \"hearth\"\n", "", 1),
             secrets.to_vec(),
             "client_id",
         ),

@@ -37,8 +37,8 @@ fn code_of(body: &str) -> ErrorCode {
 
 #[test]
 fn links_open_only_their_own_visit_inside_their_window() {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = ehr_with(&["appt-1"]);
+    let access = clinician_token(&idp);
     runtime().block_on(async {
         let svc = serve(&idp, |_| {}).await;
         let base = format!("http://{}", svc.addr);
@@ -111,8 +111,8 @@ fn links_open_only_their_own_visit_inside_their_window() {
 
 #[test]
 fn the_waiting_room_admits_signaling_flows_only_between_admitted_and_times_are_kept() {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = ehr_with(&["appt-7"]);
+    let access = clinician_token(&idp);
     runtime().block_on(async {
         let svc = serve(&idp, |_| {}).await;
         let base = format!("http://{}", svc.addr);
@@ -188,8 +188,8 @@ fn the_waiting_room_admits_signaling_flows_only_between_admitted_and_times_are_k
 
 #[test]
 fn a_dropped_participant_resumes_in_place_until_the_grace_period_ends() {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = ehr_with(&["appt-9"]);
+    let access = clinician_token(&idp);
     runtime().block_on(async {
         let svc = serve(&idp, |s| s.grace = Duration::from_secs(2)).await;
         let base = format!("http://{}", svc.addr);

@@ -5,14 +5,13 @@
 mod common;
 
 use common::*;
-use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::Redis;
 use hearth_visit_protocol::{ClientMsg, Role, ServerMsg, Standing};
 
 #[test]
 fn two_instances_share_a_visit_and_a_killed_ones_participants_carry_on_on_the_other() {
-    let idp = SmartEhr::identity_only();
-    let access = idp.clinician_access_token();
+    let idp = ehr_with(&["appt-s1"]);
+    let access = clinician_token(&idp);
     let redis = Redis::start();
     let mut a = Instance::spawn(&idp, Some(&redis.url), "");
     let b = Instance::spawn(&idp, Some(&redis.url), "");

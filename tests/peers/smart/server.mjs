@@ -8,17 +8,27 @@
 //    so a resource server such as Hearth's visit service can check them with the JWKS; each
 //    wraps the provider's own opaque token (its `jti`), so revocation and introspection still
 //    work through the provider.
+//    Resource indicators (RFC 8707): a client may ask for a token for another resource server
+//    than the FHIR base (any absolute URL but the FHIR base, e.g. Hearth's visit service) with
+//    `resource` in its authorization request and again in a token request (code or refresh
+//    grant); such a token is for that audience alone (its `aud`) and carries at most `openid
+//    fhirUser`. A token asked for without `resource` is for the FHIR base.
+//    SMART Backend Services: the confidential client `hearth-visit` (the visit service) gets
+//    `system/...` tokens with the client_credentials grant, authenticating with a JWT signed by
+//    its own key (private_key_jwt, RFC 7523); its public JWK comes from VISIT_CLIENT_JWK.
 // 2. A gateway in front of the FHIR server: every FHIR request needs a bearer token that the
-//    authorization server's introspection endpoint (RFC 7662) calls active; it also serves
+//    authorization server's introspection endpoint (RFC 7662) calls active and that is for
+//    the FHIR base (not a token for another resource server); it also serves
 //    `<fhir-base>/.well-known/smart-configuration`.
 //
 // Settings come from the environment: OIDC_PORT, GATEWAY_PORT, UPSTREAM (the FHIR server's
 // origin), USER_* (the one clinician who can sign in), PATIENT_* (the one patient who can sign
-// in, whose `fhirUser` is a Patient), ACCESS_TOKEN_TTL (seconds).
+// in, whose `fhirUser` is a Patient), ACCESS_TOKEN_TTL (seconds), VISIT_CLIENT_JWK (the visit
+// service's public key as a JWK in JSON; no `hearth-visit` client without it).
 // When ready it prints one JSON line: {"issuer": ..., "fhir_base": ...}.
 import http from 'node:http';
 import crypto from 'node:crypto';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import * as jose from 'jose';
 
 const env = (name, fallback) => process.env[name] ?? fallback;
@@ -42,6 +52,7 @@ const PATIENT = {
 };
 const ACCOUNTS = [USER, PATIENT];
 const GATEWAY_SECRET = crypto.randomBytes(24).toString('hex');
+const VISIT_CLIENT_JWK = process.env.VISIT_CLIENT_JWK ? JSON.parse(process.env.VISIT_CLIENT_JWK) : null;
 
 const oidcServer = http.createServer();
 await new Promise((ok) => oidcServer.listen(OIDC_PORT, '127.0.0.1', ok));
@@ -57,7 +68,10 @@ const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'hearth-test-
 const SMART_SCOPES = [
   'openid', 'fhirUser', 'profile', 'offline_access', 'launch', 'launch/patient', 'launch/encounter',
   'user/*.rs', 'user/*.cruds', 'user/*.cud', 'user/*.read', 'patient/*.rs', 'patient/*.read',
+  'system/Appointment.rs',
 ];
+// What a token for a resource server other than the FHIR base may carry: who the user is.
+const OTHER_RESOURCE_SCOPES = 'openid fhirUser';
 
 // launch id -> { patient, encounter } (registered by a test), grant id -> context.
 const launches = new Map();
@@ -97,7 +111,18 @@ const provider = new Provider(issuer, {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
     },
+    // The visit service reads appointments as itself (SMART Backend Services).
+    ...(VISIT_CLIENT_JWK ? [{
+      client_id: 'hearth-visit',
+      token_endpoint_auth_method: 'private_key_jwt',
+      jwks: { keys: [VISIT_CLIENT_JWK] },
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'system/Appointment.rs',
+    }] : []),
   ],
+  enabledJWA: { clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'] },
   jwks: { keys: [signingJwk] },
   scopes: SMART_SCOPES,
   claims: { openid: ['sub'], fhirUser: ['fhirUser'], profile: ['name'] },
@@ -108,6 +133,21 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     revocation: { enabled: true },
     introspection: { enabled: true },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // No `resource`: the token is for the FHIR base (as before resource indicators).
+      defaultResource: async (ctx, client, oneOf) => oneOf,
+      useGrantedResource: async () => false,
+      getResourceServerInfo: async (ctx, indicator) => {
+        if (indicator === fhirBase) {
+          return { scope: SMART_SCOPES.join(' '), audience: fhirBase, accessTokenFormat: 'opaque' };
+        }
+        const url = URL.parse(indicator);
+        if (!url || !['http:', 'https:'].includes(url.protocol)) throw new errors.InvalidTarget();
+        return { scope: OTHER_RESOURCE_SCOPES, audience: indicator, accessTokenFormat: 'opaque' };
+      },
+    },
   },
   rotateRefreshToken: () => true,
   ttl: {
@@ -171,20 +211,23 @@ provider.use(async (ctx, next) => {
   }
 });
 
-// The access token a client sees: a JWT over the provider's opaque token.
+// The access token a client sees: a JWT over the provider's opaque token, for the token's
+// resource server (`aud`; the FHIR base when none was asked for). A client's own token
+// (client_credentials) names the client as its subject and no user.
 async function wrapAccessToken(opaque) {
-  const token = await provider.AccessToken.find(opaque);
+  const token = (await provider.AccessToken.find(opaque)) ?? (await provider.ClientCredentials.find(opaque));
   if (!token) return opaque;
-  const account = ACCOUNTS.find((a) => a.sub === token.accountId) ?? USER;
+  const account = token.accountId ? ACCOUNTS.find((a) => a.sub === token.accountId) : undefined;
+  if (token.accountId && !account) return opaque;
   const key = await jose.importJWK(signingJwk, 'RS256');
   const how = spoilNextAccessToken;
   spoilNextAccessToken = null;
   const now = Math.floor(Date.now() / 1000);
   const jwt = new jose.SignJWT({
-    client_id: token.clientId, scope: token.scope, fhirUser: account.fhirUser, name: account.name,
+    client_id: token.clientId, scope: token.scope, fhirUser: account?.fhirUser, name: account?.name,
   })
     .setProtectedHeader({ alg: 'RS256', kid: signingJwk.kid, typ: how === 'typ' ? 'JWT' : 'at+jwt' })
-    .setIssuer(issuer).setSubject(token.accountId).setAudience(fhirBase)
+    .setIssuer(issuer).setSubject(token.accountId ?? token.clientId).setAudience(token.aud ?? fhirBase)
     .setIssuedAt(how === 'future-iat' ? now + 3600 : token.iat).setExpirationTime(token.exp + (how === 'future-iat' ? 7200 : 0)).setJti(opaque);
   if (how === 'not-yet') jwt.setNotBefore(now + 3600);
   return jwt.sign(key);
@@ -280,6 +323,9 @@ async function interaction(req, res) {
       const missing = prompt.details.missingOIDCScope ?? [];
       if (missing.length) grant.addOIDCScope(missing.join(' '));
       if (prompt.details.missingOIDCClaims?.length) grant.addOIDCClaims(prompt.details.missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(prompt.details.missingResourceScopes ?? {})) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
       const grantId = await grant.save();
       if (params.launch) {
         const context = launches.get(params.launch);
@@ -364,14 +410,16 @@ gatewayServer.on('request', async (req, res) => {
       token_endpoint: `${issuer}/token`,
       revocation_endpoint: `${issuer}/token/revocation`,
       introspection_endpoint: `${issuer}/token/introspection`,
-      grant_types_supported: ['authorization_code', 'refresh_token'],
+      grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
       response_types_supported: ['code'],
       scopes_supported: SMART_SCOPES,
       code_challenge_methods_supported: ['S256'],
-      token_endpoint_auth_methods_supported: ['none'],
+      token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
       capabilities: [
         'launch-ehr', 'launch-standalone', 'client-public', 'context-ehr-patient',
         'context-ehr-encounter', 'permission-offline', 'permission-v2', 'sso-openid-connect',
+        'client-confidential-asymmetric',
       ],
     }));
     return;
@@ -386,6 +434,9 @@ gatewayServer.on('request', async (req, res) => {
     let info;
     try { info = await introspect(token); } catch { info = { active: false }; }
     if (!info.active) return outcome(res, 401, 'login', 'the access token is not active', challenge);
+    // A token for another resource server (e.g. the visit service's) is not for the chart.
+    const aud = [info.aud ?? fhirBase].flat();
+    if (!aud.includes(fhirBase)) return outcome(res, 401, 'login', 'the access token is not for this FHIR server', challenge);
   }
   const upstream = http.request({
     host: UPSTREAM.hostname, port: UPSTREAM.port, method: req.method, path: req.url,

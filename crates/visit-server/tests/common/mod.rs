@@ -9,9 +9,9 @@
 )]
 
 use futures_util::{SinkExt, StreamExt};
-use hearth_testkit::smart::SmartEhr;
+use hearth_testkit::smart::{SmartEhr, USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
 use hearth_visit_protocol::{ClientMsg, LinkRequest, LinkResponse, Role, Secret, ServerMsg};
-use hearth_visit_server::settings::Settings;
+use hearth_visit_server::settings::{Algorithm, Ehr, Settings};
 use hearth_visit_server::Running;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -20,6 +20,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef0123456789";
+/// The audience the services under test accept (as a deployment's public URL behind its load
+/// balancer): tokens are asked for it (RFC 8707 `resource`) before a service starts, and two
+/// instances on Redis accept the same ones.
+pub const AUDIENCE: &str = "https://visit.hearth.test/";
+
+/// The clinician's token for the service under test ([`AUDIENCE`]), as Hearth asks for it.
+pub fn clinician_token(idp: &SmartEhr) -> String {
+    idp.clinician_access_token_for(AUDIENCE)
+}
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -29,9 +38,34 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Settings for a service at `port`, trusting `idp`'s tokens for its FHIR base.
+/// The service's credential at `idp`'s EHR (SMART Backend Services, its registered key).
+pub fn ehr_settings(idp: &SmartEhr) -> Ehr {
+    Ehr {
+        fhir_base_url: idp.fhir_base.clone(),
+        client_id: VISIT_CLIENT_ID.to_owned(),
+        private_key_pem: std::fs::read(idp.visit_client_key.path()).unwrap(),
+        algorithm: Algorithm::ES384,
+        key_id: Some(VISIT_CLIENT_KID.to_owned()),
+    }
+}
+
+/// An EHR (identity provider and FHIR server) whose `visits` are Appointments with the test
+/// clinician ([`USER_FHIR`]) as a participant, written to its FHIR server directly.
+pub fn ehr_with(visits: &[&str]) -> SmartEhr {
+    let idp = SmartEhr::start();
+    for visit in visits {
+        idp.put_appointment(visit, &[USER_FHIR]);
+    }
+    idp
+}
+
+/// Settings for a service at `port`, trusting `idp`'s tokens for [`AUDIENCE`] and asking its
+/// EHR about appointments.
 pub fn settings(idp: &SmartEhr, port: u16) -> Settings {
-    Settings::loopback(port, &idp.issuer, &idp.fhir_base, LINK_SECRET.as_bytes())
+    let mut s = Settings::loopback(port, &idp.issuer, LINK_SECRET.as_bytes());
+    s.identity.audiences = vec![AUDIENCE.to_owned()];
+    s.ehr = Some(ehr_settings(idp));
+    s
 }
 
 /// Starts the service in this process with `settings` (its port is chosen here).
@@ -260,8 +294,14 @@ impl Instance {
         }
         toml.push_str(extra);
         toml.push_str(&format!(
-            "[identity]\nissuer = \"{}\"\naudiences = [\"{}\"]\nclient_id = \"hearth\"\n",
-            idp.issuer, idp.fhir_base
+            "[identity]\nissuer = \"{}\"\naudiences = [\"{AUDIENCE}\"]\nclient_id = \"hearth\"\n",
+            idp.issuer
+        ));
+        toml.push_str(&format!(
+            "[ehr]\nfhir_base_url = \"{}\"\nclient_id = \"{VISIT_CLIENT_ID}\"\n\
+             private_key_file = \"{}\"\nkey_id = \"{VISIT_CLIENT_KID}\"\n",
+            idp.fhir_base,
+            idp.visit_client_key.path().display()
         ));
         let config = dir.path().join("hearth-visit.toml");
         std::fs::write(&config, toml).unwrap();
