@@ -233,13 +233,38 @@ impl Workstation {
         self.zone.today(self.clock.as_ref())
     }
 
+    /// The top bar's status. Behind the sign-in or lock screen it says only that (and what
+    /// the screen itself needs: the mode, the day, the idle minutes): no user, no launch
+    /// patient, no sync counts or words, no data version. Nothing there is for a passer-by.
     pub fn status(&self) -> Result<AppStatus, CoreError> {
         let ready = self.ready()?;
+        let signon = ready.signon.as_ref();
+        let session = signon.map_or(SessionState::NotRequired, |s| s.state());
+        if matches!(session, SessionState::SignedOut | SessionState::Locked) {
+            let words = match session {
+                SessionState::Locked => "Locked",
+                _ => "Signed out",
+            };
+            return Ok(AppStatus {
+                mode: ready.mode.clone(),
+                user: None,
+                connectivity: match self.sync.get() {
+                    Some(link) => link.summary().0,
+                    None => self.local_summary()?.0,
+                },
+                sync: SyncSummary::idle(words),
+                today: self.today().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                session,
+                idle_lock_minutes: signon.map(|s| s.idle_minutes()),
+                launch: None,
+                data_version: 0,
+            });
+        }
         let (connectivity, sync) = match self.sync.get() {
             Some(link) => link.summary(),
             None => self.local_summary()?,
         };
-        let signon = ready.signon.as_ref();
         Ok(AppStatus {
             mode: ready.mode.clone(),
             user: signon.and_then(|s| s.user()),
@@ -247,7 +272,7 @@ impl Workstation {
             sync,
             today: self.today().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            session: signon.map_or(SessionState::NotRequired, |s| s.state()),
+            session,
             idle_lock_minutes: signon.map(|s| s.idle_minutes()),
             launch: signon.and_then(|s| s.launch()),
             data_version: self.data_version(),
