@@ -21,8 +21,9 @@ mod rejected;
 mod resources;
 
 use audit::append_audit;
+pub use audit::AuditEntry;
 pub use conflicts::{Conflict, Resolution};
-pub use key::DbKey;
+pub use key::{AuditKey, DbKey};
 pub use keychain::Keychain;
 pub use outbox::{Method, OutboxEntry, OutboxState, OutboxSummary, OutboxWrite};
 pub use rejected::{Rejected, REJECTED_LIMIT};
@@ -80,6 +81,8 @@ pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
+    /// The audit chain's key (kept apart from the database key).
+    audit_key: AuditKey,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,8 +127,15 @@ fn open_reader(path: &Path, key: &DbKey) -> Result<Connection> {
 }
 
 impl Store {
-    /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
+    /// Opens (creating if absent) the database at `path` with `key`, and migrates it. Its
+    /// audit chain is keyed with a key derived from `key` ([`AuditKey::derived_from`]): for
+    /// tests and tools; the app opens with [`Store::open_with_keychain`].
     pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
+        Self::open_keyed(path, key, AuditKey::derived_from(key))
+    }
+
+    /// [`Store::open`] with the audit chain keyed by `audit_key`.
+    pub fn open_keyed(path: &Path, key: &DbKey, audit_key: AuditKey) -> Result<Self> {
         let conn = open_connection(path)?;
         // Another process of the same profile (the sync tool) may hold the write lock briefly.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -158,6 +168,7 @@ impl Store {
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_path_buf(),
+            audit_key,
         })
     }
 
@@ -197,7 +208,17 @@ impl Store {
             }
             None => keychain.create()?,
         };
-        Self::open(path, &key)
+        // The audit chain's key, in its own entry. A new one for a database that already
+        // has entries carries its plain (unkeyed) chain over, if that chain is intact.
+        let (audit_key, new_audit_key) = match keychain.load_audit_key()? {
+            Some(k) => (k, false),
+            None => (keychain.create_audit_key()?, true),
+        };
+        let store = Self::open_keyed(path, &key, audit_key)?;
+        if new_audit_key {
+            store.key_plain_chain()?;
+        }
+        Ok(store)
     }
 
     /// Runs `f` in one immediate transaction committed with `synchronous = FULL`: what the
