@@ -356,3 +356,67 @@ fn the_status_behind_the_sign_in_and_lock_screens_says_only_that() {
         assert_eq!(pushed.idle_lock_minutes, Some(10));
     });
 }
+
+#[test]
+fn who_viewed_which_chart_and_which_schedule_is_audited() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "who_viewed_which_chart_and_which_schedule_is_audited",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    // A patient in the local store, as a sync would have put it there.
+    let patient = serde_json::json!({
+        "resourceType": "Patient", "id": "p-77",
+        "name": [{"given": ["Audra"], "family": "Viewed"}]
+    });
+    ws.ehr_link()
+        .unwrap()
+        .store
+        .put_resources(&[hearth_model::row::resource_row(&patient).unwrap()])
+        .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+    });
+    ws.chart(&ChartRequest {
+        patient_id: "p-77".into(),
+    })
+    .unwrap();
+    let day = ws.schedule(&ScheduleRequest::default()).unwrap();
+    let expected = [
+        (
+            USER_FHIR.to_string(),
+            "view-chart".to_string(),
+            "Patient/p-77".to_string(),
+        ),
+        (
+            USER_FHIR.to_string(),
+            "view-schedule".to_string(),
+            format!("schedule {}", day.date),
+        ),
+    ];
+    wait_until(
+        Duration::from_secs(10),
+        "the views in the audit log",
+        || {
+            let log = ws.recent_audit(20).unwrap();
+            expected.iter().all(|e| log.contains(e))
+        },
+    );
+    // Locked, nothing is shown, so nothing is recorded as seen.
+    ws.lock_now().unwrap();
+    locked(ws.chart(&ChartRequest {
+        patient_id: "p-77".into(),
+    }));
+    let views = ws
+        .recent_audit(50)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, action, _)| action == "view-chart")
+        .count();
+    assert_eq!(views, 1);
+}
