@@ -1,5 +1,6 @@
-//! The sync engine: initial sync, push of the outbox, pull of changes.
+//! The sync engine: initial sync, push of the outbox, pull of changes, the audit log sent.
 
+mod audit;
 mod initial;
 mod pull;
 mod push;
@@ -139,6 +140,8 @@ pub struct Round {
     /// Writes found already applied at the EHR when sent again (an answer lost to a crash or
     /// a dropped connection): recorded as sent, not applied twice.
     pub replayed: usize,
+    /// Audit entries sent to the EHR as AuditEvents.
+    pub audit_sent: usize,
 }
 
 impl Round {
@@ -335,6 +338,7 @@ impl Engine {
         }
         self.handle.state().initial_done = true;
         self.push(&mut round).await?;
+        self.send_audit(&mut round).await?;
         self.pull(&mut round).await?;
         self.refetch(&mut round).await?;
         self.refetch_rejected(&mut round).await?;
