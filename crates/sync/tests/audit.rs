@@ -91,8 +91,13 @@ fn audit_entries_reach_the_ehr_as_audit_events_each_once() {
     .unwrap();
     assert_eq!(conn.execute("DELETE FROM audit_sent", []).unwrap(), 3);
     drop(conn);
+    let pulse = engine.handle().subscribe();
+    let records = pulse.borrow().records;
     let round = rt.block_on(engine.round()).unwrap();
     assert_eq!(round.audit_sent, 3);
+    // Sending the audit log is not a change of the records (the window's views, each one
+    // audited, would otherwise reload after every round).
+    assert_eq!(pulse.borrow().records, records);
     assert_eq!(search(&server, &format!("agent={DOCTOR}")).len(), 3);
     assert_eq!(store.audit_unsent(10).unwrap(), Vec::new());
     // The rounds' pulls did not bring the events into the local records.

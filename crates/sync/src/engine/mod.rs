@@ -146,11 +146,13 @@ pub struct Round {
 
 impl Round {
     /// Whether the round may have changed the local records (meeting unreadable records
-    /// again does not).
+    /// again does not, nor sending the audit log: the views reload when records change, and
+    /// each view is audited, so counting it would make the window reload after every round).
     fn touched_records(&self) -> bool {
         *self
             != Round {
                 unreadable: self.unreadable,
+                audit_sent: self.audit_sent,
                 ..Round::default()
             }
     }
