@@ -85,7 +85,7 @@ pub fn gate(props: &GateProps) -> Html {
             "lock-screen",
             "Hearth is locked",
             format!(
-                "Locked after {} minutes without activity, or by the user. The same user must sign in again to continue; nothing was lost.",
+                "Hearth locks after {} minutes without activity, or when asked to. The same user must sign in again to continue; nothing was lost.",
                 props.idle_minutes.unwrap_or(0),
             ),
             "Sign in to unlock",

@@ -104,3 +104,39 @@ fn audit_entries_reach_the_ehr_as_audit_events_each_once() {
     let id = view["id"].as_str().unwrap();
     assert!(!store.contains("AuditEvent", id).unwrap());
 }
+
+#[test]
+fn an_ehr_failing_audit_events_holds_up_neither_the_sync_nor_later_sends() {
+    let proxy = hearth_testkit::faulty::FaultyEhr::reserve();
+    let server = FhirServer::start_with_public_port(Some(proxy.port));
+    proxy.forward_to(server.port);
+    let (_dir, store) = common::fresh_store();
+    store.audit(DOCTOR, "view-chart", PATIENT).unwrap();
+    let rt = runtime();
+    let engine = engine(
+        &proxy.base_url(),
+        &store,
+        PatientScope::Schedule,
+        Duration::from_secs(60),
+    );
+    // A server error on the events (every try of this round): the round still succeeds (the
+    // records were pulled), the entry waits for the next one.
+    proxy.fail_next("POST /fhir/AuditEvent", 500, 2);
+    let round = rt.block_on(engine.round()).unwrap();
+    assert_eq!(round.audit_sent, 0);
+    assert_eq!(store.audit_unsent(10).unwrap().len(), 1);
+    let round = rt.block_on(engine.round()).unwrap();
+    assert_eq!(round.audit_sent, 1);
+    assert_eq!(search(&server, &format!("patient={PATIENT}")).len(), 1);
+
+    // Refused for good (422): remembered, never sent again.
+    store
+        .audit(DOCTOR, "view-chart", "Patient/p-refused")
+        .unwrap();
+    proxy.fail_next("POST /fhir/AuditEvent", 422, 1);
+    let round = rt.block_on(engine.round()).unwrap();
+    assert_eq!(round.audit_sent, 0);
+    assert!(store.audit_unsent(10).unwrap().is_empty());
+    rt.block_on(engine.round()).unwrap();
+    assert!(search(&server, "patient=Patient/p-refused").is_empty());
+}

@@ -138,8 +138,9 @@ fn audit_event(entry: &AuditEntry) -> Value {
 
 impl Engine {
     /// Sends the audit entries not sent yet, oldest first, each once. Stops at the first sign
-    /// the EHR is unreachable or the sign-in lapsed (they go next round); an entry the EHR
-    /// refuses for good (4xx) is remembered as refused and not sent again.
+    /// the EHR is unreachable or the sign-in lapsed (the round stops: they go next round), or
+    /// at a server error (the round goes on: the audit log never holds up the records); an
+    /// entry the EHR refuses for good (4xx) is remembered as refused and not sent again.
     pub async fn send_audit(&self, round: &mut Round) -> Result<()> {
         let store = self.handle.store.clone();
         let entries = blocking(move || store.audit_unsent(AUDIT_PER_ROUND)).await?;
@@ -159,10 +160,10 @@ impl Engine {
                 }
                 Err(
                     e @ (FhirError::Unreachable { .. }
-                    | FhirError::Server { .. }
                     | FhirError::Unauthorized(_)
                     | FhirError::Auth(_)),
                 ) => return Err(e.into()),
+                Err(FhirError::Server { .. }) => break,
                 Err(e) => {
                     self.store()
                         .mark_audit_sent(entry.seq, None, Some(&e.to_string()))?;

@@ -340,10 +340,11 @@ impl Engine {
         }
         self.handle.state().initial_done = true;
         self.push(&mut round).await?;
-        self.send_audit(&mut round).await?;
         self.pull(&mut round).await?;
         self.refetch(&mut round).await?;
         self.refetch_rejected(&mut round).await?;
+        // After the records: a long audit backlog never delays them.
+        self.send_audit(&mut round).await?;
         if self.reconcile_due()? {
             self.reconcile_step(&mut round, RECONCILE_CHUNKS_PER_ROUND)
                 .await?;
