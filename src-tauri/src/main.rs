@@ -85,6 +85,17 @@ fn main() -> ExitCode {
                 .inner_size(1280.0, 800.0)
                 .min_inner_size(960.0, 600.0)
                 .data_directory(data_dir.join("webview"))
+                // The window shows Hearth's own pages and nothing else: a link, a script or a
+                // redirect that would take it to another origin goes nowhere, and no page
+                // opens windows of its own.
+                .on_navigation(|url| {
+                    let ours = is_app_origin(url);
+                    if !ours {
+                        eprintln!("hearth: the window refused to leave for another origin");
+                    }
+                    ours
+                })
+                .on_new_window(|_, _| tauri::webview::NewWindowResponse::Deny)
                 .build()?;
             Ok(())
         })
@@ -94,6 +105,47 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hearth: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The origin Tauri serves the embedded UI from: `tauri://localhost` (Linux, macOS), or
+/// `http://tauri.localhost` / `https://tauri.localhost` (Windows, Android).
+fn is_app_origin(url: &tauri::Url) -> bool {
+    match url.scheme() {
+        "tauri" => url.host_str() == Some("localhost") && url.port().is_none(),
+        "http" | "https" => url.host_str() == Some("tauri.localhost") && url.port().is_none(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_app_origin;
+
+    #[test]
+    fn only_the_apps_own_origin_is_a_place_for_the_window() {
+        for ours in [
+            "tauri://localhost/index.html",
+            "tauri://localhost/",
+            "http://tauri.localhost/index.html",
+            "https://tauri.localhost/",
+        ] {
+            assert!(is_app_origin(&ours.parse().unwrap()), "{ours}");
+        }
+        for theirs in [
+            "http://127.0.0.1:8080/",
+            "http://localhost/",
+            "https://evil.example/",
+            "tauri://localhost.evil.example/",
+            "tauri://evil/",
+            "http://tauri.localhost:8080/",
+            "file:///etc/passwd",
+            "data:text/html,hi",
+            "javascript:alert(1)",
+            "about:blank",
+        ] {
+            assert!(!is_app_origin(&theirs.parse().unwrap()), "{theirs}");
         }
     }
 }

@@ -4,7 +4,8 @@
 //! - during the first download the top bar's progress bar moves (every value the page showed
 //!   is recorded in the page by a MutationObserver the test adds);
 //! - over 30 s of idle in EHR mode the page makes no calls at all: the test wraps the page's
-//!   `invoke` (WebDriver execute-script; nothing in the app is there for the test) and counts;
+//!   calls into the shell (WebDriver execute-script; nothing in the app is there for the test)
+//!   and counts;
 //! - a change at the EHR still reaches the screen within the poll interval (plus the round's
 //!   own time).
 
@@ -38,19 +39,22 @@ const WATCH_PROGRESS: &str = r#"
     return true;
 "#;
 
-/// Wraps the page's `invoke` (the one the UI's bridge calls, `window.__TAURI__.core.invoke`)
-/// so that each call's command name is recorded. The namespace object is frozen: a copy with
-/// the wrapper takes its place.
+/// Counts the page's calls into the shell: every `invoke` (the UI's bridge calls Tauri's
+/// `window.__TAURI_INTERNALS__.invoke`, which cannot be replaced) is a `fetch` of
+/// `ipc://localhost/<command>`; the page's `fetch` is wrapped so each one's command name is
+/// recorded.
 const COUNT_CALLS: &str = r#"
     window.__e2eCalls = [];
-    const core = window.__TAURI__.core;
-    const original = core.invoke;
-    const counted = function (cmd, args, options) {
-        window.__e2eCalls.push(String(cmd));
-        return original.call(core, cmd, args, options);
+    const original = window.fetch;
+    const counted = function (input, init) {
+        const url = String((input && input.url) || input);
+        if (url.startsWith('ipc:')) {
+            window.__e2eCalls.push(decodeURIComponent(url.split('/').pop()));
+        }
+        return original.call(window, input, init);
     };
-    window.__TAURI__.core = Object.assign({}, core, { invoke: counted });
-    return window.__TAURI__.core.invoke === counted;
+    window.fetch = counted;
+    return window.fetch === counted;
 "#;
 
 fn patient_name(server: &hearth_testkit::FhirServer, id: &str) -> Result<String> {
@@ -165,7 +169,7 @@ async fn the_window_is_pushed_status_and_changes_and_makes_no_timed_calls_when_i
         // Count the page's calls, and prove the count sees them: opening a visit's chart is
         // one call.
         let wrapped = app.client.execute(COUNT_CALLS, vec![]).await?;
-        ensure!(wrapped == true, "the page's invoke could not be wrapped");
+        ensure!(wrapped == true, "the page's calls could not be counted");
         let row = format!(
             "[data-appointment-id='{}']",
             clinic.appointments.first().context("no appointment")?

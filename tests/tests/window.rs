@@ -362,3 +362,106 @@ async fn typing_a_clinicians_name_narrows_the_shared_view_to_their_day() -> Resu
     .await;
     app.finish(outcome).await
 }
+
+/// What the app writes when its window refuses to leave for another origin.
+const REFUSED: &str = "the window refused to leave for another origin";
+
+/// A loopback listener that counts the connections it gets (and answers none).
+async fn counting_listener() -> Result<(
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    Ok((port, count, task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_has_no_global_tauri_api_and_the_window_stays_on_hearths_own_pages() -> Result<()>
+{
+    let app = Desktop::launch("stays-home").await?;
+    let (port, connections, listener) = counting_listener().await?;
+    let outcome = async {
+        // The app works: the status (pushed over the IPC channel) and the schedule (invoked).
+        app.text_when("#demo-banner", "the demo banner", |t| {
+            t.contains("DEMO DATA")
+        })
+        .await?;
+        let before = rows(&app).await?;
+        ensure!(!before.is_empty(), "no visits listed");
+
+        // A script in the page finds no ready-made Tauri API.
+        let global = app
+            .client
+            .execute("return typeof window.__TAURI__;", vec![])
+            .await?;
+        ensure!(global == "undefined", "window.__TAURI__ is {global}");
+
+        // A marker that survives only while this very page stays.
+        let home = app
+            .client
+            .execute(
+                "window.__e2eStayed = 'here'; return window.location.href;",
+                vec![],
+            )
+            .await?;
+        ensure!(
+            home.as_str()
+                .is_some_and(|u| u.starts_with("tauri://localhost")),
+            "the app's page is at {home}"
+        );
+        let elsewhere = format!("http://127.0.0.1:{port}/");
+        app.client
+            .execute(
+                "window.open(arguments[0]); window.location = arguments[0]; return true;",
+                vec![Value::String(elsewhere.clone())],
+            )
+            .await?;
+        let log = app.client.log_path().to_path_buf();
+        hearth_e2e::wait_until(
+            hearth_e2e::UI_TIMEOUT,
+            "the window to refuse the other origin",
+            || async {
+                let got = connections.load(std::sync::atomic::Ordering::SeqCst);
+                ensure!(
+                    got == 0,
+                    "the window went to {elsewhere} ({got} connection(s))"
+                );
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Ok(text.contains(REFUSED).then_some(()))
+            },
+        )
+        .await?;
+
+        // Still Hearth's page, the same one, working.
+        let stayed = app
+            .client
+            .execute(
+                "return [window.__e2eStayed || null, window.location.href];",
+                vec![],
+            )
+            .await?;
+        ensure!(
+            stayed[0] == "here" && stayed[1] == home,
+            "the page is not the one that was there ({home}): {stayed}"
+        );
+        let after = rows(&app).await?;
+        ensure!(after == before, "the schedule changed: {after:?}");
+        let got = connections.load(std::sync::atomic::Ordering::SeqCst);
+        ensure!(got == 0, "the listener got {got} connection(s)");
+        Ok(())
+    }
+    .await;
+    listener.abort();
+    app.finish(outcome).await
+}

@@ -1,25 +1,63 @@
-//! Calls into the desktop shell. The only place the UI touches Tauri: the `invoke` binding
-//! and its IPC `Channel` (both from `withGlobalTauri`'s `core`), typed by the IPC crate.
+//! Calls into the desktop shell. The only place the UI touches Tauri: its IPC core,
+//! `window.__TAURI_INTERNALS__` (`invoke`, and `transformCallback` under the IPC channel),
+//! typed by the IPC crate. The shell does not inject the global `window.__TAURI__` API
+//! (`withGlobalTauri` is off): a script that got into the page finds no ready-made API.
 
 use hearth_ipc::{ErrorCode, IpcError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
 extern "C" {
-    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"], catch)]
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI_INTERNALS__"], catch)]
     async fn invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
+
+    /// Registers a callback the shell can run by its number (what a `Channel` is made of).
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI_INTERNALS__"], js_name = transformCallback)]
+    fn transform_callback(callback: &Closure<dyn Fn(JsValue)>, once: bool) -> u32;
 }
 
-#[wasm_bindgen]
-extern "C" {
-    /// Tauri's IPC channel: passed to a command, it receives what the shell pushes.
-    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"])]
-    type Channel;
+/// Tauri's IPC channel, as its JavaScript API makes it: a callback the shell runs with
+/// `{ message, index }` for each push (and `{ end, index }` when it drops the channel),
+/// passed to a command as the text `__CHANNEL__:<callback id>`. A large message comes by a
+/// separate fetch and may overtake a smaller one: messages are handed on in index order.
+struct Channel {
+    id: u32,
+}
 
-    #[wasm_bindgen(constructor, js_namespace = ["window", "__TAURI__", "core"])]
-    fn new(onmessage: &Closure<dyn Fn(JsValue)>) -> Channel;
+impl Channel {
+    fn new(on_message: impl Fn(JsValue) + 'static) -> Self {
+        let next = RefCell::new((0u64, BTreeMap::<u64, JsValue>::new()));
+        let callback = Closure::<dyn Fn(JsValue)>::new(move |raw: JsValue| {
+            let field = |name: &str| js_sys::Reflect::get(&raw, &JsValue::from_str(name)).ok();
+            let Some(index) = field("index").and_then(|i| i.as_f64()) else {
+                return;
+            };
+            if field("end").is_some_and(|e| e.is_truthy()) {
+                return;
+            }
+            let message = field("message").unwrap_or(JsValue::UNDEFINED);
+            let mut next = next.borrow_mut();
+            let (expected, waiting) = &mut *next;
+            waiting.insert(index as u64, message);
+            while let Some(message) = waiting.remove(expected) {
+                *expected += 1;
+                on_message(message);
+            }
+        });
+        let id = transform_callback(&callback, false);
+        // The shell runs the callback for as long as it pushes, which may outlive any owner
+        // here: it stays (one small closure per subscription).
+        callback.forget();
+        Self { id }
+    }
+
+    fn arg(&self) -> JsValue {
+        JsValue::from_str(&format!("__CHANNEL__:{}", self.id))
+    }
 }
 
 #[derive(Serialize)]
@@ -70,14 +108,10 @@ pub async fn subscribe<Req: Serialize, T: DeserializeOwned + 'static>(
         js_sys::Reflect::set(&args, &JsValue::from_str("request"), &value)
             .map_err(|_| IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}")))?;
     }
-    let callback = Closure::<dyn Fn(JsValue)>::new(move |message: JsValue| {
+    let channel = Channel::new(move |message: JsValue| {
         on_message(decode(cmd, Ok(message)));
     });
-    let channel = Channel::new(&callback);
-    // The channel calls back for as long as the shell pushes, which may outlive any owner
-    // here: the callback stays (one small closure per subscription).
-    callback.forget();
-    js_sys::Reflect::set(&args, &JsValue::from_str("channel"), &channel)
+    js_sys::Reflect::set(&args, &JsValue::from_str("channel"), &channel.arg())
         .map_err(|_| IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}")))?;
     decode(cmd, invoke(cmd, args.into()).await)
 }

@@ -172,14 +172,15 @@ fn app() -> Html {
 
     if matches!(session, SessionState::SignedOut | SessionState::Locked) {
         // Nothing clinical behind the gate: the views are not rendered at all.
-        let (user, idle_minutes) = match &*status {
-            Load::Ready(s) => (s.user.clone(), s.idle_lock_minutes),
-            _ => (None, None),
+        // The shell names nobody here (the status behind the gate says only "locked").
+        let idle_minutes = match &*status {
+            Load::Ready(s) => s.idle_lock_minutes,
+            _ => None,
         };
         return html! {
             <div class="shell">
                 <TopBar status={(*status).clone()} on_open_sync={Callback::noop()} />
-                <signon::Gate {session} {user} {idle_minutes} />
+                <signon::Gate {session} {idle_minutes} />
             </div>
         };
     }
@@ -266,6 +267,7 @@ fn top_bar(props: &TopBarProps) -> Html {
                 Connectivity::Offline => ("offline", "Offline"),
                 Connectivity::NotApplicable => ("na", "No EHR (demo)"),
             };
+            let gated = matches!(s.session, SessionState::SignedOut | SessionState::Locked);
             let user = s
                 .user
                 .as_ref()
@@ -283,15 +285,18 @@ fn top_bar(props: &TopBarProps) -> Html {
                     <span id="sync-state" class="sync" title={s.sync.description.clone()} role="status">
                         <span class={classes!("dot", conn_class)} aria-hidden="true"></span>
                         { conn_text }
-                        { format!(" · {} queued", s.sync.queued_writes) }
-                        if s.sync.conflicts > 0 {
-                            <span id="sync-conflicts" class="badge">{ format!(" · {} need you", s.sync.conflicts) }</span>
-                        }
-                        if let Some(last) = &s.sync.last_success {
-                            { format!(" · last sync {}", clock_time(last)) }
+                        // Behind the sign-in and lock screens the shell sends no counts.
+                        if !gated {
+                            { format!(" · {} queued", s.sync.queued_writes) }
+                            if s.sync.conflicts > 0 {
+                                <span id="sync-conflicts" class="badge">{ format!(" · {} need you", s.sync.conflicts) }</span>
+                            }
+                            if let Some(last) = &s.sync.last_success {
+                                { format!(" · last sync {}", clock_time(last)) }
+                            }
                         }
                     </span>
-                    if matches!(s.mode, DataMode::Ehr { .. }) {
+                    if matches!(s.mode, DataMode::Ehr { .. }) && !gated {
                         <button id="sync-button" class="sync-button" onclick={props.on_open_sync.reform(|_: MouseEvent| ())}>{ "Sync details" }</button>
                     }
                     <span id="current-user" class="user">{ user }</span>

@@ -49,7 +49,6 @@ fn js_sys_now() -> f64 {
 #[derive(Properties, PartialEq)]
 pub struct GateProps {
     pub session: SessionState,
-    pub user: Option<UserSummary>,
     pub idle_minutes: Option<u32>,
 }
 
@@ -86,12 +85,8 @@ pub fn gate(props: &GateProps) -> Html {
             "lock-screen",
             "Hearth is locked",
             format!(
-                "Locked after {} minutes without activity. {} must sign in again to continue; nothing was lost.",
+                "Hearth locks after {} minutes without activity, or when asked to. The same user must sign in again to continue; nothing was lost.",
                 props.idle_minutes.unwrap_or(0),
-                props
-                    .user
-                    .as_ref()
-                    .map_or("The signed-in user".to_string(), |u| u.display_name.clone())
             ),
             "Sign in to unlock",
         )

@@ -84,6 +84,16 @@ impl Provider {
             .map_err(|e| AuthError::Discovery(format!("HTTP client: {e}")))?;
         let base = Url::parse(settings.fhir_base.trim_end_matches('/'))
             .map_err(|e| AuthError::Invalid(format!("FHIR base URL: {e}")))?;
+        // Everything sign-on reads or sends goes over TLS, but for a test server on this
+        // computer: the SMART configuration from the FHIR base, and the configured issuer.
+        secure(
+            "the FHIR base URL (where the SMART configuration is read)",
+            &base,
+        )?;
+        secure(
+            "the configured identity provider ([identity] issuer)",
+            &parse_url("[identity] issuer", &settings.issuer)?,
+        )?;
         let well_known = format!("{}/.well-known/smart-configuration", base.as_str());
         let response = http
             .get(&well_known)
@@ -122,6 +132,20 @@ impl Provider {
                 settings.issuer
             )));
         }
+        // The endpoints the SMART configuration names: https (RFC 8414 §2; loopback http
+        // only for a test server on this computer).
+        let endpoint = |name: &str, value: &str| -> Result<Url, AuthError> {
+            let url = parse_url(&format!("{well_known} {name}"), value)?;
+            secure(&format!("the SMART configuration's {name}"), &url)?;
+            Ok(url)
+        };
+        let authorization = endpoint("authorization_endpoint", &smart.authorization_endpoint)?;
+        let token = endpoint("token_endpoint", &smart.token_endpoint)?;
+        let revocation = smart
+            .revocation_endpoint
+            .as_deref()
+            .map(|r| endpoint("revocation_endpoint", r))
+            .transpose()?;
         let issuer = IssuerUrl::new(issuer_text)
             .map_err(|e| AuthError::Discovery(format!("issuer: {e}")))?;
         let client = http.clone();
@@ -135,6 +159,35 @@ impl Provider {
                     chain(&e)
                 ))
             })?;
+        // The issuer's own discovery document (whose `issuer` openidconnect has checked is
+        // the one asked, OIDC Discovery §4.3) is the authority on its endpoints: the SMART
+        // configuration, served by the FHIR server, must name the same ones, or a code and
+        // its PKCE verifier could be sent elsewhere.
+        let jwks = metadata.jwks_uri().url();
+        secure("the identity provider's jwks_uri", jwks)?;
+        same_endpoint(
+            "authorization_endpoint",
+            &authorization,
+            Some(metadata.authorization_endpoint().url()),
+            &issuer,
+        )?;
+        same_endpoint(
+            "token_endpoint",
+            &token,
+            metadata.token_endpoint().map(|t| t.url()),
+            &issuer,
+        )?;
+        if let Some(revocation) = &revocation {
+            // OpenID Connect discovery has no revocation endpoint: it must be the token
+            // endpoint's server.
+            if revocation.origin() != token.origin() {
+                return Err(AuthError::Discovery(format!(
+                    "the SMART configuration's revocation_endpoint {revocation} is not on the \
+                     server of its token_endpoint {token}; Hearth sends tokens only to the \
+                     identity provider"
+                )));
+            }
+        }
         Ok(Arc::new(Self {
             settings,
             smart,
@@ -207,6 +260,58 @@ impl Provider {
             description: field("error_description"),
         })
     }
+}
+
+fn parse_url(what: &str, text: &str) -> Result<Url, AuthError> {
+    Url::parse(text).map_err(|e| AuthError::Discovery(format!("{what} {text:?} is not a URL: {e}")))
+}
+
+/// Whether `url` is on this computer's loopback interface, by address (a name such as
+/// `localhost` could resolve elsewhere).
+fn on_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+/// `what` at `url` may be used for sign-on: https, or http on the loopback interface (a test
+/// server; RFC 8414 §2, RFC 8252 §8.3).
+fn secure(what: &str, url: &Url) -> Result<(), AuthError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if on_loopback(url) => Ok(()),
+        _ => Err(AuthError::Discovery(format!(
+            "{what} is {url}: sign-on endpoints must use https (http only on this computer's \
+             loopback address, for testing)"
+        ))),
+    }
+}
+
+/// The SMART configuration's endpoint `name` must be the identity provider's own: the one its
+/// OpenID Connect discovery names, or (when that names none) one on the issuer's server.
+fn same_endpoint(
+    name: &str,
+    smart: &Url,
+    provider: Option<&Url>,
+    issuer: &IssuerUrl,
+) -> Result<(), AuthError> {
+    let consistent = match provider {
+        Some(theirs) => theirs == smart,
+        None => issuer.url().origin() == smart.origin(),
+    };
+    if consistent {
+        return Ok(());
+    }
+    let named = provider.map_or_else(
+        || format!("its issuer is {}", issuer.as_str()),
+        |u| format!("its discovery names {u}"),
+    );
+    Err(AuthError::Discovery(format!(
+        "the SMART configuration's {name} {smart} is not the identity provider's ({named}); \
+         Hearth uses only the provider's own endpoints"
+    )))
 }
 
 /// An error and its sources, one line.

@@ -42,6 +42,42 @@ struct Ready {
     visits: Option<Arc<VisitDesk>>,
     /// `[visit] link_to_appointment`.
     visit_link_to_appointment: bool,
+    /// EHR mode: the views shown (who saw which chart or schedule, when) go to the audit log.
+    views: Option<ViewAudit>,
+}
+
+/// Writes the audit entries of views on a thread of its own: a view never waits for the
+/// store's writer (which a large sync transaction may hold), and is recorded moments later.
+struct ViewAudit {
+    entries: std::sync::Mutex<std::sync::mpsc::Sender<(String, &'static str, String)>>,
+}
+
+impl ViewAudit {
+    fn new(store: Arc<hearth_store::Store>) -> Result<Self, CoreError> {
+        let (tx, rx) = std::sync::mpsc::channel::<(String, &'static str, String)>();
+        std::thread::Builder::new()
+            .name("hearth-view-audit".into())
+            .spawn(move || {
+                // Ends when the workstation (the sender) goes.
+                for (actor, action, entity) in rx {
+                    if let Err(e) = store.audit(&actor, action, &entity) {
+                        // Names the action only: no patient on stderr.
+                        eprintln!("hearth: audit of {action} failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| CoreError::Store(format!("cannot start the audit writer: {e}")))?;
+        Ok(Self {
+            entries: std::sync::Mutex::new(tx),
+        })
+    }
+
+    fn record(&self, actor: String, action: &'static str, entity: String) {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.send((actor, action, entity)).is_err() {
+            eprintln!("hearth: audit of {action} failed: the audit writer stopped");
+        }
+    }
 }
 
 impl Workstation {
@@ -219,6 +255,7 @@ impl Workstation {
                 signon: None,
                 visits: None,
                 visit_link_to_appointment: false,
+                views: None,
             }),
             sync: OnceLock::new(),
         }
@@ -233,13 +270,38 @@ impl Workstation {
         self.zone.today(self.clock.as_ref())
     }
 
+    /// The top bar's status. Behind the sign-in or lock screen it says only that (and what
+    /// the screen itself needs: the mode, the day, the idle minutes): no user, no launch
+    /// patient, no sync counts or words, no data version. Nothing there is for a passer-by.
     pub fn status(&self) -> Result<AppStatus, CoreError> {
         let ready = self.ready()?;
+        let signon = ready.signon.as_ref();
+        let session = signon.map_or(SessionState::NotRequired, |s| s.state());
+        if matches!(session, SessionState::SignedOut | SessionState::Locked) {
+            let words = match session {
+                SessionState::Locked => "Locked",
+                _ => "Signed out",
+            };
+            return Ok(AppStatus {
+                mode: ready.mode.clone(),
+                user: None,
+                connectivity: match self.sync.get() {
+                    Some(link) => link.summary().0,
+                    None => self.local_summary()?.0,
+                },
+                sync: SyncSummary::idle(words),
+                today: self.today().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                session,
+                idle_lock_minutes: signon.map(|s| s.idle_minutes()),
+                launch: None,
+                data_version: 0,
+            });
+        }
         let (connectivity, sync) = match self.sync.get() {
             Some(link) => link.summary(),
             None => self.local_summary()?,
         };
-        let signon = ready.signon.as_ref();
         Ok(AppStatus {
             mode: ready.mode.clone(),
             user: signon.and_then(|s| s.user()),
@@ -247,7 +309,7 @@ impl Workstation {
             sync,
             today: self.today().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            session: signon.map_or(SessionState::NotRequired, |s| s.state()),
+            session,
             idle_lock_minutes: signon.map(|s| s.idle_minutes()),
             launch: signon.and_then(|s| s.launch()),
             data_version: self.data_version(),
@@ -270,7 +332,30 @@ impl Workstation {
         records.wrapping_add(rooms)
     }
 
+    /// Records that the user saw `entity` (`view-chart` of `Patient/<id>`, `view-schedule`
+    /// of a day): ONC 170.315(d)(2)/(d)(3). EHR mode only (demo data has no patients).
+    fn audit_view(&self, ready: &Ready, action: &'static str, entity: String) {
+        if let Some(views) = &ready.views {
+            let actor = ready
+                .signon
+                .as_ref()
+                .and_then(|s| s.user())
+                .and_then(|u| u.fhir_user)
+                .unwrap_or_else(|| "hearth".into());
+            views.record(actor, action, entity);
+        }
+    }
+
+    /// The schedule of a day, as the user sees it (audited as a view).
     pub fn schedule(&self, request: &ScheduleRequest) -> Result<ScheduleDay, CoreError> {
+        let day = self.schedule_day(request)?;
+        let ready = self.ready()?;
+        self.audit_view(ready, "view-schedule", format!("schedule {}", day.date));
+        Ok(day)
+    }
+
+    /// The schedule of a day, for the workstation itself (not a view: not audited).
+    pub(crate) fn schedule_day(&self, request: &ScheduleRequest) -> Result<ScheduleDay, CoreError> {
         let ready = self.open_for_phi()?;
         let date = match &request.date {
             None => self.today(),
@@ -369,7 +454,13 @@ impl Workstation {
         if request.patient_id.trim().is_empty() {
             return Err(CoreError::InvalidInput("patient_id is empty".into()));
         }
-        chart::chart(ready.store.as_ref(), &request.patient_id, self.today())
+        let chart = chart::chart(ready.store.as_ref(), &request.patient_id, self.today())?;
+        self.audit_view(
+            ready,
+            "view-chart",
+            format!("Patient/{}", request.patient_id),
+        );
+        Ok(chart)
     }
 }
 
@@ -407,6 +498,7 @@ impl Ready {
                 &profile::database_key_account(&path),
             );
             let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
+            let views = Some(ViewAudit::new(sql.clone())?);
             let signon =
                 SignOn::for_profile(config, &path, &sql, idle_clock, options.ehr_launch.clone())
                     .map(Arc::new);
@@ -435,6 +527,7 @@ impl Ready {
                     .visit
                     .as_ref()
                     .is_some_and(|v| v.link_to_appointment),
+                views,
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -456,6 +549,7 @@ impl Ready {
             signon: None,
             visits: None,
             visit_link_to_appointment: false,
+            views: None,
         })
     }
 }

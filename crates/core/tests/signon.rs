@@ -343,3 +343,192 @@ fn an_ehr_launch_opens_the_patient_and_a_launch_from_another_ehr_is_refused() {
     assert_eq!(context.patient_id.as_deref(), Some("p-42"));
     assert_eq!(context.encounter_id.as_deref(), Some("e-7"));
 }
+
+/// An engine with work waiting: what the top bar of a signed-in user shows.
+struct BusyEngine {
+    pulse: tokio::sync::watch::Sender<hearth_core::sync_link::SyncPulse>,
+}
+
+const BUSY_WORDS: &str = "3 changes waiting for the EHR";
+
+impl hearth_core::sync_link::SyncLink for BusyEngine {
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<hearth_core::sync_link::SyncPulse> {
+        self.pulse.subscribe()
+    }
+    fn summary(&self) -> (hearth_ipc::Connectivity, hearth_ipc::SyncSummary) {
+        let mut s = hearth_ipc::SyncSummary::idle(BUSY_WORDS);
+        s.queued_writes = 3;
+        s.conflicts = 2;
+        s.failed_writes = 1;
+        s.unreadable_records = 4;
+        s.last_success = Some("2026-03-10T16:10:00Z".into());
+        (hearth_ipc::Connectivity::Online, s)
+    }
+    fn panel(&self) -> Result<hearth_ipc::SyncPanel, hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable(
+            "no panel here".into(),
+        ))
+    }
+    fn resolve(
+        &self,
+        _: &hearth_ipc::ResolveConflictRequest,
+    ) -> Result<(), hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable("none".into()))
+    }
+    fn settle_failed(
+        &self,
+        _: &hearth_ipc::SettleFailedWriteRequest,
+    ) -> Result<(), hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable("none".into()))
+    }
+    fn set_join_link(&self, _: &str, _: &str, _: &str) -> Result<(), hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable("none".into()))
+    }
+}
+
+/// What the status may say behind the sign-in or lock screen: the session and nothing of
+/// the user, the patient the EHR launched or the work waiting.
+fn says_only(status: &hearth_ipc::AppStatus, session: SessionState) {
+    assert_eq!(status.session, session);
+    assert_eq!(status.user, None, "the user is named behind the gate");
+    assert_eq!(
+        status.launch, None,
+        "the launch patient is named behind the gate"
+    );
+    let s = &status.sync;
+    assert_eq!(
+        (
+            s.queued_writes,
+            s.conflicts,
+            s.failed_writes,
+            s.unreadable_records
+        ),
+        (0, 0, 0, 0),
+        "counts behind the gate"
+    );
+    assert_eq!(s.last_success, None);
+    assert!(!s.description.contains(BUSY_WORDS), "{:?}", s.description);
+    assert_eq!(status.data_version, 0);
+}
+
+#[test]
+fn the_status_behind_the_sign_in_and_lock_screens_says_only_that() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "the_status_behind_the_sign_in_and_lock_screens_says_only_that",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let launch = ehr.register_launch("p-42", Some("e-7"));
+    let desk = desk(
+        &home,
+        &ehr,
+        Some(EhrLaunch {
+            iss: ehr.fhir_base.clone(),
+            launch,
+        }),
+    );
+    let ws = desk.ws.clone();
+    let engine = Arc::new(BusyEngine {
+        pulse: tokio::sync::watch::Sender::new(hearth_core::sync_link::SyncPulse {
+            status: 1,
+            records: 17,
+        }),
+    });
+    ws.attach_sync(engine);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        says_only(&ws.status().unwrap(), SessionState::SignedOut);
+
+        sign_in(&desk).await.unwrap();
+        // Signed in, the same status names all of it (the test's engine and launch).
+        let open = ws.status().unwrap();
+        assert_eq!(open.session, SessionState::SignedIn);
+        assert_eq!(open.user.unwrap().display_name, USER_DISPLAY);
+        assert_eq!(open.launch.unwrap().patient_id.as_deref(), Some("p-42"));
+        assert_eq!(open.sync.queued_writes, 3);
+        assert_eq!(open.sync.description, BUSY_WORDS);
+        assert_eq!(open.data_version, 17);
+
+        // Locked: the command and the feed the window follows say "locked" and nothing else.
+        let mut feed = ws.status_feed().unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), ws.next_status(&mut feed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.session, SessionState::SignedIn);
+        ws.lock_now().unwrap();
+        says_only(&ws.status().unwrap(), SessionState::Locked);
+        let pushed = tokio::time::timeout(Duration::from_secs(5), ws.next_status(&mut feed))
+            .await
+            .expect("the lock is pushed")
+            .unwrap();
+        says_only(&pushed, SessionState::Locked);
+        assert_eq!(pushed.idle_lock_minutes, Some(10));
+    });
+}
+
+#[test]
+fn who_viewed_which_chart_and_which_schedule_is_audited() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "who_viewed_which_chart_and_which_schedule_is_audited",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    // A patient in the local store, as a sync would have put it there.
+    let patient = serde_json::json!({
+        "resourceType": "Patient", "id": "p-77",
+        "name": [{"given": ["Audra"], "family": "Viewed"}]
+    });
+    ws.ehr_link()
+        .unwrap()
+        .store
+        .put_resources(&[hearth_model::row::resource_row(&patient).unwrap()])
+        .unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+    });
+    ws.chart(&ChartRequest {
+        patient_id: "p-77".into(),
+    })
+    .unwrap();
+    let day = ws.schedule(&ScheduleRequest::default()).unwrap();
+    let expected = [
+        (
+            USER_FHIR.to_string(),
+            "view-chart".to_string(),
+            "Patient/p-77".to_string(),
+        ),
+        (
+            USER_FHIR.to_string(),
+            "view-schedule".to_string(),
+            format!("schedule {}", day.date),
+        ),
+    ];
+    wait_until(
+        Duration::from_secs(10),
+        "the views in the audit log",
+        || {
+            let log = ws.recent_audit(20).unwrap();
+            expected.iter().all(|e| log.contains(e))
+        },
+    );
+    // Locked, nothing is shown, so nothing is recorded as seen.
+    ws.lock_now().unwrap();
+    locked(ws.chart(&ChartRequest {
+        patient_id: "p-77".into(),
+    }));
+    let views = ws
+        .recent_audit(50)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, action, _)| action == "view-chart")
+        .count();
+    assert_eq!(views, 1);
+}

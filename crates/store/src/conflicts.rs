@@ -122,6 +122,7 @@ impl Store {
             }
             append_audit(
                 tx,
+                &self.audit_key,
                 actor,
                 &format!("resolve-{label}"),
                 &format!("{ty}/{id}"),

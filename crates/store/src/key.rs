@@ -30,6 +30,11 @@ impl DbKey {
         SecretString::from(hex)
     }
 
+    /// The raw bytes, for deriving a test store's audit key (zeroised with the key).
+    pub(crate) fn raw(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(*self.0.expose_secret())
+    }
+
     /// SQLCipher's statements that give a connection this raw key and the database's page
     /// size (`cipher_page_size`, which the encrypted file cannot tell); zeroised when dropped.
     pub(crate) fn pragma(&self, page_size: u32) -> Zeroizing<String> {
@@ -71,6 +76,46 @@ impl PartialEq for DbKey {
 }
 
 impl Eq for DbKey {}
+
+/// The 256-bit key of the audit log's chain (HMAC-SHA256). Kept in the OS keychain in an
+/// entry of its own, apart from the database key: whoever has the database key alone can read
+/// and change the database, but cannot make a changed audit entry verify. `Debug` shows
+/// `[REDACTED]`; zeroised when dropped.
+#[derive(Debug)]
+pub struct AuditKey(SecretBox<[u8; 32]>);
+
+impl AuditKey {
+    /// A fresh random key from the operating system's generator.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut()).map_err(|e| StoreError::Random(e.to_string()))?;
+        Ok(Self(SecretBox::new(Box::new(*bytes))))
+    }
+
+    /// For stores opened without a keychain (tests, benches, tools given only a database
+    /// key): a key derived from the database key, so such a store's chain still verifies
+    /// across openings. It gives no protection beyond the database key's; the app and the
+    /// `hearth-sync` tool open with the keychain, where the audit key is its own entry.
+    pub fn derived_from(db: &DbKey) -> Self {
+        let raw = db.raw();
+        let mac = crate::audit::hmac_sha256(&raw[..], &[b"hearth audit key v1"]);
+        Self(SecretBox::new(Box::new(mac)))
+    }
+
+    /// Lowercase hex, for keychains that hold text; zeroised when dropped.
+    pub fn hex(&self) -> SecretString {
+        DbKey::from_bytes(*self.0.expose_secret()).hex()
+    }
+
+    /// Parses the hex form; `None` if it is not 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        DbKey::from_hex(s).map(|k| Self(SecretBox::new(Box::new(*k.raw()))))
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        self.0.expose_secret()
+    }
+}
 
 #[cfg(test)]
 mod tests {

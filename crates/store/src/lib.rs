@@ -21,8 +21,9 @@ mod rejected;
 mod resources;
 
 use audit::append_audit;
+pub use audit::AuditEntry;
 pub use conflicts::{Conflict, Resolution};
-pub use key::DbKey;
+pub use key::{AuditKey, DbKey};
 pub use keychain::Keychain;
 pub use outbox::{Method, OutboxEntry, OutboxState, OutboxSummary, OutboxWrite};
 pub use rejected::{Rejected, REJECTED_LIMIT};
@@ -80,6 +81,8 @@ pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
     path: PathBuf,
+    /// The audit chain's key (kept apart from the database key).
+    audit_key: AuditKey,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,8 +139,15 @@ fn open_reader(path: &Path, key: &DbKey, page_size: u32) -> Result<Connection> {
 }
 
 impl Store {
-    /// Opens (creating if absent) the database at `path` with `key`, and migrates it.
+    /// Opens (creating if absent) the database at `path` with `key`, and migrates it. Its
+    /// audit chain is keyed with a key derived from `key` ([`AuditKey::derived_from`]): for
+    /// tests and tools; the app opens with [`Store::open_with_keychain`].
     pub fn open(path: &Path, key: &DbKey) -> Result<Self> {
+        Self::open_keyed(path, key, AuditKey::derived_from(key))
+    }
+
+    /// [`Store::open`] with the audit chain keyed by `audit_key`.
+    pub fn open_keyed(path: &Path, key: &DbKey, audit_key: AuditKey) -> Result<Self> {
         let empty = |p: &Path| std::fs::metadata(p).map_or(true, |m| m.len() == 0);
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
@@ -151,7 +161,7 @@ impl Store {
         };
         for &page_size in sizes {
             if let Some(conn) = Self::try_key(path, key, page_size)? {
-                return Self::open_keyed(conn, path, key, page_size);
+                return Self::open_with_connection(conn, path, key, page_size, audit_key);
             }
         }
         Err(StoreError::WrongKey {
@@ -176,7 +186,13 @@ impl Store {
         }
     }
 
-    fn open_keyed(conn: Connection, path: &Path, key: &DbKey, page_size: u32) -> Result<Self> {
+    fn open_with_connection(
+        conn: Connection,
+        path: &Path,
+        key: &DbKey,
+        page_size: u32,
+        audit_key: AuditKey,
+    ) -> Result<Self> {
         let display = path.display().to_string();
         conn.execute_batch(&format!(
             "PRAGMA temp_store = MEMORY;
@@ -197,6 +213,7 @@ impl Store {
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_path_buf(),
+            audit_key,
         })
     }
 
@@ -236,7 +253,17 @@ impl Store {
             }
             None => keychain.create()?,
         };
-        Self::open(path, &key)
+        // The audit chain's key, in its own entry. A new one for a database that already
+        // has entries carries its plain (unkeyed) chain over, if that chain is intact.
+        let (audit_key, new_audit_key) = match keychain.load_audit_key()? {
+            Some(k) => (k, false),
+            None => (keychain.create_audit_key()?, true),
+        };
+        let store = Self::open_keyed(path, &key, audit_key)?;
+        if new_audit_key {
+            store.key_plain_chain()?;
+        }
+        Ok(store)
     }
 
     /// Runs `f` in one immediate transaction committed with `synchronous = FULL`: what the

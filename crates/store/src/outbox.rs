@@ -196,6 +196,7 @@ impl Store {
             };
             append_audit(
                 tx,
+                &self.audit_key,
                 actor,
                 &format!("queue-{}", write.method.as_str()),
                 &entity,
@@ -376,7 +377,7 @@ impl Store {
             } else {
                 "discard-refused"
             };
-            append_audit(tx, actor, action, &entity)?;
+            append_audit(tx, &self.audit_key, actor, action, &entity)?;
             Ok(())
         })
     }

@@ -189,7 +189,7 @@ impl Workstation {
 
     /// Today's virtual visits still to happen or under way: their local starts, by id.
     fn todays_virtual_visits(&self) -> HashMap<String, String> {
-        let Ok(day) = self.schedule(&ScheduleRequest::default()) else {
+        let Ok(day) = self.schedule_day(&ScheduleRequest::default()) else {
             return HashMap::new();
         };
         day.appointments

@@ -1,5 +1,6 @@
-//! The sync engine: initial sync, push of the outbox, pull of changes.
+//! The sync engine: initial sync, push of the outbox, pull of changes, the audit log sent.
 
+mod audit;
 mod initial;
 mod pull;
 mod push;
@@ -139,15 +140,19 @@ pub struct Round {
     /// Writes found already applied at the EHR when sent again (an answer lost to a crash or
     /// a dropped connection): recorded as sent, not applied twice.
     pub replayed: usize,
+    /// Audit entries sent to the EHR as AuditEvents.
+    pub audit_sent: usize,
 }
 
 impl Round {
     /// Whether the round may have changed the local records (meeting unreadable records
-    /// again does not).
+    /// again does not, nor sending the audit log: the views reload when records change, and
+    /// each view is audited, so counting it would make the window reload after every round).
     fn touched_records(&self) -> bool {
         *self
             != Round {
                 unreadable: self.unreadable,
+                audit_sent: self.audit_sent,
                 ..Round::default()
             }
     }
@@ -338,6 +343,8 @@ impl Engine {
         self.pull(&mut round).await?;
         self.refetch(&mut round).await?;
         self.refetch_rejected(&mut round).await?;
+        // After the records: a long audit backlog never delays them.
+        self.send_audit(&mut round).await?;
         if self.reconcile_due()? {
             self.reconcile_step(&mut round, RECONCILE_CHUNKS_PER_ROUND)
                 .await?;

@@ -77,7 +77,9 @@ impl Engine {
                 if let Some(lu) = last_updated.as_deref().and_then(instant) {
                     newest = newest.max(Some(lu));
                 }
-                if !seen.insert((ty.clone(), id.clone())) {
+                // Audit events (Hearth's own, sent by send_audit, and others') are the EHR's
+                // record, never shown here: not kept.
+                if !seen.insert((ty.clone(), id.clone())) || ty == "AuditEvent" {
                     continue;
                 }
                 match entry {
