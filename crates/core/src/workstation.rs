@@ -56,7 +56,10 @@ impl Workstation {
         clock: Arc<dyn Clock>,
         idle_clock: Arc<dyn hearth_auth::Clock>,
     ) -> Self {
-        let config = MachineConfig::load(&options.config_path);
+        let config = MachineConfig::load_layered(
+            &options.config_path,
+            options.machine_config_path.as_deref(),
+        );
         let zone = config
             .as_ref()
             .map_or_else(|_| Zone::system(), MachineConfig::zone);
@@ -407,6 +410,13 @@ impl Ready {
                 &profile::database_key_account(&path),
             );
             let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
+            // A profile opens only under the EHR and sign-on settings it was made with.
+            profile::check_binding(
+                &sql,
+                &path,
+                config,
+                &options.config_path.display().to_string(),
+            )?;
             let signon =
                 SignOn::for_profile(config, &path, &sql, idle_clock, options.ehr_launch.clone())
                     .map(Arc::new);

@@ -40,8 +40,8 @@ fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
     let options = LaunchOptions {
         data_dir: Some(data_dir.clone()),
         config_path: config,
-        demo_seed: None,
         ehr_launch: launch,
+        ..LaunchOptions::default()
     };
     let idle = Arc::new(hearth_auth::ManualClock::default());
     let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
@@ -230,4 +230,71 @@ fn an_ehr_launch_opens_the_patient_and_a_launch_from_another_ehr_is_refused() {
     let context = status.launch.unwrap();
     assert_eq!(context.patient_id.as_deref(), Some("p-42"));
     assert_eq!(context.encounter_id.as_deref(), Some("e-7"));
+}
+
+#[test]
+fn a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    // The profile is made with sign-in (its first start binds it).
+    let made = desk(&home, &ehr, None);
+    assert_eq!(made.ws.status().unwrap().session, SessionState::SignedOut);
+    drop(made);
+
+    let start = |name: &str, text: String| {
+        let config = home.join(name);
+        std::fs::write(&config, text).unwrap();
+        Workstation::start(
+            &LaunchOptions {
+                data_dir: Some(home.join("profile")),
+                config_path: config,
+                ..LaunchOptions::default()
+            },
+            Arc::new(ManualClock::new(chrono::Local::now().fixed_offset())),
+        )
+    };
+    // The same EHR (on loopback, so the configuration alone allows it without sign-on) and no
+    // [identity]: refused, naming what differs; no PHI, no store for the sync engine.
+    let ws = start(
+        "no-sign-in.toml",
+        format!("[ehr]\nfhir_base_url = \"{}\"\n", ehr.fhir_base),
+    );
+    let e = ws.status().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Configuration);
+    let text = e.to_string();
+    assert!(
+        text.contains("identity.issuer")
+            && text.contains(&ehr.issuer)
+            && text.contains("none (no sign-in)")
+            && text.contains("identity.client_id")
+            && text.contains(&home.join("profile").display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        ws.schedule(&ScheduleRequest::default()).unwrap_err().code(),
+        ErrorCode::Configuration
+    );
+    assert!(ws.ehr_link().is_none() && ws.signon().is_none());
+
+    // Another EHR, same sign-in: refused too.
+    let ws = start(
+        "other-ehr.toml",
+        ehr.machine_config(&home.join("url"), "")
+            .replace(&ehr.fhir_base, "http://127.0.0.1:9/fhir"),
+    );
+    let text = ws.status().unwrap_err().to_string();
+    assert!(
+        text.contains("ehr.fhir_base_url") && !text.contains("identity.issuer"),
+        "{text}"
+    );
+
+    // The settings it was made with still open it.
+    let again = desk(&home, &ehr, None);
+    assert_eq!(again.ws.status().unwrap().session, SessionState::SignedOut);
 }

@@ -11,6 +11,7 @@
 //! nothing decrypted is spilled to temp files.
 
 mod audit;
+mod binding;
 mod conflicts;
 mod cursors;
 mod key;
@@ -21,6 +22,7 @@ mod rejected;
 mod resources;
 
 use audit::append_audit;
+pub use binding::ProfileBinding;
 pub use conflicts::{Conflict, Resolution};
 pub use key::DbKey;
 pub use keychain::Keychain;

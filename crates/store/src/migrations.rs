@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("../migrations/0002_sync.sql")),
     (3, include_str!("../migrations/0003_resource_rowid.sql")),
     (4, include_str!("../migrations/0004_rejected.sql")),
+    (5, include_str!("../migrations/0005_profile_binding.sql")),
 ];
 
 /// The newest schema this build knows.
