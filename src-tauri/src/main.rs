@@ -64,17 +64,9 @@ fn main() -> ExitCode {
                 }
             }
             // The signed-in user's access token is renewed before it ends, for the life of the
-            // app; a refused renewal leaves the session for the user to sign in again.
+            // app; a refused renewal shows at once (the window asks the user to sign in again).
             if let Some(signon) = workstation.signon() {
-                tauri::async_runtime::spawn(signon.tokens().keep_fresh(
-                    std::time::Duration::from_secs(15),
-                    |e| {
-                        eprintln!(
-                            "hearth: the sign-in could not be renewed ({}); sign in again",
-                            e.code()
-                        )
-                    },
-                ));
+                tauri::async_runtime::spawn(signon.keep_fresh(std::time::Duration::from_secs(15)));
             }
             app.manage(workstation);
             app.manage(push::Subscriptions::default());

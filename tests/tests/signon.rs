@@ -182,3 +182,60 @@ async fn a_configuration_without_sign_in_cannot_open_a_profile_made_with_it() ->
     .await;
     app.finish(outcome).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_renewal_shows_in_the_window_at_once() -> Result<()> {
+    let name = "a_failed_renewal_shows_in_the_window_at_once";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return Ok(());
+    };
+    // Access tokens of 8 s: the window renews about every 4 s.
+    let ehr = SmartEhr::start_with_access_ttl(8);
+    let url_file = home.join("sign-in-url.txt");
+    let app = Desktop::launch_with(
+        "renewal-failed",
+        LaunchSpec {
+            config: Some(signon_config(&ehr, &url_file, "")),
+            ..LaunchSpec::default()
+        },
+    )
+    .await?;
+    let outcome = async {
+        app.text_when("#sign-in h1", "the sign-in screen", |t| {
+            t.contains("Sign in")
+        })
+        .await?;
+        app.sign_in_at(&url_file).await?;
+        // The provider's answer to the next renewal is rejected (a spoilt ID token): the
+        // window says the sign-in has ended and offers to sign in again, and the top bar
+        // no longer says "Online".
+        ehr.spoil_next_id_token("signature");
+        app.text_when("#sign-in-expired h1", "the sign-in-again screen", |t| {
+            t.contains("Your sign-in has ended")
+        })
+        .await?;
+        let state = app
+            .text_when("#sync-state", "the top bar's state", |t| !t.is_empty())
+            .await?;
+        anyhow::ensure!(
+            state.contains("Not synchronising") && !state.contains("Online"),
+            "the top bar says {state:?}"
+        );
+        anyhow::ensure!(
+            app.client
+                .find_all(Locator::Css("#region-schedule"))
+                .await?
+                .is_empty(),
+            "the schedule is still rendered"
+        );
+        app.screenshot("renewal-failed").await?;
+        // Signing in again brings the window back.
+        std::fs::remove_file(&url_file)?;
+        app.sign_in_at(&url_file).await?;
+        app.all("#region-schedule", "the schedule after signing in again")
+            .await?;
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}

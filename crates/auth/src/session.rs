@@ -263,6 +263,12 @@ impl Session {
             .map(|a| Bearer::new(a.token.expose()))
     }
 
+    /// When the access token ends (`None` after sign-out): without a renewal by then, the
+    /// session can no longer reach the EHR.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.access().as_ref().map(|a| a.expires_at)
+    }
+
     /// When the access token should be refreshed: at 80 % of its life, and at least 30 s
     /// before it ends. `None` after sign-out.
     pub fn refresh_due(&self) -> Option<SystemTime> {
@@ -346,6 +352,8 @@ impl Session {
 pub struct Tokens {
     session: RwLock<Option<Arc<Session>>>,
     changed: tokio::sync::Notify,
+    /// Bumped after each successful renewal by [`Tokens::keep_fresh`].
+    renewed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -362,6 +370,12 @@ impl Tokens {
     pub fn set(&self, session: Option<Arc<Session>>) {
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = session;
         self.changed.notify_waiters();
+    }
+
+    /// Follows renewals: the value changes after each access token [`Tokens::keep_fresh`]
+    /// got, so whoever shows the session's health learns that it is good again.
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.renewed.subscribe()
     }
 
     pub fn current(&self) -> Option<Arc<Session>> {
@@ -398,7 +412,7 @@ impl Tokens {
                 () = tokio::time::sleep(wait) => {}
             }
             match session.refresh().await {
-                Ok(()) => {}
+                Ok(()) => self.renewed.send_modify(|n| *n += 1),
                 Err(e)
                     if e.needs_sign_in()
                         || matches!(e, AuthError::WrongUser | AuthError::InvalidIdToken(_)) =>

@@ -32,6 +32,9 @@ pub struct SignOn {
     audit: AuditFn,
     /// Bumped when the session changes (sign-in, sign-out, lock, unlock), for the window.
     pulse: tokio::sync::watch::Sender<u64>,
+    /// Why the current session's renewal was refused (its stable code), until a sign-in
+    /// replaces it.
+    renewal_refused: Mutex<Option<&'static str>>,
 }
 
 impl std::fmt::Debug for SignOn {
@@ -88,6 +91,7 @@ impl SignOn {
             signing_in: tokio::sync::Mutex::new(()),
             audit,
             pulse: tokio::sync::watch::Sender::new(0),
+            renewal_refused: Mutex::new(None),
         }
     }
 
@@ -141,10 +145,64 @@ impl SignOn {
         )
     }
 
-    /// Follows the session: the value changes on sign-in, sign-out, lock and unlock. (The idle
-    /// lock falls due without an event: see [`SignOn::lock_due_in`].)
+    /// Follows the session: the value changes on sign-in, sign-out, lock, unlock and a
+    /// refused renewal. (The idle lock and the access token's end fall due without an event:
+    /// see [`SignOn::lock_due_in`] and [`SignOn::expiry_due_in`]; a renewal that worked is
+    /// [`SignOn::renewals`].)
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.pulse.subscribe()
+    }
+
+    /// Follows the access token's renewals (each one that worked).
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tokens.renewals()
+    }
+
+    /// Keeps the signed-in user's access token fresh for as long as the process runs
+    /// (unreachable provider: again after `retry`). A renewal the provider refuses, or whose
+    /// answer Hearth rejects, ends the session's health at once: the state is
+    /// [`SessionState::Expired`] (no PHI, the window offers to sign in again), the status
+    /// says that nothing is synchronised, and the failure is audited.
+    pub async fn keep_fresh(self: Arc<Self>, retry: Duration) {
+        let me = self.clone();
+        self.tokens
+            .clone()
+            .keep_fresh(retry, move |e| me.renewal_failed(e))
+            .await;
+    }
+
+    /// The current session could not be renewed (`e` says why): the user must sign in again.
+    pub fn renewal_failed(&self, e: &AuthError) {
+        if self.tokens.current().is_none() {
+            return;
+        }
+        *guard(&self.renewal_refused) = Some(e.code());
+        (self.audit)(&self.actor(), "renewal-failed", e.code());
+        self.session_changed();
+    }
+
+    /// How long until the access token ends without a renewal (`None` signed out, or ended
+    /// already): when the state must be looked at again.
+    pub fn expiry_due_in(&self) -> Option<Duration> {
+        let ends = self.tokens.current()?.expires_at()?;
+        ends.duration_since(std::time::SystemTime::now()).ok()
+    }
+
+    /// Why the session is [`SessionState::Expired`], in words for the status line.
+    pub fn expiry_reason(&self) -> Option<String> {
+        self.tokens.current()?;
+        if let Some(code) = *guard(&self.renewal_refused) {
+            return Some(format!(
+                "the sign-in service would not renew the sign-in ({code})"
+            ));
+        }
+        self.access_ended()
+            .then(|| "the sign-in ran out and could not be renewed".to_string())
+    }
+
+    /// The session's access token has run out.
+    fn access_ended(&self) -> bool {
+        self.tokens.current().is_some_and(|s| s.bearer().is_none())
     }
 
     fn session_changed(&self) {
@@ -162,7 +220,14 @@ impl SignOn {
         if self.tokens.current().is_none() {
             return SessionState::SignedOut;
         }
-        self.session_state(self.lock.check())
+        match self.session_state(self.lock.check()) {
+            SessionState::SignedIn
+                if guard(&self.renewal_refused).is_some() || self.access_ended() =>
+            {
+                SessionState::Expired
+            }
+            state => state,
+        }
     }
 
     /// The session state for a lock state; a lock just found due is audited (once).
@@ -244,10 +309,13 @@ impl SignOn {
     }
 
     async fn sign_in_inner(&self) -> Result<UserSummary, AuthError> {
+        // Locked, or a session whose renewal failed: the same user must come back (their
+        // work is on screen and their changes wait in the queue).
+        let state = self.state();
         let unlocking = self
             .tokens
             .current()
-            .filter(|_| self.state() == SessionState::Locked);
+            .filter(|_| matches!(state, SessionState::Locked | SessionState::Expired));
         let launch = guard(&self.pending_launch).clone();
         if let Some(l) = &launch {
             if !same_base(&l.iss, &self.settings.fhir_base) {
@@ -261,7 +329,7 @@ impl SignOn {
         let provider = self.provider().await?;
         let request = LoginRequest {
             launch: launch.as_ref().map(|l| l.launch.clone()),
-            force_login: unlocking.is_some(),
+            force_login: state == SessionState::Locked,
         };
         let pending = PendingLogin::start(provider, &request).await?;
         self.browser.open(pending.authorize_url().as_str())?;
@@ -290,6 +358,7 @@ impl SignOn {
             fhir_user: session.user().fhir_user.clone(),
         };
         let replaced = self.tokens.current();
+        *guard(&self.renewal_refused) = None;
         self.tokens.set(Some(Arc::new(session)));
         if let Some(old) = replaced {
             // Best effort: an unreachable provider lets the old tokens expire on their own.
@@ -299,7 +368,7 @@ impl SignOn {
         self.session_changed();
         (self.audit)(
             &self.actor(),
-            if unlocking.is_some() {
+            if state == SessionState::Locked {
                 "unlock"
             } else {
                 "sign-in"
@@ -319,6 +388,7 @@ impl SignOn {
             return Ok(());
         };
         let actor = self.actor();
+        *guard(&self.renewal_refused) = None;
         self.tokens.set(None);
         *guard(&self.launch) = None;
         self.session_changed();

@@ -238,11 +238,24 @@ impl Workstation {
 
     pub fn status(&self) -> Result<AppStatus, CoreError> {
         let ready = self.ready()?;
-        let (connectivity, sync) = match self.sync.get() {
+        let (mut connectivity, mut sync) = match self.sync.get() {
             Some(link) => link.summary(),
             None => self.local_summary()?,
         };
         let signon = ready.signon.as_ref();
+        let session = signon.map_or(SessionState::NotRequired, |s| s.state());
+        if session == SessionState::Expired {
+            // Nothing reaches the EHR without a token: whatever the last round said, the
+            // status must not claim to be online or in step.
+            connectivity = Connectivity::Offline;
+            sync.description = format!(
+                "Not synchronising: {}. Sign in again; changes made here are kept and sent \
+                 once you have.",
+                signon
+                    .and_then(|s| s.expiry_reason())
+                    .unwrap_or_else(|| "the sign-in has ended".into())
+            );
+        }
         Ok(AppStatus {
             mode: ready.mode.clone(),
             user: signon.and_then(|s| s.user()),
@@ -250,7 +263,7 @@ impl Workstation {
             sync,
             today: self.today().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            session: signon.map_or(SessionState::NotRequired, |s| s.state()),
+            session,
             idle_lock_minutes: signon.map(|s| s.idle_minutes()),
             launch: signon.and_then(|s| s.launch()),
             data_version: self.data_version(),

@@ -298,3 +298,129 @@ fn a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it() {
     let again = desk(&home, &ehr, None);
     assert_eq!(again.ws.status().unwrap().session, SessionState::SignedOut);
 }
+
+/// The pushed status (the top bar's) once `ok` holds for it; bounded.
+async fn status_when(
+    ws: &Workstation,
+    feed: &mut hearth_core::StatusFeed,
+    what: &str,
+    ok: impl Fn(&hearth_ipc::AppStatus) -> bool,
+) -> hearth_ipc::AppStatus {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            let status = ws.next_status(feed).await.expect("the status feed ended");
+            if ok(&status) {
+                return status;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the status never showed {what}"))
+}
+
+/// An expired session as the window must show it: no PHI, not online, nothing claimed in
+/// step, the reason in words.
+fn assert_expired(ws: &Workstation, status: &hearth_ipc::AppStatus, reason: &str) {
+    assert_eq!(status.session, SessionState::Expired);
+    assert_eq!(status.connectivity, hearth_ipc::Connectivity::Offline);
+    let text = &status.sync.description;
+    assert!(
+        text.starts_with("Not synchronising")
+            && text.contains(reason)
+            && text.contains("Sign in again"),
+        "{text}"
+    );
+    assert_eq!(
+        status.user.as_ref().map(|u| u.display_name.as_str()),
+        Some(USER_DISPLAY)
+    );
+    locked(ws.schedule(&ScheduleRequest::default()));
+}
+
+#[test]
+fn a_failed_renewal_shows_at_once_withholds_phi_and_asks_for_sign_in() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_failed_renewal_shows_at_once_withholds_phi_and_asks_for_sign_in",
+        true,
+    ) else {
+        return;
+    };
+    // Access tokens of 8 s: renewed about every 4 s.
+    let ehr = SmartEhr::start_with_access_ttl(8);
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    let signon = ws.signon().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+        let renewing = tokio::spawn(signon.clone().keep_fresh(Duration::from_secs(1)));
+        let mut feed = ws.status_feed().unwrap();
+        // A renewal works: still signed in after it.
+        let mut renewals = signon.renewals();
+        tokio::time::timeout(Duration::from_secs(30), renewals.changed())
+            .await
+            .expect("a renewal within 30 s")
+            .unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // 1. The provider's answer to the renewal is rejected (its ID token's signature is
+        //    spoilt): the pushed status says so at once.
+        ehr.spoil_next_id_token("signature");
+        let status = status_when(&ws, &mut feed, "expired after a rejected answer", |s| {
+            s.session != SessionState::SignedIn
+        })
+        .await;
+        assert_expired(&ws, &status, "invalid-id-token");
+        // The same user signs in again: healthy, PHI back.
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+        ws.schedule(&ScheduleRequest::default()).unwrap();
+
+        // 2. The refresh token is revoked at the provider (as IT does for a lost device).
+        let vault = hearth_auth::Vault::new(
+            hearth_core::KEYCHAIN_SERVICE,
+            &hearth_core::profile::refresh_token_account(&desk.data_dir.join("hearth.db")),
+        );
+        let refresh = vault
+            .load()
+            .unwrap()
+            .expect("refresh token in the keychain");
+        ehr.revoke_refresh_token(refresh.expose());
+        let status = status_when(
+            &ws,
+            &mut feed,
+            "expired after a revoked refresh token",
+            |s| s.session != SessionState::SignedIn,
+        )
+        .await;
+        assert_expired(&ws, &status, "token-refused");
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // 3. No renewal at all (it stopped; or the provider is out of reach): when the access
+        //    token runs out, the status says so, without waiting for anything else.
+        renewing.abort();
+        let _ = renewing.await;
+        let status = status_when(&ws, &mut feed, "expired when the token ran out", |s| {
+            s.session != SessionState::SignedIn
+        })
+        .await;
+        assert_expired(&ws, &status, "ran out");
+
+        let actions: Vec<String> = ws
+            .recent_audit(50)
+            .unwrap()
+            .into_iter()
+            .map(|(_, action, what)| format!("{action} {what}"))
+            .collect();
+        for expected in [
+            "renewal-failed invalid-id-token",
+            "renewal-failed token-refused",
+        ] {
+            assert!(
+                actions.contains(&expected.to_string()),
+                "{expected}: {actions:?}"
+            );
+        }
+    });
+}
