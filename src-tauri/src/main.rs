@@ -66,7 +66,17 @@ fn main() -> ExitCode {
             // The signed-in user's access token is renewed before it ends, for the life of the
             // app; a refused renewal shows at once (the window asks the user to sign in again).
             if let Some(signon) = workstation.signon() {
-                tauri::async_runtime::spawn(signon.keep_fresh(std::time::Duration::from_secs(15)));
+                tauri::async_runtime::spawn(
+                    signon
+                        .clone()
+                        .keep_fresh(std::time::Duration::from_secs(15)),
+                );
+                // A refresh token the last run left in the keychain is revoked, then removed.
+                tauri::async_runtime::spawn(async move {
+                    if let Err(e) = signon.revoke_leftover().await {
+                        eprintln!("hearth: an old sign-in could not be revoked yet: {e}");
+                    }
+                });
             }
             app.manage(workstation);
             app.manage(push::Subscriptions::default());

@@ -318,28 +318,13 @@ impl Session {
 
     async fn revoke(&self, refresh: Option<Secret>) -> Result<(), AuthError> {
         let access = self.access().take();
-        let Some(endpoint) = self.provider.smart.revocation_endpoint.clone() else {
-            return Ok(());
-        };
-        let client_id = self.provider.settings.client_id.clone();
         let tokens = [
             refresh.map(|r| (r, "refresh_token")),
             access.map(|a| (a.token, "access_token")),
         ];
         let mut error = None;
         for (token, hint) in tokens.into_iter().flatten() {
-            if let Err(e) = self
-                .provider
-                .post_form(
-                    &endpoint,
-                    &[
-                        ("token", token.expose()),
-                        ("token_type_hint", hint),
-                        ("client_id", client_id.as_str()),
-                    ],
-                )
-                .await
-            {
+            if let Err(e) = self.provider.revoke(&token, hint).await {
                 error.get_or_insert(e);
             }
         }

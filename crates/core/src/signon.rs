@@ -293,6 +293,38 @@ impl SignOn {
         Ok(discovered)
     }
 
+    /// Revokes (RFC 7009) and then removes a refresh token an earlier run left in the keychain
+    /// (an app that was closed, not signed out): Hearth does not resume sessions at start, so
+    /// that token only waits to be stolen. The shell runs this at start; a sign-in does it
+    /// too before it stores its own. Nothing to do while someone is signed in. A provider
+    /// out of reach leaves the token for the next attempt (it is never used); a provider that
+    /// offers no revocation endpoint gets it deleted only. Audited either way.
+    pub async fn revoke_leftover(&self) -> Result<(), CoreError> {
+        let _one = self.signing_in.lock().await;
+        self.revoke_leftover_inner().await.map_err(CoreError::from)
+    }
+
+    async fn revoke_leftover_inner(&self) -> Result<(), AuthError> {
+        if self.tokens.current().is_some() {
+            return Ok(());
+        }
+        let Some(leftover) = self.vault.off_runtime(Vault::load).await? else {
+            return Ok(());
+        };
+        let outcome = match self.provider().await {
+            Ok(provider) => provider.revoke(&leftover, "refresh_token").await,
+            Err(e) => Err(e),
+        };
+        let what = match &outcome {
+            Ok(true) => "revoked".to_string(),
+            Ok(false) => "deleted (the provider offers no revocation)".to_string(),
+            Err(e) => format!("kept for another attempt: {}", e.code()),
+        };
+        (self.audit)("hearth", "revoke-leftover-token", &what);
+        outcome?;
+        self.vault.off_runtime(Vault::delete).await
+    }
+
     /// Signs in through the browser, or, when locked, authenticates the same user again to
     /// unlock. An EHR launch's `launch` is echoed the first time.
     pub async fn sign_in(&self) -> Result<UserSummary, CoreError> {
@@ -327,6 +359,11 @@ impl SignOn {
             }
         }
         let provider = self.provider().await?;
+        if unlocking.is_none() && self.tokens.current().is_none() {
+            // A token an earlier run left behind is revoked before this sign-in's replaces
+            // it in the keychain (an unreachable provider does not stop the sign-in).
+            let _ = self.revoke_leftover_inner().await;
+        }
         let request = LoginRequest {
             launch: launch.as_ref().map(|l| l.launch.clone()),
             force_login: state == SessionState::Locked,

@@ -424,3 +424,60 @@ fn a_failed_renewal_shows_at_once_withholds_phi_and_asks_for_sign_in() {
         }
     });
 }
+
+#[test]
+fn a_refresh_token_left_by_a_closed_app_is_revoked_at_the_next_start() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_refresh_token_left_by_a_closed_app_is_revoked_at_the_next_start",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let vault = hearth_auth::Vault::new(
+        hearth_core::KEYCHAIN_SERVICE,
+        &hearth_core::profile::refresh_token_account(&home.join("profile").join("hearth.db")),
+    );
+    // A run that signs in and is closed without signing out: its refresh token stays behind.
+    let left_by = |desk: Desk| {
+        rt.block_on(sign_in(&desk)).unwrap();
+        drop(desk);
+        vault
+            .load()
+            .unwrap()
+            .expect("a refresh token left in the keychain")
+    };
+
+    // 1. The next start revokes it (what the shell runs at start), then removes it.
+    let leftover = left_by(desk(&home, &ehr, None));
+    let next = desk(&home, &ehr, None);
+    rt.block_on(next.ws.signon().unwrap().revoke_leftover())
+        .unwrap();
+    assert!(vault.load().unwrap().is_none(), "still in the keychain");
+    assert_eq!(
+        ehr.try_refresh(leftover.expose()),
+        "invalid_grant",
+        "the closed app's refresh token still works at the token endpoint"
+    );
+    let audit = next.ws.recent_audit(20).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, action, what)| action == "revoke-leftover-token" && what == "revoked"),
+        "{audit:?}"
+    );
+    drop(next);
+
+    // 2. A sign-in before that ran revokes it too, before its own replaces it.
+    let leftover = left_by(desk(&home, &ehr, None));
+    let next = desk(&home, &ehr, None);
+    rt.block_on(sign_in(&next)).unwrap();
+    assert_eq!(ehr.try_refresh(leftover.expose()), "invalid_grant");
+    let current = vault
+        .load()
+        .unwrap()
+        .expect("the new sign-in's refresh token");
+    assert_ne!(current.expose(), leftover.expose());
+}
