@@ -34,6 +34,9 @@ pub struct User {
     pub name: Option<String>,
     /// `Practitioner/...` (SMART `fhirUser`).
     pub fhir_user: Option<String>,
+    /// When the user last authenticated at the provider (`auth_time`, OpenID Connect Core
+    /// §2), if the ID token says.
+    pub auth_time: Option<SystemTime>,
 }
 
 impl User {
@@ -163,6 +166,10 @@ impl Session {
                 .and_then(|n| n.get(None))
                 .map(|n| n.as_str().to_string()),
             fhir_user: claims.additional_claims().fhir_user.clone(),
+            auth_time: claims.auth_time().map(|t| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+            }),
         })
     }
 

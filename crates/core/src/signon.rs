@@ -49,6 +49,30 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether an authentication at `auth_time` (whole seconds, as ID tokens carry it) came after
+/// the lock closed at `locked_at`.
+fn fresh_since(
+    auth_time: Option<std::time::SystemTime>,
+    locked_at: Option<std::time::SystemTime>,
+) -> Result<(), AuthError> {
+    let Some(locked_at) = locked_at else {
+        return Ok(());
+    };
+    let Some(auth_time) = auth_time else {
+        return Err(AuthError::StaleAuthentication(
+            "the identity token carries no auth_time".into(),
+        ));
+    };
+    // auth_time is cut to the second: a login in the second the lock closed counts.
+    if auth_time + Duration::from_secs(1) > locked_at {
+        Ok(())
+    } else {
+        Err(AuthError::StaleAuthentication(
+            "its auth_time is before the lock".into(),
+        ))
+    }
+}
+
 /// Two URLs name the same FHIR server (trailing slashes aside).
 fn same_base(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
@@ -384,6 +408,14 @@ impl SignOn {
                 // Not the user whose work is on screen: this sign-in is undone.
                 let _ = session.sign_out().await;
                 return Err(AuthError::WrongUser);
+            }
+        }
+        if state == SessionState::Locked {
+            // Unlocking needs a login after the lock (asked with prompt=login and max_age=0),
+            // and the ID token must show it: a provider that reused an older login is refused.
+            if let Err(e) = fresh_since(session.user().auth_time, self.lock.locked_at()) {
+                let _ = session.sign_out().await;
+                return Err(e);
             }
         }
         if launch.is_some() {

@@ -43,7 +43,12 @@ fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
         ehr_launch: launch,
         ..LaunchOptions::default()
     };
-    let idle = Arc::new(hearth_auth::ManualClock::default());
+    // The idle lock's wall clock starts an hour back: the tests move it by up to an hour
+    // and the provider's auth_time is the real time, which an unlock must show is after
+    // the lock.
+    let idle = Arc::new(hearth_auth::ManualClock::starting_at(
+        std::time::SystemTime::now() - Duration::from_secs(3600),
+    ));
     let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
     let ws = Arc::new(Workstation::start_with_idle_clock(
         &options,
@@ -153,8 +158,14 @@ fn phi_waits_for_sign_in_the_idle_lock_needs_the_user_again_and_all_is_audited()
         ws.activity();
         locked(ws.schedule(&ScheduleRequest::default()));
 
-        // The same user authenticates again (the provider asks for the password again).
+        // The same user authenticates again (the provider asks for the password again: the
+        // request says prompt=login and max_age=0).
         sign_in(&desk).await.unwrap();
+        let asked = std::fs::read_to_string(&desk.url_file).unwrap();
+        assert!(
+            asked.contains("prompt=login") && asked.contains("max_age=0"),
+            "{asked}"
+        );
         assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
         ws.schedule(&ScheduleRequest::default()).unwrap();
 
@@ -480,4 +491,55 @@ fn a_refresh_token_left_by_a_closed_app_is_revoked_at_the_next_start() {
         .unwrap()
         .expect("the new sign-in's refresh token");
     assert_ne!(current.expose(), leftover.expose());
+}
+
+#[test]
+fn an_unlock_needs_a_login_after_the_lock_and_sleep_counts_as_idle_time() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "an_unlock_needs_a_login_after_the_lock_and_sleep_counts_as_idle_time",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+        // The machine sleeps for 20 minutes, on a platform whose monotonic clock stops in
+        // suspend: the 10-minute idle lock counts it all the same.
+        desk.idle.suspend(Duration::from_secs(20 * 60));
+        assert_eq!(ws.status().unwrap().session, SessionState::Locked);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        let lock_audited = ws
+            .recent_audit(20)
+            .unwrap()
+            .iter()
+            .any(|(_, action, _)| action == "lock");
+        assert!(lock_audited);
+        // A fresh login (after the lock) unlocks.
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // The workstation's lock closed at a time later than the provider's login (its wall
+        // clock moved ahead of the provider's by an hour): the login cannot have come after
+        // the lock, so it does not unlock, whatever else is right about it.
+        desk.idle.advance(Duration::from_secs(3600));
+        ws.lock_now().unwrap();
+        let before = ws.recent_audit(50).unwrap().len();
+        let e = sign_in(&desk).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::SignIn);
+        assert!(e.to_string().contains("new sign-in after the lock"), "{e}");
+        assert_eq!(ws.status().unwrap().session, SessionState::Locked);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        let audit = ws.recent_audit(50).unwrap();
+        assert!(
+            audit[before..]
+                .iter()
+                .any(|(_, action, what)| action == "sign-in-failed"
+                    && what.starts_with("stale-authentication")),
+            "{audit:?}"
+        );
+    });
 }
