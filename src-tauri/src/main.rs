@@ -71,6 +71,18 @@ fn main() -> ExitCode {
                         .clone()
                         .keep_fresh(std::time::Duration::from_secs(15)),
                 );
+                // The OS locking the session or going to sleep locks the window (Linux:
+                // logind on the system bus; none there, e.g. in a container: only the idle
+                // lock, which counts the time asleep).
+                #[cfg(target_os = "linux")]
+                {
+                    let signon = signon.clone();
+                    tauri::async_runtime::spawn(async move {
+                        if let Err(e) = hearth_core::os_lock::follow_system(signon).await {
+                            eprintln!("hearth: {e}; the idle lock alone applies");
+                        }
+                    });
+                }
                 // A refresh token the last run left in the keychain is revoked, then removed.
                 tauri::async_runtime::spawn(async move {
                     if let Err(e) = signon.revoke_leftover().await {

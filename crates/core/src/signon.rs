@@ -301,8 +301,13 @@ impl SignOn {
     }
 
     pub fn lock_now(&self) {
+        self.lock_for("by the user");
+    }
+
+    /// Locks at once for `why` (the user, the OS locking the session, sleep); audited.
+    pub fn lock_for(&self, why: &str) {
         if self.tokens.current().is_some() && self.lock.lock_now() {
-            (self.audit)(&self.actor(), "lock", "by the user");
+            (self.audit)(&self.actor(), "lock", why);
             self.session_changed();
         }
     }

@@ -543,3 +543,107 @@ fn an_unlock_needs_a_login_after_the_lock_and_sleep_counts_as_idle_time() {
         );
     });
 }
+
+#[cfg(target_os = "linux")]
+/// Sends a logind signal from the stand-in, again and again, until `done` (the watcher
+/// subscribes at its own pace); bounded.
+async fn signal_until(
+    logind: &zbus::Connection,
+    path: &str,
+    interface: &str,
+    name: &str,
+    body: &(impl serde::Serialize + zbus::DynamicType + Sync),
+    done: impl Fn() -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done() {
+            logind
+                .emit_signal(None::<&str>, path, interface, name, body)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never locked the window"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_window_locks_when_the_system_sleeps_or_the_session_locks() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "the_window_locks_when_the_system_sleeps_or_the_session_locks",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    let session = "/org/freedesktop/login1/session/c7";
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // logind's stand-in on this test's private bus (the app uses the system bus).
+        let logind = zbus::Connection::session().await.unwrap();
+        logind.request_name("org.freedesktop.login1").await.unwrap();
+        let watcher = zbus::Connection::session().await.unwrap();
+        tokio::spawn(hearth_core::os_lock::follow_logind(
+            ws.signon().unwrap(),
+            watcher,
+            Some(session.try_into().unwrap()),
+        ));
+        let is_locked = || ws.status().unwrap().session == SessionState::Locked;
+        let last_lock = || {
+            ws.recent_audit(50)
+                .unwrap()
+                .into_iter()
+                .rev()
+                .find(|(_, action, _)| action == "lock")
+                .map(|(_, _, why)| why)
+        };
+
+        sign_in(&desk).await.unwrap();
+        signal_until(
+            &logind,
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager",
+            "PrepareForSleep",
+            &(true,),
+            is_locked,
+        )
+        .await;
+        assert_eq!(last_lock().as_deref(), Some("the system went to sleep"));
+        locked(ws.schedule(&ScheduleRequest::default()));
+
+        sign_in(&desk).await.unwrap();
+        assert!(!is_locked());
+        signal_until(
+            &logind,
+            session,
+            "org.freedesktop.login1.Session",
+            "Lock",
+            &(),
+            is_locked,
+        )
+        .await;
+        assert_eq!(last_lock().as_deref(), Some("the session was locked"));
+
+        // A screen locker that sets the session's LockedHint.
+        sign_in(&desk).await.unwrap();
+        let changed: std::collections::HashMap<&str, zbus::Variant<'_>> =
+            [("LockedHint", zbus::Variant::from(true))].into();
+        signal_until(
+            &logind,
+            session,
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            &(
+                "org.freedesktop.login1.Session",
+                changed,
+                Vec::<String>::new(),
+            ),
+            is_locked,
+        )
+        .await;
+    });
+}
