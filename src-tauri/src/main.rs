@@ -64,17 +64,31 @@ fn main() -> ExitCode {
                 }
             }
             // The signed-in user's access token is renewed before it ends, for the life of the
-            // app; a refused renewal leaves the session for the user to sign in again.
+            // app; a refused renewal shows at once (the window asks the user to sign in again).
             if let Some(signon) = workstation.signon() {
-                tauri::async_runtime::spawn(signon.tokens().keep_fresh(
-                    std::time::Duration::from_secs(15),
-                    |e| {
-                        eprintln!(
-                            "hearth: the sign-in could not be renewed ({}); sign in again",
-                            e.code()
-                        )
-                    },
-                ));
+                tauri::async_runtime::spawn(
+                    signon
+                        .clone()
+                        .keep_fresh(std::time::Duration::from_secs(15)),
+                );
+                // The OS locking the session or going to sleep locks the window (Linux:
+                // logind on the system bus; none there, e.g. in a container: only the idle
+                // lock, which counts the time asleep).
+                #[cfg(target_os = "linux")]
+                {
+                    let signon = signon.clone();
+                    tauri::async_runtime::spawn(async move {
+                        if let Err(e) = hearth_core::os_lock::follow_system(signon).await {
+                            eprintln!("hearth: {e}; the idle lock alone applies");
+                        }
+                    });
+                }
+                // A refresh token the last run left in the keychain is revoked, then removed.
+                tauri::async_runtime::spawn(async move {
+                    if let Err(e) = signon.revoke_leftover().await {
+                        eprintln!("hearth: an old sign-in could not be revoked yet: {e}");
+                    }
+                });
             }
             app.manage(workstation);
             app.manage(push::Subscriptions::default());

@@ -40,8 +40,9 @@ pub struct Desktop {
     name: String,
     _driver: KillOnDrop,
     _xvfb: KillOnDrop,
-    /// The profile folder given to the app with `--data-dir`.
+    /// The test's folder (configuration files, HOME, the profile unless one was given).
     pub data_dir: tempfile::TempDir,
+    profile: PathBuf,
 }
 
 /// What to start the app with.
@@ -49,8 +50,15 @@ pub struct Desktop {
 pub struct LaunchSpec {
     /// Extra command-line arguments after `--data-dir`.
     pub args: Vec<String>,
-    /// Contents of the machine-wide configuration file (none: no file, i.e. demo mode).
+    /// Contents of the configuration file the app is started with (`HEARTH_CONFIG`; none: no
+    /// file, i.e. demo mode).
     pub config: Option<String>,
+    /// Contents of the machine-wide configuration, which `config` may not weaken (none: no
+    /// machine-wide file). The app (a debug build) reads it from `HEARTH_MACHINE_CONFIG`,
+    /// which the harness always sets, so no test reads this machine's own file.
+    pub machine_config: Option<String>,
+    /// An existing profile folder to open again (none: a fresh one in the test's folder).
+    pub profile: Option<PathBuf>,
 }
 
 /// The folder where cargo put this test binary's siblings (`target/<profile>`).
@@ -171,7 +179,7 @@ fn profile_of(test_dir: &Path) -> PathBuf {
 impl Desktop {
     /// The app's profile folder (`--data-dir`): its encrypted store is `hearth.db` there.
     pub fn profile_dir(&self) -> PathBuf {
-        profile_of(self.data_dir.path())
+        self.profile.clone()
     }
 
     /// Starts Hearth in demo mode with a fresh profile.
@@ -197,6 +205,14 @@ impl Desktop {
         if let Some(text) = &spec.config {
             std::fs::write(&config_path, text)?;
         }
+        let machine_config_path = data_dir.path().join("machine-config.toml");
+        if let Some(text) = &spec.machine_config {
+            std::fs::write(&machine_config_path, text)?;
+        }
+        let profile = spec
+            .profile
+            .clone()
+            .unwrap_or_else(|| profile_of(data_dir.path()));
 
         let (port, native_port) = (free_port()?, free_port()?);
         let mut driver = Command::new("tauri-driver");
@@ -214,6 +230,7 @@ impl Desktop {
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .env("HEARTH_CONFIG", &config_path)
+            .env("HEARTH_MACHINE_CONFIG", &machine_config_path)
             .env_remove("WAYLAND_DISPLAY")
             .env("GDK_BACKEND", "x11")
             // No GPU under Xvfb: render in software.
@@ -240,10 +257,7 @@ impl Desktop {
         })
         .await?;
 
-        let mut args = vec![
-            "--data-dir".to_string(),
-            profile_of(data_dir.path()).display().to_string(),
-        ];
+        let mut args = vec!["--data-dir".to_string(), profile.display().to_string()];
         args.extend(spec.args);
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "wry".into());
@@ -266,6 +280,7 @@ impl Desktop {
         Ok(Self {
             client: Driver::new(client, log_path),
             data_dir,
+            profile,
             name: name.to_string(),
             _driver: driver,
             _xvfb: xvfb,
@@ -453,7 +468,7 @@ pub async fn with_visit_service(
                 "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
             ),
         )),
-        args: Vec::new(),
+        ..LaunchSpec::default()
     };
     Ok((service, spec))
 }

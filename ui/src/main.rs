@@ -170,7 +170,10 @@ fn app() -> Html {
         }
     }
 
-    if matches!(session, SessionState::SignedOut | SessionState::Locked) {
+    if matches!(
+        session,
+        SessionState::SignedOut | SessionState::Locked | SessionState::Expired
+    ) {
         // Nothing clinical behind the gate: the views are not rendered at all.
         // The shell names nobody here (the status behind the gate says only "locked").
         let idle_minutes = match &*status {
@@ -263,6 +266,10 @@ fn top_bar(props: &TopBarProps) -> Html {
                 },
             };
             let (conn_class, conn_text) = match s.connectivity {
+                // A sign-in that could not be renewed reaches nothing: never "Online".
+                _ if s.session == SessionState::Expired => {
+                    ("offline", "Not synchronising: sign in again")
+                }
                 Connectivity::Online => ("online", "Online"),
                 Connectivity::Offline => ("offline", "Offline"),
                 Connectivity::NotApplicable => ("na", "No EHR (demo)"),

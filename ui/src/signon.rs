@@ -52,7 +52,8 @@ pub struct GateProps {
     pub idle_minutes: Option<u32>,
 }
 
-/// The sign-in screen (signed out) or the lock screen (locked).
+/// The sign-in screen (signed out), the lock screen (locked), or the sign-in-again screen (a
+/// renewal failed).
 #[function_component(Gate)]
 pub fn gate(props: &GateProps) -> Html {
     let waiting = use_state(|| false);
@@ -80,7 +81,20 @@ pub fn gate(props: &GateProps) -> Html {
             });
         })
     };
-    let (id, heading, text, button) = if locked {
+    let (id, heading, text, button) = if props.session == SessionState::Expired {
+        (
+            "sign-in-expired",
+            "Your sign-in has ended",
+            format!(
+                "Hearth could not renew {}'s sign-in, so nothing is being sent to or received from the EHR. Sign in again to continue; changes made here are kept and sent once you have.",
+                props
+                    .user
+                    .as_ref()
+                    .map_or("the signed-in user".to_string(), |u| u.display_name.clone())
+            ),
+            "Sign in again",
+        )
+    } else if locked {
         (
             "lock-screen",
             "Hearth is locked",

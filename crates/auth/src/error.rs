@@ -40,6 +40,10 @@ pub enum AuthError {
     /// Waiting for the browser took too long, or the sign-in was abandoned.
     #[error("the sign-in was not completed in the browser within {0} seconds")]
     TimedOut(u64),
+    /// An unlock's sign-in does not prove an authentication after the lock (`auth_time`
+    /// missing or earlier): the provider reused an older login.
+    #[error("the sign-in service did not show a new sign-in after the lock ({0}); the window stays locked")]
+    StaleAuthentication(String),
     /// A re-authentication (to unlock) signed in as someone else.
     #[error("the session belongs to another user; sign out to change user")]
     WrongUser,
@@ -68,6 +72,7 @@ impl AuthError {
             Self::BadResponse(_) => "bad-response",
             Self::Keychain(_) => "keychain",
             Self::TimedOut(_) => "timed-out",
+            Self::StaleAuthentication(_) => "stale-authentication",
             Self::WrongUser => "wrong-user",
             Self::Browser(_) => "browser",
             Self::SignedOut => "signed-out",

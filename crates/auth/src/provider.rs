@@ -210,6 +210,24 @@ impl Provider {
         self.smart.capabilities.iter().any(|c| c == capability)
     }
 
+    /// Revokes `token` at the provider's revocation endpoint (RFC 7009), `hint` being
+    /// `refresh_token` or `access_token`. `Ok(false)`: the provider offers no revocation.
+    pub async fn revoke(&self, token: &crate::Secret, hint: &str) -> Result<bool, AuthError> {
+        let Some(endpoint) = self.smart.revocation_endpoint.as_deref() else {
+            return Ok(false);
+        };
+        self.post_form(
+            endpoint,
+            &[
+                ("token", token.expose()),
+                ("token_type_hint", hint),
+                ("client_id", self.settings.client_id.as_str()),
+            ],
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// POSTs a form to `url` and reads the JSON answer; an OAuth error answer becomes
     /// [`AuthError::TokenRefused`].
     pub(crate) async fn post_form(

@@ -35,6 +35,9 @@ pub struct User {
     pub name: Option<String>,
     /// `Practitioner/...` (SMART `fhirUser`).
     pub fhir_user: Option<String>,
+    /// When the user last authenticated at the provider (`auth_time`, OpenID Connect Core
+    /// §2), if the ID token says.
+    pub auth_time: Option<SystemTime>,
 }
 
 impl User {
@@ -181,6 +184,10 @@ impl Session {
                 .and_then(|n| n.get(None))
                 .map(|n| n.as_str().to_string()),
             fhir_user: claims.additional_claims().fhir_user.clone(),
+            auth_time: claims.auth_time().map(|t| {
+                SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+            }),
         })
     }
 
@@ -290,6 +297,12 @@ impl Session {
             .map(|a| Bearer::new(a.token.expose()))
     }
 
+    /// When the access token ends (`None` after sign-out): without a renewal by then, the
+    /// session can no longer reach the EHR.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.access().as_ref().map(|a| a.expires_at)
+    }
+
     /// When the access token should be refreshed: at 80 % of its life, and at least 30 s
     /// before it ends. `None` after sign-out.
     pub fn refresh_due(&self) -> Option<SystemTime> {
@@ -381,29 +394,16 @@ impl Session {
 
     async fn revoke(&self, refresh: Option<Secret>) -> Result<(), AuthError> {
         let access = self.access().take();
-        self.others().clear();
-        let Some(endpoint) = self.provider.smart.revocation_endpoint.clone() else {
-            return Ok(());
-        };
-        let client_id = self.provider.settings.client_id.clone();
+        // The tokens made for other audiences (the visit service) end with this one.
+        let others: Vec<Access> = self.others().drain().map(|(_, a)| a).collect();
         let tokens = [
             refresh.map(|r| (r, "refresh_token")),
             access.map(|a| (a.token, "access_token")),
         ];
+        let others = others.into_iter().map(|a| (a.token, "access_token"));
         let mut error = None;
-        for (token, hint) in tokens.into_iter().flatten() {
-            if let Err(e) = self
-                .provider
-                .post_form(
-                    &endpoint,
-                    &[
-                        ("token", token.expose()),
-                        ("token_type_hint", hint),
-                        ("client_id", client_id.as_str()),
-                    ],
-                )
-                .await
-            {
+        for (token, hint) in tokens.into_iter().flatten().chain(others) {
+            if let Err(e) = self.provider.revoke(&token, hint).await {
                 error.get_or_insert(e);
             }
         }
@@ -416,6 +416,8 @@ impl Session {
 pub struct Tokens {
     session: RwLock<Option<Arc<Session>>>,
     changed: tokio::sync::Notify,
+    /// Bumped after each successful renewal by [`Tokens::keep_fresh`].
+    renewed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -432,6 +434,12 @@ impl Tokens {
     pub fn set(&self, session: Option<Arc<Session>>) {
         *self.session.write().unwrap_or_else(|p| p.into_inner()) = session;
         self.changed.notify_waiters();
+    }
+
+    /// Follows renewals: the value changes after each access token [`Tokens::keep_fresh`]
+    /// got, so whoever shows the session's health learns that it is good again.
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.renewed.subscribe()
     }
 
     pub fn current(&self) -> Option<Arc<Session>> {
@@ -468,7 +476,7 @@ impl Tokens {
                 () = tokio::time::sleep(wait) => {}
             }
             match session.refresh().await {
-                Ok(()) => {}
+                Ok(()) => self.renewed.send_modify(|n| *n += 1),
                 Err(e)
                     if e.needs_sign_in()
                         || matches!(e, AuthError::WrongUser | AuthError::InvalidIdToken(_)) =>

@@ -118,7 +118,117 @@ pub fn default_path() -> PathBuf {
     }
 }
 
+/// Where the machine-wide configuration is read from. Release builds: always the platform's
+/// path ([`default_path`]), which only IT can write. Debug builds (tests, development) read
+/// `HEARTH_MACHINE_CONFIG` first, so that tests run the same layering rule against a file of
+/// their own; a release build ignores that variable.
+pub fn machine_path() -> PathBuf {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("HEARTH_MACHINE_CONFIG") {
+        return PathBuf::from(path);
+    }
+    default_path()
+}
+
 impl MachineConfig {
+    /// The configuration to run with: the file at `path` (the machine's, or one the user
+    /// named with `--config` / `HEARTH_CONFIG`). When `path` is not the machine-wide file
+    /// `machine` and that file exists, the user's file may not weaken it (see
+    /// [`MachineConfig::weakenings`]): a configuration that would is refused, naming each key.
+    pub fn load_layered(path: &Path, machine: Option<&Path>) -> Result<Self, CoreError> {
+        let config = Self::load(path)?;
+        let Some(machine) = machine.filter(|m| *m != path) else {
+            return Ok(config);
+        };
+        if !machine.exists() {
+            // No machine-wide configuration: nothing IT set to keep.
+            return Ok(config);
+        }
+        let wanted = Self::load(machine)?;
+        let weaker = config.weakenings(&wanted);
+        if weaker.is_empty() {
+            return Ok(config);
+        }
+        Err(config_error(
+            path,
+            format!(
+                "this configuration would weaken the machine-wide one ({}), which a user's \
+                 configuration may not: {}",
+                machine.display(),
+                weaker.join("; ")
+            ),
+        ))
+    }
+
+    /// How this configuration (a user's) is weaker than `machine` (IT's), key by key; empty
+    /// when it may be used. It may leave the EHR out (demo data), tune `[sync]`, `[clinic]`,
+    /// `[demo]` and the browser command, and shorten the idle lock; it may not point at
+    /// another EHR or identity provider, drop sign-in, lengthen the idle lock, or add or
+    /// change a visit service (which would be sent the clinician's token).
+    pub fn weakenings(&self, machine: &MachineConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        if let (Some(mine), Some(theirs)) = (&self.ehr, &machine.ehr) {
+            if !same(&mine.fhir_base_url, &theirs.fhir_base_url) {
+                out.push(format!(
+                    "`ehr.fhir_base_url` must be the machine's ({})",
+                    theirs.fhir_base_url
+                ));
+            }
+        }
+        if let (Some(_), Some(theirs)) = (&self.ehr, &machine.identity) {
+            match &self.identity {
+                None => out.push(format!(
+                    "`[identity]` is required: the machine signs in at {}",
+                    theirs.issuer
+                )),
+                Some(mine) => {
+                    if !same(&mine.issuer, &theirs.issuer) {
+                        out.push(format!(
+                            "`identity.issuer` must be the machine's ({})",
+                            theirs.issuer
+                        ));
+                    }
+                    if mine.client_id != theirs.client_id {
+                        out.push(format!(
+                            "`identity.client_id` must be the machine's ({})",
+                            theirs.client_id
+                        ));
+                    }
+                }
+            }
+        }
+        // The idle lock guards a signed-in session (demo data has none).
+        if self.identity.is_some()
+            && self.session.idle_lock_minutes > machine.session.idle_lock_minutes
+        {
+            out.push(format!(
+                "`session.idle_lock_minutes` may not be longer than the machine's {}",
+                machine.session.idle_lock_minutes
+            ));
+        }
+        match (&self.visit, &machine.visit) {
+            (None, _) => {}
+            (Some(_), None) => out.push(
+                "`[visit]` is not in the machine's configuration (a visit service is sent the \
+                 clinician's sign-in)"
+                    .into(),
+            ),
+            (Some(mine), Some(theirs)) => {
+                if !same(&mine.service_url, &theirs.service_url) {
+                    out.push(format!(
+                        "`visit.service_url` must be the machine's ({})",
+                        theirs.service_url
+                    ));
+                }
+                if mine.link_to_appointment && !theirs.link_to_appointment {
+                    out.push("`visit.link_to_appointment` is off on this machine".into());
+                }
+            }
+        }
+        out
+    }
+
     /// Reads the file at `path`; a missing file is the empty (demo) configuration.
     pub fn load(path: &Path) -> Result<Self, CoreError> {
         let text = match std::fs::read_to_string(path) {
@@ -419,6 +529,81 @@ mod tests {
         ] {
             assert!(url(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    const SIGNED_IN: &str = "[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n\
+        [identity]\nissuer = \"https://login.example.org\"\nclient_id = \"hearth\"\n\
+        [session]\nidle_lock_minutes = 10\n";
+
+    /// A machine file and a user's file in a folder; the user's loaded over the machine's.
+    fn layered(machine: Option<&str>, user: &str) -> Result<MachineConfig, CoreError> {
+        let dir = tempfile::tempdir().unwrap();
+        let machine_path = dir.path().join("machine.toml");
+        if let Some(text) = machine {
+            std::fs::write(&machine_path, text).unwrap();
+        }
+        let user_path = dir.path().join("user.toml");
+        std::fs::write(&user_path, user).unwrap();
+        MachineConfig::load_layered(&user_path, Some(&machine_path))
+    }
+
+    #[test]
+    fn a_users_configuration_cannot_weaken_the_machines() {
+        // The attack: the same EHR (on loopback, which needs no sign-on by itself) and no
+        // [identity], over a machine that signs in.
+        let e = layered(
+            Some(SIGNED_IN),
+            "[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), hearth_ipc::ErrorCode::Configuration);
+        let text = e.to_string();
+        assert!(
+            text.contains("user.toml")
+                && text.contains("machine.toml")
+                && text.contains("`[identity]` is required"),
+            "{text}"
+        );
+        let other_idp = SIGNED_IN.replace("login.example.org", "evil.example.org");
+        let longer = SIGNED_IN.replace("= 10", "= 240");
+        let other_ehr = SIGNED_IN.replace("127.0.0.1:8080", "127.0.0.1:9999");
+        let visit = format!("{SIGNED_IN}[visit]\nservice_url = \"https://v.example.org/\"\n");
+        for (user, key) in [
+            (other_idp.as_str(), "identity.issuer"),
+            (longer.as_str(), "session.idle_lock_minutes"),
+            (other_ehr.as_str(), "ehr.fhir_base_url"),
+            (visit.as_str(), "[visit]"),
+        ] {
+            let e = layered(Some(SIGNED_IN), user).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // What it may do: tune the rest, shorten the lock, show demo data.
+        let tuned = format!(
+            "{}[sync]\npoll_interval_seconds = 5\n",
+            SIGNED_IN.replace("= 10", "= 5")
+        );
+        assert_eq!(
+            layered(Some(SIGNED_IN), &tuned)
+                .unwrap()
+                .session
+                .idle_lock_minutes,
+            5
+        );
+        assert!(layered(Some(SIGNED_IN), "[demo]\nseed = 3\n")
+            .unwrap()
+            .ehr
+            .is_none());
+        // No machine-wide file: nothing to keep.
+        assert!(layered(
+            None,
+            "[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n"
+        )
+        .is_ok());
+        // The machine's own file, read as such.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("machine.toml");
+        std::fs::write(&path, SIGNED_IN).unwrap();
+        assert!(MachineConfig::load_layered(&path, Some(&path)).is_ok());
     }
 
     #[test]

@@ -10,8 +10,12 @@ use std::path::PathBuf;
 pub struct LaunchOptions {
     /// Where this profile keeps its local data. `None`: the platform's app-data folder.
     pub data_dir: Option<PathBuf>,
-    /// The machine-wide configuration file to read.
+    /// The configuration file to read: the machine-wide one, or the user's (`--config`,
+    /// `HEARTH_CONFIG`).
     pub config_path: PathBuf,
+    /// The machine-wide configuration a user's file may not weaken
+    /// ([`config::MachineConfig::load_layered`]); `None`: none to respect (tests, tools).
+    pub machine_config_path: Option<PathBuf>,
     /// Overrides the configured demo seed.
     pub demo_seed: Option<u64>,
     /// SMART EHR launch: the EHR started Hearth with `iss` and `launch`.
@@ -74,7 +78,8 @@ impl LaunchOptions {
         I: IntoIterator<Item = OsString>,
     {
         let mut opts = Self {
-            config_path: env_config.map_or_else(config::default_path, PathBuf::from),
+            config_path: env_config.map_or_else(config::machine_path, PathBuf::from),
+            machine_config_path: Some(config::machine_path()),
             ..Self::default()
         };
         let mut args = args.into_iter();
@@ -173,10 +178,16 @@ mod tests {
     #[test]
     fn defaults_to_the_platform_config() {
         let o = parse(&[]).unwrap();
-        assert_eq!(o.config_path, config::default_path());
+        assert_eq!(o.config_path, config::machine_path());
+        assert_eq!(o.machine_config_path, Some(config::machine_path()));
         assert_eq!(o.data_dir, None);
         let o = LaunchOptions::parse([], Some("/tmp/h.toml".into())).unwrap();
         assert_eq!(o.config_path, PathBuf::from("/tmp/h.toml"));
+        assert_eq!(
+            o.machine_config_path,
+            Some(config::machine_path()),
+            "a user's file is read over the machine's, which it may not weaken"
+        );
     }
 
     #[test]

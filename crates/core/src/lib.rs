@@ -11,6 +11,8 @@ pub mod chart;
 pub mod config;
 pub mod error;
 pub mod launch;
+#[cfg(target_os = "linux")]
+pub mod os_lock;
 pub mod profile;
 pub mod schedule;
 pub mod signon;

@@ -32,6 +32,9 @@ pub struct SignOn {
     audit: AuditFn,
     /// Bumped when the session changes (sign-in, sign-out, lock, unlock), for the window.
     pulse: tokio::sync::watch::Sender<u64>,
+    /// Why the current session's renewal was refused (its stable code), until a sign-in
+    /// replaces it.
+    renewal_refused: Mutex<Option<&'static str>>,
 }
 
 impl std::fmt::Debug for SignOn {
@@ -44,6 +47,30 @@ impl std::fmt::Debug for SignOn {
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether an authentication at `auth_time` (whole seconds, as ID tokens carry it) came after
+/// the lock closed at `locked_at`.
+fn fresh_since(
+    auth_time: Option<std::time::SystemTime>,
+    locked_at: Option<std::time::SystemTime>,
+) -> Result<(), AuthError> {
+    let Some(locked_at) = locked_at else {
+        return Ok(());
+    };
+    let Some(auth_time) = auth_time else {
+        return Err(AuthError::StaleAuthentication(
+            "the identity token carries no auth_time".into(),
+        ));
+    };
+    // auth_time is cut to the second: a login in the second the lock closed counts.
+    if auth_time + Duration::from_secs(1) > locked_at {
+        Ok(())
+    } else {
+        Err(AuthError::StaleAuthentication(
+            "its auth_time is before the lock".into(),
+        ))
+    }
 }
 
 /// Two URLs name the same FHIR server (trailing slashes aside).
@@ -89,6 +116,7 @@ impl SignOn {
             signing_in: tokio::sync::Mutex::new(()),
             audit,
             pulse: tokio::sync::watch::Sender::new(0),
+            renewal_refused: Mutex::new(None),
         }
     }
 
@@ -152,10 +180,64 @@ impl SignOn {
         )
     }
 
-    /// Follows the session: the value changes on sign-in, sign-out, lock and unlock. (The idle
-    /// lock falls due without an event: see [`SignOn::lock_due_in`].)
+    /// Follows the session: the value changes on sign-in, sign-out, lock, unlock and a
+    /// refused renewal. (The idle lock and the access token's end fall due without an event:
+    /// see [`SignOn::lock_due_in`] and [`SignOn::expiry_due_in`]; a renewal that worked is
+    /// [`SignOn::renewals`].)
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.pulse.subscribe()
+    }
+
+    /// Follows the access token's renewals (each one that worked).
+    pub fn renewals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tokens.renewals()
+    }
+
+    /// Keeps the signed-in user's access token fresh for as long as the process runs
+    /// (unreachable provider: again after `retry`). A renewal the provider refuses, or whose
+    /// answer Hearth rejects, ends the session's health at once: the state is
+    /// [`SessionState::Expired`] (no PHI, the window offers to sign in again), the status
+    /// says that nothing is synchronised, and the failure is audited.
+    pub async fn keep_fresh(self: Arc<Self>, retry: Duration) {
+        let me = self.clone();
+        self.tokens
+            .clone()
+            .keep_fresh(retry, move |e| me.renewal_failed(e))
+            .await;
+    }
+
+    /// The current session could not be renewed (`e` says why): the user must sign in again.
+    pub fn renewal_failed(&self, e: &AuthError) {
+        if self.tokens.current().is_none() {
+            return;
+        }
+        *guard(&self.renewal_refused) = Some(e.code());
+        (self.audit)(&self.actor(), "renewal-failed", e.code());
+        self.session_changed();
+    }
+
+    /// How long until the access token ends without a renewal (`None` signed out, or ended
+    /// already): when the state must be looked at again.
+    pub fn expiry_due_in(&self) -> Option<Duration> {
+        let ends = self.tokens.current()?.expires_at()?;
+        ends.duration_since(std::time::SystemTime::now()).ok()
+    }
+
+    /// Why the session is [`SessionState::Expired`], in words for the status line.
+    pub fn expiry_reason(&self) -> Option<String> {
+        self.tokens.current()?;
+        if let Some(code) = *guard(&self.renewal_refused) {
+            return Some(format!(
+                "the sign-in service would not renew the sign-in ({code})"
+            ));
+        }
+        self.access_ended()
+            .then(|| "the sign-in ran out and could not be renewed".to_string())
+    }
+
+    /// The session's access token has run out.
+    fn access_ended(&self) -> bool {
+        self.tokens.current().is_some_and(|s| s.bearer().is_none())
     }
 
     fn session_changed(&self) {
@@ -173,7 +255,14 @@ impl SignOn {
         if self.tokens.current().is_none() {
             return SessionState::SignedOut;
         }
-        self.session_state(self.lock.check())
+        match self.session_state(self.lock.check()) {
+            SessionState::SignedIn
+                if guard(&self.renewal_refused).is_some() || self.access_ended() =>
+            {
+                SessionState::Expired
+            }
+            state => state,
+        }
     }
 
     /// The session state for a lock state; a lock just found due is audited (once).
@@ -223,8 +312,13 @@ impl SignOn {
     }
 
     pub fn lock_now(&self) {
+        self.lock_for("by the user");
+    }
+
+    /// Locks at once for `why` (the user, the OS locking the session, sleep); audited.
+    pub fn lock_for(&self, why: &str) {
         if self.tokens.current().is_some() && self.lock.lock_now() {
-            (self.audit)(&self.actor(), "lock", "by the user");
+            (self.audit)(&self.actor(), "lock", why);
             self.session_changed();
         }
     }
@@ -237,6 +331,38 @@ impl SignOn {
         let discovered = Provider::discover(self.settings.clone()).await?;
         *p = Some(discovered.clone());
         Ok(discovered)
+    }
+
+    /// Revokes (RFC 7009) and then removes a refresh token an earlier run left in the keychain
+    /// (an app that was closed, not signed out): Hearth does not resume sessions at start, so
+    /// that token only waits to be stolen. The shell runs this at start; a sign-in does it
+    /// too before it stores its own. Nothing to do while someone is signed in. A provider
+    /// out of reach leaves the token for the next attempt (it is never used); a provider that
+    /// offers no revocation endpoint gets it deleted only. Audited either way.
+    pub async fn revoke_leftover(&self) -> Result<(), CoreError> {
+        let _one = self.signing_in.lock().await;
+        self.revoke_leftover_inner().await.map_err(CoreError::from)
+    }
+
+    async fn revoke_leftover_inner(&self) -> Result<(), AuthError> {
+        if self.tokens.current().is_some() {
+            return Ok(());
+        }
+        let Some(leftover) = self.vault.off_runtime(Vault::load).await? else {
+            return Ok(());
+        };
+        let outcome = match self.provider().await {
+            Ok(provider) => provider.revoke(&leftover, "refresh_token").await,
+            Err(e) => Err(e),
+        };
+        let what = match &outcome {
+            Ok(true) => "revoked".to_string(),
+            Ok(false) => "deleted (the provider offers no revocation)".to_string(),
+            Err(e) => format!("kept for another attempt: {}", e.code()),
+        };
+        (self.audit)("hearth", "revoke-leftover-token", &what);
+        outcome?;
+        self.vault.off_runtime(Vault::delete).await
     }
 
     /// Signs in through the browser, or, when locked, authenticates the same user again to
@@ -255,10 +381,13 @@ impl SignOn {
     }
 
     async fn sign_in_inner(&self) -> Result<UserSummary, AuthError> {
+        // Locked, or a session whose renewal failed: the same user must come back (their
+        // work is on screen and their changes wait in the queue).
+        let state = self.state();
         let unlocking = self
             .tokens
             .current()
-            .filter(|_| self.state() == SessionState::Locked);
+            .filter(|_| matches!(state, SessionState::Locked | SessionState::Expired));
         let launch = guard(&self.pending_launch).clone();
         if let Some(l) = &launch {
             if !same_base(&l.iss, &self.settings.fhir_base) {
@@ -270,9 +399,14 @@ impl SignOn {
             }
         }
         let provider = self.provider().await?;
+        if unlocking.is_none() && self.tokens.current().is_none() {
+            // A token an earlier run left behind is revoked before this sign-in's replaces
+            // it in the keychain (an unreachable provider does not stop the sign-in).
+            let _ = self.revoke_leftover_inner().await;
+        }
         let request = LoginRequest {
             launch: launch.as_ref().map(|l| l.launch.clone()),
-            force_login: unlocking.is_some(),
+            force_login: state == SessionState::Locked,
         };
         let pending = PendingLogin::start(provider, &request).await?;
         self.browser.open(pending.authorize_url().as_str())?;
@@ -292,6 +426,14 @@ impl SignOn {
                 return Err(AuthError::WrongUser);
             }
         }
+        if state == SessionState::Locked {
+            // Unlocking needs a login after the lock (asked with prompt=login and max_age=0),
+            // and the ID token must show it: a provider that reused an older login is refused.
+            if let Err(e) = fresh_since(session.user().auth_time, self.lock.locked_at()) {
+                let _ = session.sign_out().await;
+                return Err(e);
+            }
+        }
         if launch.is_some() {
             *guard(&self.pending_launch) = None;
             *guard(&self.launch) = session.launch().cloned();
@@ -301,6 +443,7 @@ impl SignOn {
             fhir_user: session.user().fhir_user.clone(),
         };
         let replaced = self.tokens.current();
+        *guard(&self.renewal_refused) = None;
         self.tokens.set(Some(Arc::new(session)));
         if let Some(old) = replaced {
             // Best effort: an unreachable provider lets the old tokens expire on their own.
@@ -310,7 +453,7 @@ impl SignOn {
         self.session_changed();
         (self.audit)(
             &self.actor(),
-            if unlocking.is_some() {
+            if state == SessionState::Locked {
                 "unlock"
             } else {
                 "sign-in"
@@ -330,6 +473,7 @@ impl SignOn {
             return Ok(());
         };
         let actor = self.actor();
+        *guard(&self.renewal_refused) = None;
         self.tokens.set(None);
         *guard(&self.launch) = None;
         self.session_changed();

@@ -92,7 +92,10 @@ impl Workstation {
         clock: Arc<dyn Clock>,
         idle_clock: Arc<dyn hearth_auth::Clock>,
     ) -> Self {
-        let config = MachineConfig::load(&options.config_path);
+        let config = MachineConfig::load_layered(
+            &options.config_path,
+            options.machine_config_path.as_deref(),
+        );
         let zone = config
             .as_ref()
             .map_or_else(|_| Zone::system(), MachineConfig::zone);
@@ -298,10 +301,22 @@ impl Workstation {
                 data_version: 0,
             });
         }
-        let (connectivity, sync) = match self.sync.get() {
+        let (mut connectivity, mut sync) = match self.sync.get() {
             Some(link) => link.summary(),
             None => self.local_summary()?,
         };
+        if session == SessionState::Expired {
+            // Nothing reaches the EHR without a token: whatever the last round said, the
+            // status must not claim to be online or in step.
+            connectivity = Connectivity::Offline;
+            sync.description = format!(
+                "Not synchronising: {}. Sign in again; changes made here are kept and sent \
+                 once you have.",
+                signon
+                    .and_then(|s| s.expiry_reason())
+                    .unwrap_or_else(|| "the sign-in has ended".into())
+            );
+        }
         Ok(AppStatus {
             mode: ready.mode.clone(),
             user: signon.and_then(|s| s.user()),
@@ -498,6 +513,13 @@ impl Ready {
                 &profile::database_key_account(&path),
             );
             let sql = Arc::new(hearth_store::Store::open_with_keychain(&path, &keychain)?);
+            // A profile opens only under the EHR and sign-on settings it was made with.
+            profile::check_binding(
+                &sql,
+                &path,
+                config,
+                &options.config_path.display().to_string(),
+            )?;
             let views = Some(ViewAudit::new(sql.clone())?);
             let signon =
                 SignOn::for_profile(config, &path, &sql, idle_clock, options.ehr_launch.clone())

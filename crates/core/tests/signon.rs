@@ -51,10 +51,15 @@ fn desk_with(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>, extra: &str
     let options = LaunchOptions {
         data_dir: Some(data_dir.clone()),
         config_path: config,
-        demo_seed: None,
         ehr_launch: launch,
+        ..LaunchOptions::default()
     };
-    let idle = Arc::new(hearth_auth::ManualClock::default());
+    // The idle lock's wall clock starts an hour back: the tests move it by up to an hour
+    // and the provider's auth_time is the real time, which an unlock must show is after
+    // the lock.
+    let idle = Arc::new(hearth_auth::ManualClock::starting_at(
+        std::time::SystemTime::now() - Duration::from_secs(3600),
+    ));
     let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
     let ws = Arc::new(Workstation::start_with_idle_clock(
         &options,
@@ -265,8 +270,14 @@ fn phi_waits_for_sign_in_the_idle_lock_needs_the_user_again_and_all_is_audited()
         ws.activity();
         locked(ws.schedule(&ScheduleRequest::default()));
 
-        // The same user authenticates again (the provider asks for the password again).
+        // The same user authenticates again (the provider asks for the password again: the
+        // request says prompt=login and max_age=0).
         sign_in(&desk).await.unwrap();
+        let asked = std::fs::read_to_string(&desk.url_file).unwrap();
+        assert!(
+            asked.contains("prompt=login") && asked.contains("max_age=0"),
+            "{asked}"
+        );
         assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
         ws.schedule(&ScheduleRequest::default()).unwrap();
 
@@ -531,4 +542,409 @@ fn who_viewed_which_chart_and_which_schedule_is_audited() {
         .filter(|(_, action, _)| action == "view-chart")
         .count();
     assert_eq!(views, 1);
+}
+
+#[test]
+fn a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    // The profile is made with sign-in (its first start binds it).
+    let made = desk(&home, &ehr, None);
+    assert_eq!(made.ws.status().unwrap().session, SessionState::SignedOut);
+    drop(made);
+
+    let start = |name: &str, text: String| {
+        let config = home.join(name);
+        std::fs::write(&config, text).unwrap();
+        Workstation::start(
+            &LaunchOptions {
+                data_dir: Some(home.join("profile")),
+                config_path: config,
+                ..LaunchOptions::default()
+            },
+            Arc::new(ManualClock::new(chrono::Local::now().fixed_offset())),
+        )
+    };
+    // The same EHR (on loopback, so the configuration alone allows it without sign-on) and no
+    // [identity]: refused, naming what differs; no PHI, no store for the sync engine.
+    let ws = start(
+        "no-sign-in.toml",
+        format!("[ehr]\nfhir_base_url = \"{}\"\n", ehr.fhir_base),
+    );
+    let e = ws.status().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Configuration);
+    let text = e.to_string();
+    assert!(
+        text.contains("identity.issuer")
+            && text.contains(&ehr.issuer)
+            && text.contains("none (no sign-in)")
+            && text.contains("identity.client_id")
+            && text.contains(&home.join("profile").display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        ws.schedule(&ScheduleRequest::default()).unwrap_err().code(),
+        ErrorCode::Configuration
+    );
+    assert!(ws.ehr_link().is_none() && ws.signon().is_none());
+
+    // Another EHR, same sign-in: refused too.
+    let ws = start(
+        "other-ehr.toml",
+        ehr.machine_config(&home.join("url"), "")
+            .replace(&ehr.fhir_base, "http://127.0.0.1:9/fhir"),
+    );
+    let text = ws.status().unwrap_err().to_string();
+    assert!(
+        text.contains("ehr.fhir_base_url") && !text.contains("identity.issuer"),
+        "{text}"
+    );
+
+    // The settings it was made with still open it.
+    let again = desk(&home, &ehr, None);
+    assert_eq!(again.ws.status().unwrap().session, SessionState::SignedOut);
+}
+
+/// The pushed status (the top bar's) once `ok` holds for it; bounded.
+async fn status_when(
+    ws: &Workstation,
+    feed: &mut hearth_core::StatusFeed,
+    what: &str,
+    ok: impl Fn(&hearth_ipc::AppStatus) -> bool,
+) -> hearth_ipc::AppStatus {
+    tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            let status = ws.next_status(feed).await.expect("the status feed ended");
+            if ok(&status) {
+                return status;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the status never showed {what}"))
+}
+
+/// An expired session as the window must show it: no PHI, not online, nothing claimed in
+/// step, the reason in words.
+fn assert_expired(ws: &Workstation, status: &hearth_ipc::AppStatus, reason: &str) {
+    assert_eq!(status.session, SessionState::Expired);
+    assert_eq!(status.connectivity, hearth_ipc::Connectivity::Offline);
+    let text = &status.sync.description;
+    assert!(
+        text.starts_with("Not synchronising")
+            && text.contains(reason)
+            && text.contains("Sign in again"),
+        "{text}"
+    );
+    assert_eq!(
+        status.user.as_ref().map(|u| u.display_name.as_str()),
+        Some(USER_DISPLAY)
+    );
+    locked(ws.schedule(&ScheduleRequest::default()));
+}
+
+#[test]
+fn a_failed_renewal_shows_at_once_withholds_phi_and_asks_for_sign_in() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_failed_renewal_shows_at_once_withholds_phi_and_asks_for_sign_in",
+        true,
+    ) else {
+        return;
+    };
+    // Access tokens of 8 s: renewed about every 4 s.
+    let ehr = SmartEhr::start_with_access_ttl(8);
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    let signon = ws.signon().unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+        let renewing = tokio::spawn(signon.clone().keep_fresh(Duration::from_secs(1)));
+        let mut feed = ws.status_feed().unwrap();
+        // A renewal works: still signed in after it.
+        let mut renewals = signon.renewals();
+        tokio::time::timeout(Duration::from_secs(30), renewals.changed())
+            .await
+            .expect("a renewal within 30 s")
+            .unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // 1. The provider's answer to the renewal is rejected (its ID token's signature is
+        //    spoilt): the pushed status says so at once.
+        ehr.spoil_next_id_token("signature");
+        let status = status_when(&ws, &mut feed, "expired after a rejected answer", |s| {
+            s.session != SessionState::SignedIn
+        })
+        .await;
+        assert_expired(&ws, &status, "invalid-id-token");
+        // The same user signs in again: healthy, PHI back.
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+        ws.schedule(&ScheduleRequest::default()).unwrap();
+
+        // 2. The refresh token is revoked at the provider (as IT does for a lost device).
+        let vault = hearth_auth::Vault::new(
+            hearth_core::KEYCHAIN_SERVICE,
+            &hearth_core::profile::refresh_token_account(&desk.data_dir.join("hearth.db")),
+        );
+        let refresh = vault
+            .load()
+            .unwrap()
+            .expect("refresh token in the keychain");
+        ehr.revoke_refresh_token(refresh.expose());
+        let status = status_when(
+            &ws,
+            &mut feed,
+            "expired after a revoked refresh token",
+            |s| s.session != SessionState::SignedIn,
+        )
+        .await;
+        assert_expired(&ws, &status, "token-refused");
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // 3. No renewal at all (it stopped; or the provider is out of reach): when the access
+        //    token runs out, the status says so, without waiting for anything else.
+        renewing.abort();
+        let _ = renewing.await;
+        let status = status_when(&ws, &mut feed, "expired when the token ran out", |s| {
+            s.session != SessionState::SignedIn
+        })
+        .await;
+        assert_expired(&ws, &status, "ran out");
+
+        let actions: Vec<String> = ws
+            .recent_audit(50)
+            .unwrap()
+            .into_iter()
+            .map(|(_, action, what)| format!("{action} {what}"))
+            .collect();
+        for expected in [
+            "renewal-failed invalid-id-token",
+            "renewal-failed token-refused",
+        ] {
+            assert!(
+                actions.contains(&expected.to_string()),
+                "{expected}: {actions:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_refresh_token_left_by_a_closed_app_is_revoked_at_the_next_start() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_refresh_token_left_by_a_closed_app_is_revoked_at_the_next_start",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let vault = hearth_auth::Vault::new(
+        hearth_core::KEYCHAIN_SERVICE,
+        &hearth_core::profile::refresh_token_account(&home.join("profile").join("hearth.db")),
+    );
+    // A run that signs in and is closed without signing out: its refresh token stays behind.
+    let left_by = |desk: Desk| {
+        rt.block_on(sign_in(&desk)).unwrap();
+        drop(desk);
+        vault
+            .load()
+            .unwrap()
+            .expect("a refresh token left in the keychain")
+    };
+
+    // 1. The next start revokes it (what the shell runs at start), then removes it.
+    let leftover = left_by(desk(&home, &ehr, None));
+    let next = desk(&home, &ehr, None);
+    rt.block_on(next.ws.signon().unwrap().revoke_leftover())
+        .unwrap();
+    assert!(vault.load().unwrap().is_none(), "still in the keychain");
+    assert_eq!(
+        ehr.try_refresh(leftover.expose()),
+        "invalid_grant",
+        "the closed app's refresh token still works at the token endpoint"
+    );
+    let audit = next.ws.recent_audit(20).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|(_, action, what)| action == "revoke-leftover-token" && what == "revoked"),
+        "{audit:?}"
+    );
+    drop(next);
+
+    // 2. A sign-in before that ran revokes it too, before its own replaces it.
+    let leftover = left_by(desk(&home, &ehr, None));
+    let next = desk(&home, &ehr, None);
+    rt.block_on(sign_in(&next)).unwrap();
+    assert_eq!(ehr.try_refresh(leftover.expose()), "invalid_grant");
+    let current = vault
+        .load()
+        .unwrap()
+        .expect("the new sign-in's refresh token");
+    assert_ne!(current.expose(), leftover.expose());
+}
+
+#[test]
+fn an_unlock_needs_a_login_after_the_lock_and_sleep_counts_as_idle_time() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "an_unlock_needs_a_login_after_the_lock_and_sleep_counts_as_idle_time",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        sign_in(&desk).await.unwrap();
+        // The machine sleeps for 20 minutes, on a platform whose monotonic clock stops in
+        // suspend: the 10-minute idle lock counts it all the same.
+        desk.idle.suspend(Duration::from_secs(20 * 60));
+        assert_eq!(ws.status().unwrap().session, SessionState::Locked);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        let lock_audited = ws
+            .recent_audit(20)
+            .unwrap()
+            .iter()
+            .any(|(_, action, _)| action == "lock");
+        assert!(lock_audited);
+        // A fresh login (after the lock) unlocks.
+        sign_in(&desk).await.unwrap();
+        assert_eq!(ws.status().unwrap().session, SessionState::SignedIn);
+
+        // The workstation's lock closed at a time later than the provider's login (its wall
+        // clock moved ahead of the provider's by an hour): the login cannot have come after
+        // the lock, so it does not unlock, whatever else is right about it.
+        desk.idle.advance(Duration::from_secs(3600));
+        ws.lock_now().unwrap();
+        let before = ws.recent_audit(50).unwrap().len();
+        let e = sign_in(&desk).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::SignIn);
+        assert!(e.to_string().contains("new sign-in after the lock"), "{e}");
+        assert_eq!(ws.status().unwrap().session, SessionState::Locked);
+        locked(ws.schedule(&ScheduleRequest::default()));
+        let audit = ws.recent_audit(50).unwrap();
+        assert!(
+            audit[before..]
+                .iter()
+                .any(|(_, action, what)| action == "sign-in-failed"
+                    && what.starts_with("stale-authentication")),
+            "{audit:?}"
+        );
+    });
+}
+
+#[cfg(target_os = "linux")]
+/// Sends a logind signal from the stand-in, again and again, until `done` (the watcher
+/// subscribes at its own pace); bounded.
+async fn signal_until(
+    logind: &zbus::Connection,
+    path: &str,
+    interface: &str,
+    name: &str,
+    body: &(impl serde::Serialize + zbus::DynamicType + Sync),
+    done: impl Fn() -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done() {
+            logind
+                .emit_signal(None::<&str>, path, interface, name, body)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{name} never locked the window"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_window_locks_when_the_system_sleeps_or_the_session_locks() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "the_window_locks_when_the_system_sleeps_or_the_session_locks",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    let desk = desk(&home, &ehr, None);
+    let ws = desk.ws.clone();
+    let session = "/org/freedesktop/login1/session/c7";
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        // logind's stand-in on this test's private bus (the app uses the system bus).
+        let logind = zbus::Connection::session().await.unwrap();
+        logind.request_name("org.freedesktop.login1").await.unwrap();
+        let watcher = zbus::Connection::session().await.unwrap();
+        tokio::spawn(hearth_core::os_lock::follow_logind(
+            ws.signon().unwrap(),
+            watcher,
+            Some(session.try_into().unwrap()),
+        ));
+        let is_locked = || ws.status().unwrap().session == SessionState::Locked;
+        let last_lock = || {
+            ws.recent_audit(50)
+                .unwrap()
+                .into_iter()
+                .rev()
+                .find(|(_, action, _)| action == "lock")
+                .map(|(_, _, why)| why)
+        };
+
+        sign_in(&desk).await.unwrap();
+        signal_until(
+            &logind,
+            "/org/freedesktop/login1",
+            "org.freedesktop.login1.Manager",
+            "PrepareForSleep",
+            &(true,),
+            is_locked,
+        )
+        .await;
+        assert_eq!(last_lock().as_deref(), Some("the system went to sleep"));
+        locked(ws.schedule(&ScheduleRequest::default()));
+
+        sign_in(&desk).await.unwrap();
+        assert!(!is_locked());
+        signal_until(
+            &logind,
+            session,
+            "org.freedesktop.login1.Session",
+            "Lock",
+            &(),
+            is_locked,
+        )
+        .await;
+        assert_eq!(last_lock().as_deref(), Some("the session was locked"));
+
+        // A screen locker that sets the session's LockedHint.
+        sign_in(&desk).await.unwrap();
+        let changed: std::collections::HashMap<&str, zbus::Variant<'_>> =
+            [("LockedHint", zbus::Variant::from(true))].into();
+        signal_until(
+            &logind,
+            session,
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            &(
+                "org.freedesktop.login1.Session",
+                changed,
+                Vec::<String>::new(),
+            ),
+            is_locked,
+        )
+        .await;
+    });
 }

@@ -87,6 +87,10 @@ pub enum SessionState {
     SignedIn,
     /// Locked after inactivity: no PHI until the same user authenticates again.
     Locked,
+    /// The sign-in could not be renewed (the provider refused the refresh token or its answer
+    /// was rejected, or the access token ran out with no renewal): nothing reaches the EHR,
+    /// so the window says so, shows no PHI and offers to sign in again (the same user).
+    Expired,
 }
 
 /// An EHR launch's context: the chart to open.

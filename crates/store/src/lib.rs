@@ -11,6 +11,7 @@
 //! nothing decrypted is spilled to temp files.
 
 mod audit;
+mod binding;
 mod conflicts;
 mod cursors;
 mod key;
@@ -22,6 +23,7 @@ mod resources;
 
 use audit::append_audit;
 pub use audit::AuditEntry;
+pub use binding::ProfileBinding;
 pub use conflicts::{Conflict, Resolution};
 pub use key::{AuditKey, DbKey};
 pub use keychain::Keychain;

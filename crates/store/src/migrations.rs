@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("../migrations/0003_resource_rowid.sql")),
     (4, include_str!("../migrations/0004_rejected.sql")),
     (5, include_str!("../migrations/0005_audit_sent.sql")),
+    (6, include_str!("../migrations/0006_profile_binding.sql")),
 ];
 
 /// The newest schema this build knows.

@@ -481,3 +481,27 @@ fn a_new_store_has_16_kib_pages_and_a_store_of_an_earlier_version_still_opens() 
         Err(StoreError::WrongKey { .. })
     ));
 }
+
+#[test]
+fn a_profile_is_bound_once_and_the_binding_survives_a_reopen() {
+    let (_dir, path, key) = common::fresh_db();
+    let made = hearth_store::ProfileBinding {
+        fhir_base_url: "https://ehr.example.org/fhir".into(),
+        issuer: Some("https://login.example.org".into()),
+        client_id: Some("hearth".into()),
+    };
+    {
+        let store = Store::open(&path, &key).unwrap();
+        assert_eq!(store.profile_binding().unwrap(), None);
+        assert_eq!(store.bind_profile(&made).unwrap(), made);
+        // A second binding never replaces the first: it is what the profile was made with.
+        let weaker = hearth_store::ProfileBinding {
+            issuer: None,
+            client_id: None,
+            ..made.clone()
+        };
+        assert_eq!(store.bind_profile(&weaker).unwrap(), made);
+    }
+    let store = Store::open(&path, &key).unwrap();
+    assert_eq!(store.profile_binding().unwrap(), Some(made));
+}

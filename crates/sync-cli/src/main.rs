@@ -59,10 +59,11 @@ fn parse() -> Result<Args, String> {
         data_dir: data_dir.ok_or(format!(
             "--data-dir is required (the profile folder the app uses); {USAGE}"
         ))?,
-        // The app's rule: --config, else HEARTH_CONFIG, else the platform's path.
+        // The app's rule: --config, else HEARTH_CONFIG, else the machine's file (which a
+        // user's may not weaken).
         config: config
             .or_else(|| std::env::var_os("HEARTH_CONFIG").map(PathBuf::from))
-            .unwrap_or_else(hearth_core::config::default_path),
+            .unwrap_or_else(hearth_core::config::machine_path),
         account,
         until_idle,
         push_only,
@@ -80,7 +81,8 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(2, e),
     };
-    let config = match MachineConfig::load(&args.config) {
+    let machine = hearth_core::config::machine_path();
+    let config = match MachineConfig::load_layered(&args.config, Some(&machine)) {
         Ok(c) => c,
         Err(e) => return fail(2, e),
     };
@@ -106,6 +108,11 @@ fn main() -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return fail(3, e),
     };
+    // The app's rule: a profile opens only under the EHR and sign-on it was made with.
+    if let Err(e) = profile::check_binding(&store, &db, &config, &args.config.display().to_string())
+    {
+        return fail(2, e);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -59,6 +59,15 @@ impl SmartEhr {
         Self::around(FhirServer::start_with_public_port(Some(gateway)), gateway)
     }
 
+    /// [`SmartEhr::start`] whose access tokens live `seconds` (the default is an hour): a
+    /// test sees renewals, and tokens running out, within seconds.
+    pub fn start_with_access_ttl(seconds: u32) -> Self {
+        let gateway = free_port();
+        let fhir = FhirServer::start_with_public_port(Some(gateway));
+        let port = fhir.port;
+        Self::with_settings(Some(fhir), gateway, port, Some(seconds))
+    }
+
     /// An EHR with the Synthea clinic and today's schedule; `None` (after reporting the skip)
     /// when the sample data is absent.
     pub fn with_clinic(test: &str) -> Option<(Self, clinic::Clinic)> {
@@ -90,6 +99,15 @@ impl SmartEhr {
     }
 
     fn with_upstream(fhir: Option<FhirServer>, gateway: u16, upstream: u16) -> Self {
+        Self::with_settings(fhir, gateway, upstream, None)
+    }
+
+    fn with_settings(
+        fhir: Option<FhirServer>,
+        gateway: u16,
+        upstream: u16,
+        access_ttl: Option<u32>,
+    ) -> Self {
         let dir = peers_dir().join("smart");
         let script = dir.join("server.mjs");
         let ours = workspace_root().join("tests/peers/smart/server.mjs");
@@ -102,7 +120,11 @@ impl SmartEhr {
         );
         let log = tempfile::NamedTempFile::new().expect("peer log");
         let (visit_client_key, visit_client_jwk) = visit_client_key();
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        if let Some(ttl) = access_ttl {
+            command.env("ACCESS_TOKEN_TTL", ttl.to_string());
+        }
+        let mut child = command
             .arg(&script)
             .current_dir(&dir)
             .env("OIDC_PORT", "0")
@@ -401,6 +423,24 @@ impl SmartEhr {
         } else {
             json["error"].as_str().unwrap_or("?").to_string()
         }
+    }
+
+    /// Revokes `token` (a refresh token) at the provider's revocation endpoint (RFC 7009), as
+    /// IT would when a user leaves or a device is lost.
+    pub fn revoke_refresh_token(&self, token: &str) {
+        off_runtime(|| {
+            let status = http()
+                .post(format!("{}/token/revocation", self.issuer))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "client_id=hearth&token_type_hint=refresh_token&token={}",
+                    form_encode(token)
+                ))
+                .send()
+                .expect("revocation endpoint")
+                .status();
+            assert!(status.is_success(), "revocation answered {status}");
+        })
     }
 
     /// A FHIR read through the gateway with `token`; the HTTP status.

@@ -24,6 +24,8 @@ const MIN_WAIT: Duration = Duration::from_millis(50);
 pub struct StatusFeed {
     sync: Option<watch::Receiver<SyncPulse>>,
     session: Option<watch::Receiver<u64>>,
+    /// The access token's renewals (a session whose token ran out is healthy again).
+    renewals: Option<watch::Receiver<u64>>,
     rooms: Option<watch::Receiver<u64>>,
     last: Option<AppStatus>,
 }
@@ -94,8 +96,15 @@ impl Workstation {
             .map(|tomorrow| self.zone.start_of_day(tomorrow) - now)
             .and_then(|d| d.to_std().ok())
             .unwrap_or(Duration::from_secs(3600));
-        let lock = self.signon().and_then(|s| s.lock_due_in());
-        lock.map_or(midnight, |l| l.min(midnight)).max(MIN_WAIT)
+        let signon = self.signon();
+        let lock = signon.as_ref().and_then(|s| s.lock_due_in());
+        // The access token's end: without a renewal by then, the session is expired.
+        let expiry = signon.as_ref().and_then(|s| s.expiry_due_in());
+        [lock, expiry]
+            .into_iter()
+            .flatten()
+            .fold(midnight, Duration::min)
+            .max(MIN_WAIT)
     }
 
     /// A feed of the status (no PHI) for the top bar. It follows the sync engine attached
@@ -106,6 +115,7 @@ impl Workstation {
         Ok(StatusFeed {
             sync: self.sync_pulse(),
             session: self.session_pulse(),
+            renewals: self.signon().map(|s| s.renewals()),
             rooms: self.rooms_pulse(),
             last: None,
         })
@@ -114,11 +124,13 @@ impl Workstation {
     /// The status as soon as it differs from the last one this feed gave (the first at once):
     /// after a sync change (progress, a round's end, the queue), a session change, a change in
     /// a waiting room ([`AppStatus::data_version`]), the idle lock falling due (which locks
-    /// it, as a status check always did), or a new day.
+    /// it, as a status check always did), the access token running out unrenewed (expired),
+    /// a renewal, or a new day.
     pub async fn next_status(&self, feed: &mut StatusFeed) -> Option<AppStatus> {
         loop {
             seen(&mut feed.sync);
             seen(&mut feed.session);
+            seen(&mut feed.renewals);
             seen(&mut feed.rooms);
             let status = self.status().ok()?;
             if feed.last.as_ref() != Some(&status) {
@@ -129,6 +141,7 @@ impl Workstation {
             tokio::select! {
                 () = changed(&mut feed.sync) => {}
                 () = changed(&mut feed.session) => {}
+                () = changed(&mut feed.renewals) => {}
                 () = changed(&mut feed.rooms) => {}
                 () = tokio::time::sleep(wait) => {}
             }
