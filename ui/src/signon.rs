@@ -85,13 +85,7 @@ pub fn gate(props: &GateProps) -> Html {
         (
             "sign-in-expired",
             "Your sign-in has ended",
-            format!(
-                "Hearth could not renew {}'s sign-in, so nothing is being sent to or received from the EHR. Sign in again to continue; changes made here are kept and sent once you have.",
-                props
-                    .user
-                    .as_ref()
-                    .map_or("the signed-in user".to_string(), |u| u.display_name.clone())
-            ),
+            "Hearth could not renew the sign-in, so nothing is being sent to or received from the EHR. The same user must sign in again to continue; changes made here are kept and sent once they have.".to_string(),
             "Sign in again",
         )
     } else if locked {

@@ -64,6 +64,7 @@ fn settings(fhir_base: &str, issuer: &str) -> AuthSettings {
         issuer: issuer.to_string(),
         client_id: "hearth".into(),
         scopes: DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+        resources: Vec::new(),
     }
 }
 

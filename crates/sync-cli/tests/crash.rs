@@ -82,12 +82,35 @@ impl Profile {
     fn sync_until_idle(&self, server: &FhirServer, extra: &[&str]) {
         let mut args = vec!["--until-idle"];
         args.extend_from_slice(extra);
-        let out = self.worker(server, &args).wait_with_output().unwrap();
+        let out = finish_within(
+            self.worker(server, &args),
+            Duration::from_secs(120),
+            "hearth-sync --until-idle",
+        );
         assert!(
             out.status.success(),
             "hearth-sync failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Waits for `child` to end and collects its output; past `limit` it is killed and the test
+/// fails naming `what` (a hung process must not hang the suite).
+fn finish_within(child: Child, limit: Duration, what: &str) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} did not finish within {limit:?}");
+        }
     }
 }
 
@@ -477,7 +500,11 @@ fn killing_the_process_that_queues_changes_leaves_each_change_whole_and_sent_onc
     };
     // One maker's whole life, here and now, bounds the kill points.
     let t = std::time::Instant::now();
-    assert!(maker().wait().unwrap().success());
+    assert!(
+        finish_within(maker(), Duration::from_secs(120), "a maker's whole life")
+            .status
+            .success()
+    );
     let life_ms = u64::try_from(t.elapsed().as_millis()).unwrap().max(20);
     let mut kills = 0;
     for _ in 0..30 {

@@ -124,7 +124,7 @@ pub struct Ehr {
 
 impl Ehr {
     /// The signing key, checked by signing with it.
-    pub fn signing_key(&self) -> Result<jsonwebtoken::EncodingKey, String> {
+    pub fn signing_key(&self) -> Result<jsonwebtoken::EncodingKey, KeyError> {
         let (label, key): (_, fn(&[u8]) -> jsonwebtoken::EncodingKey) = match self.algorithm {
             jsonwebtoken::Algorithm::ES384 => {
                 ("PRIVATE KEY", jsonwebtoken::EncodingKey::from_ec_der)
@@ -138,26 +138,49 @@ impl Ehr {
             &serde_json::json!({}),
             &key,
         )
-        .map_err(|e| format!("not a usable {:?} key: {e}", self.algorithm))?;
+        .map_err(|e| KeyError::Unusable {
+            algorithm: self.algorithm,
+            reason: e.to_string(),
+        })?;
         Ok(key)
     }
 }
 
+/// Why the service's private key for the EHR cannot be used (names the problem, never the key).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a PEM file")]
+    NotPem,
+    #[error("no -----BEGIN {label}----- block")]
+    NoBlock { label: String },
+    #[error("the {label} block is not base64")]
+    NotBase64 { label: String },
+    #[error("not a usable {algorithm:?} key: {reason}")]
+    Unusable {
+        algorithm: jsonwebtoken::Algorithm,
+        reason: String,
+    },
+}
+
 /// The DER inside a PEM block labelled `label`.
-fn pem_body(pem: &[u8], label: &str) -> Result<Vec<u8>, String> {
+fn pem_body(pem: &[u8], label: &str) -> Result<Vec<u8>, KeyError> {
     use base64::Engine;
-    let text = std::str::from_utf8(pem).map_err(|_| "not a PEM file".to_owned())?;
+    let text = std::str::from_utf8(pem).map_err(|_| KeyError::NotPem)?;
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let body = text
         .split_once(&begin)
         .and_then(|(_, rest)| rest.split_once(&end))
         .map(|(body, _)| body)
-        .ok_or_else(|| format!("no {begin} block"))?;
+        .ok_or_else(|| KeyError::NoBlock {
+            label: label.to_owned(),
+        })?;
     let b64: String = body.split_whitespace().collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| format!("the {label} block is not base64"))
+        .map_err(|_| KeyError::NotBase64 {
+            label: label.to_owned(),
+        })
 }
 
 /// coturn with `use-auth-secret`: credentials are made from the shared secret (TURN REST API).

@@ -208,7 +208,14 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
     // Both asked for the visit service's audience, as an attacker would.
     let patient_app = idp.patient_app_access_token_for(Some(AUDIENCE));
     let other_app = idp.access_token_for("patient-app", true, "openid fhirUser", Some(AUDIENCE));
-    for (what, token) in [("patient app", &patient_app), ("another app", &other_app)] {
+    // Hearth's own client, but a patient signed in (fhirUser is a Patient): not a clinician.
+    let patient_at_hearth =
+        idp.access_token_for("hearth", false, "openid fhirUser", Some(AUDIENCE));
+    for (what, token) in [
+        ("patient app", &patient_app),
+        ("another app", &other_app),
+        ("a patient at Hearth's client", &patient_at_hearth),
+    ] {
         for base in [&d.a, &d.b] {
             let (status, body) = post_link(base, token).await;
             assert_eq!(
@@ -663,7 +670,7 @@ fn a_forged_forwarded_for_is_not_trusted_on_redis() {
 /// addresses (behind a trusted proxy) use up everyone's allowance: the next new address is
 /// refused although it never tried before.
 async fn visits_and_the_whole_service_have_their_own_limits(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let busy = link(&d.a, &access, "appt-busy", Role::Patient).await;
     let calm = link(&d.a, &access, "appt-calm", Role::Patient).await;
     let http = reqwest::Client::new();
@@ -729,7 +736,7 @@ async fn visits_and_the_whole_service_have_their_own_limits(idp: &SmartEhr, d: &
 
 #[test]
 fn visits_and_the_service_have_limits_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-busy", "appt-calm"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.visit_joins_per_minute = 3;
@@ -743,7 +750,7 @@ fn visits_and_the_service_have_limits_in_memory() {
 
 #[test]
 fn visits_and_the_service_have_limits_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-busy", "appt-calm"]);
     let d = on_redis(
         &idp,
         "visit_joins_per_minute = 3\ntotal_joins_per_minute = 10\ntrusted_proxies = [\"127.0.0.1\"]\n",
@@ -756,13 +763,13 @@ fn visits_and_the_service_have_limits_on_redis() {
 /// longer works. A visit someone is still connected to is kept, however old its last change.
 #[test]
 fn visits_are_forgotten_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-kept", "appt-gone"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.forget_visits_after = std::time::Duration::from_millis(300);
         })
         .await;
-        let access = idp.clinician_access_token();
+        let access = clinician_token(&idp);
         let kept = Ws::host(&d.a, &access, "appt-kept", false).await;
         let mut doc = Ws::host(&d.a, &access, "appt-gone", false).await;
         let l = link(&d.a, &access, "appt-gone", Role::Patient).await;
@@ -841,7 +848,7 @@ fn turn_for(ice: &hearth_visit_protocol::IceConfig, participant: &str) -> bool {
 /// A patient in the waiting room gets no TURN server or credentials (a relay for anyone who
 /// has a link, before the clinician even saw them); the clinician's admission brings them.
 async fn turn_credentials_come_with_admission(idp: &SmartEhr, d: &Deployment) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::connect(&d.a).await;
     doc.send(&ClientMsg::Host {
         access_token: Secret::new(access.as_str()),
@@ -894,7 +901,7 @@ async fn turn_credentials_come_with_admission(idp: &SmartEhr, d: &Deployment) {
 
 #[test]
 fn turn_credentials_only_after_admission_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-turn"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.turn = Some(hearth_visit_server::settings::Turn {
@@ -910,7 +917,7 @@ fn turn_credentials_only_after_admission_in_memory() {
 
 #[test]
 fn turn_credentials_only_after_admission_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-turn"]);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("turn-secret");
     std::fs::write(&secret, TURN_SECRET).unwrap();
@@ -928,10 +935,10 @@ fn turn_credentials_only_after_admission_on_redis() {
 /// clinician's roster shows the visible letters in the order typed.
 #[test]
 fn display_names_lose_invisible_and_direction_changing_characters() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-name"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |_| {}).await;
-        let access = idp.clinician_access_token();
+        let access = clinician_token(&idp);
         let mut doc = Ws::host(&d.a, &access, "appt-name", false).await;
         let l = link(&d.a, &access, "appt-name", Role::Patient).await;
         let typed = "\u{2067}Dr \u{202E}liveE\u{202C}\u{200B}\u{FEFF} \u{2066}Ana\u{2069}";

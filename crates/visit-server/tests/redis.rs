@@ -58,7 +58,7 @@ async fn check_link(base: &str, token: &hearth_visit_protocol::Secret) -> (u16, 
 /// so does the service.
 #[test]
 fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-stop"]);
     let redis = Redis::start();
     runtime().block_on(async {
         let svc = serve(&idp, |s| {
@@ -67,7 +67,7 @@ fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
         })
         .await;
         let base = format!("http://{}", svc.addr);
-        let access = idp.clinician_access_token();
+        let access = clinician_token(&idp);
         let l = link(&base, &access, "appt-stop", Role::Patient).await;
         assert_eq!(check_link(&base, &token_of(&l)).await.0, 200);
         assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok".into()));
@@ -137,7 +137,7 @@ fn healthz_includes_redis() {
 
 /// A clinician hosts on `base`, a patient joins on `other` and appears in the roster.
 async fn a_visit_works(idp: &SmartEhr, base: &str, other: &str, visit: &str) {
-    let access = idp.clinician_access_token();
+    let access = clinician_token(idp);
     let mut doc = Ws::host(base, &access, visit, false).await;
     let l = link(base, &access, visit, Role::Patient).await;
     let pat = Ws::join(other, &token_of(&l), "Ana").await;
@@ -154,7 +154,7 @@ const PASSWORD: &str = "redis-password-0123456789abcdef";
 /// the URL, or from `redis_password_file` with `redis_username`, visits work.
 #[test]
 fn redis_auth_by_password_and_acl_user() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-auth", "appt-acl"]);
     let password = format!(">{PASSWORD}");
     let redis = Redis::start_with(&[
         "--requirepass",
@@ -200,7 +200,7 @@ fn redis_auth_by_password_and_acl_user() {
 /// refuses it against the system's roots, and works with `redis_ca_file`'s.
 #[test]
 fn redis_over_tls() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-tls"]);
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let params =
@@ -293,14 +293,14 @@ async fn proxy(socket: std::path::PathBuf) -> Proxy {
 /// gets the roster with the patient (the change published during the gap was not lost).
 #[test]
 fn rosters_resync_after_the_subscription_drops() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-sync"]);
     let redis = Redis::start();
     runtime().block_on(async {
         let proxy = proxy(redis.socket()).await;
         let a = serve(&idp, |s| s.redis_url = Some(proxy.url.clone())).await;
         let b = serve(&idp, |s| s.redis_url = Some(redis.url.clone())).await;
         let (a, b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-        let access = idp.clinician_access_token();
+        let access = clinician_token(&idp);
         let mut doc = Ws::host(&a, &access, "appt-sync", false).await;
         let l = link(&a, &access, "appt-sync", Role::Patient).await;
 
