@@ -195,6 +195,11 @@ impl SmartEhr {
     /// the gateway, directly (no token), with `practitioners` (references such as
     /// [`USER_FHIR`]) as its participants beside a patient. Panics without a FHIR server.
     pub fn put_appointment(&self, id: &str, practitioners: &[&str]) {
+        self.put_appointment_with_status(id, practitioners, "booked");
+    }
+
+    /// [`SmartEhr::put_appointment`] with another `status` (e.g. `cancelled`).
+    pub fn put_appointment_with_status(&self, id: &str, practitioners: &[&str], status: &str) {
         let fhir = self
             .fhir
             .as_ref()
@@ -209,7 +214,7 @@ impl SmartEhr {
         let body = serde_json::json!({
             "resourceType": "Appointment",
             "id": id,
-            "status": "booked",
+            "status": status,
             "start": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "end": (now + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "participant": participant,

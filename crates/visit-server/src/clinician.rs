@@ -23,11 +23,15 @@ pub struct Clinician {
     /// `Practitioner/...` when the provider says (SMART `fhirUser`).
     pub fhir_user: Option<String>,
     pub name: Option<String>,
+    /// When the access token expires (Unix ms): the clinician's authority in a visit ends
+    /// with it (a resume after it is refused; hosting again shows a fresh token).
+    pub expires_ms: u64,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     iat: Option<u64>,
     #[serde(default)]
@@ -110,6 +114,24 @@ impl Verifier {
                 "the token is not an access token (typ at+jwt)",
             ));
         }
+        // Asymmetric signatures only: a shared-secret (HS*) token could be made by anyone who
+        // holds the secret, and the provider's JWKS publishes public keys.
+        if !matches!(
+            header.alg,
+            jsonwebtoken::Algorithm::RS256
+                | jsonwebtoken::Algorithm::RS384
+                | jsonwebtoken::Algorithm::RS512
+                | jsonwebtoken::Algorithm::PS256
+                | jsonwebtoken::Algorithm::PS384
+                | jsonwebtoken::Algorithm::PS512
+                | jsonwebtoken::Algorithm::ES256
+                | jsonwebtoken::Algorithm::ES384
+                | jsonwebtoken::Algorithm::EdDSA
+        ) {
+            return Err(unauthorized(
+                "the access token is signed with an algorithm the service does not accept",
+            ));
+        }
         let kid = header.kid.clone();
         let key = self.key_for(kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
@@ -154,6 +176,7 @@ impl Verifier {
             subject: claims.sub,
             fhir_user: claims.fhir_user,
             name: claims.name,
+            expires_ms: claims.exp.saturating_mul(1000),
         })
     }
 

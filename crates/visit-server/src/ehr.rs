@@ -60,6 +60,23 @@ fn normalize<'a>(reference: &'a str, base: &str) -> &'a str {
     }
 }
 
+/// Why a clinician is refused a visit, whether the EHR has no such appointment, it is not
+/// going ahead, or it does not list them: one answer, so that a refusal does not tell which
+/// appointment ids exist.
+const NOT_YOURS: &str =
+    "the EHR has no appointment with the visit's id that is going ahead and lists you as a participant";
+
+/// Whether `appointment` is the Appointment `id` and may still take place: not `cancelled`
+/// nor `entered-in-error` (FHIR R4 Appointment.status, AppointmentStatus value set).
+pub fn is_open_appointment(appointment: &serde_json::Value, id: &str) -> bool {
+    appointment.get("resourceType").and_then(|t| t.as_str()) == Some("Appointment")
+        && appointment.get("id").and_then(|i| i.as_str()) == Some(id)
+        && !matches!(
+            appointment.get("status").and_then(|s| s.as_str()),
+            Some("cancelled" | "entered-in-error")
+        )
+}
+
 /// Whether `appointment` (an Appointment resource) has `fhir_user` among its participants.
 pub fn has_participant(appointment: &serde_json::Value, fhir_user: &str, base: &str) -> bool {
     let who = normalize(fhir_user, base);
@@ -126,10 +143,10 @@ impl AppointmentCheck {
             return Ok(());
         }
         let appointment = self.read_appointment(ehr, visit).await?;
-        if !has_participant(&appointment, fhir_user, &ehr.fhir_base_url) {
-            return Err(not_on_appointment(
-                "the EHR's appointment does not list you as a participant",
-            ));
+        if !is_open_appointment(&appointment, visit)
+            || !has_participant(&appointment, fhir_user, &ehr.fhir_base_url)
+        {
+            return Err(not_on_appointment(NOT_YOURS));
         }
         let mut yes = self.yes();
         if yes.len() >= MAX_KEPT {
@@ -165,11 +182,7 @@ impl AppointmentCheck {
                     return serde_json::from_slice(&bytes)
                         .map_err(|_| unavailable("the EHR's appointment is not JSON"));
                 }
-                404 | 410 => {
-                    return Err(not_on_appointment(
-                        "the EHR has no appointment with the visit's id",
-                    ))
-                }
+                404 | 410 => return Err(not_on_appointment(NOT_YOURS)),
                 401 if attempt == 0 => {
                     *self.token.lock().await = None;
                 }
@@ -300,7 +313,29 @@ fn encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::has_participant;
+    use super::{has_participant, is_open_appointment};
+
+    #[test]
+    fn only_the_asked_appointment_going_ahead_counts() {
+        let appt = |status: &str| serde_json::json!({"resourceType": "Appointment", "id": "a1", "status": status});
+        for going in [
+            "proposed",
+            "pending",
+            "booked",
+            "arrived",
+            "checked-in",
+            "fulfilled",
+        ] {
+            assert!(is_open_appointment(&appt(going), "a1"), "{going}");
+        }
+        for over in ["cancelled", "entered-in-error"] {
+            assert!(!is_open_appointment(&appt(over), "a1"), "{over}");
+        }
+        assert!(!is_open_appointment(&appt("booked"), "a2"), "another id");
+        let mut not_appt = appt("booked");
+        not_appt["resourceType"] = "Encounter".into();
+        assert!(!is_open_appointment(&not_appt, "a1"), "another type");
+    }
 
     #[test]
     fn participants_are_compared_in_relative_and_absolute_forms() {

@@ -20,7 +20,7 @@ use crate::settings::Settings;
 use crate::shared::{Hub, Shared};
 use crate::tokens::LinkSigner;
 use hearth_visit_protocol::{IceConfig, IceServer};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +44,9 @@ pub struct App {
     next_conn: AtomicU64,
     /// WebSocket connections open now (at most `settings.max_connections`).
     pub open_connections: AtomicUsize,
+    /// WebSocket connections open now per client address (IPv6 by /64), at most
+    /// `settings.max_connections_per_address` each.
+    pub connections_by_address: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
     /// The join page's Content-Security-Policy (made once from `public_url`).
     pub csp: String,
     /// Set when the service stops: every open socket closes.
@@ -108,6 +111,7 @@ impl App {
             instance,
             next_conn: AtomicU64::new(1),
             open_connections: AtomicUsize::new(0),
+            connections_by_address: std::sync::Mutex::new(std::collections::HashMap::new()),
             stopping: tokio::sync::watch::Sender::new(false),
         }))
     }

@@ -61,6 +61,13 @@ pub struct Settings {
     pub max_members_per_visit: usize,
     /// Open WebSocket connections this instance accepts; more are answered 503.
     pub max_connections: usize,
+    /// Open WebSocket connections one client address may hold on this instance (an IPv6
+    /// address counts with its /64); more are answered 503. A clinic behind one NAT address
+    /// shares it.
+    pub max_connections_per_address: usize,
+    /// A connection must say who it is (join, host or resume) this soon after opening, or it
+    /// is closed: a socket that only pings holds no place.
+    pub join_within: Duration,
     /// Origins (besides the service's own) that may call the API from a browser.
     pub allowed_origins: Vec<String>,
 }
@@ -221,6 +228,8 @@ struct File {
     trusted_proxies: Vec<String>,
     max_members_per_visit: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    join_within_seconds: Option<u64>,
     #[serde(default)]
     allowed_origins: Vec<String>,
 }
@@ -458,6 +467,8 @@ impl Settings {
             trusted_proxies,
             max_members_per_visit: file.max_members_per_visit.unwrap_or(50).max(2),
             max_connections: file.max_connections.unwrap_or(5000).max(1),
+            max_connections_per_address: file.max_connections_per_address.unwrap_or(200).max(1),
+            join_within: Duration::from_secs(file.join_within_seconds.unwrap_or(10).max(1)),
             allowed_origins: file.allowed_origins,
         })
     }
@@ -496,6 +507,8 @@ impl Settings {
             trusted_proxies: Vec::new(),
             max_members_per_visit: 50,
             max_connections: 5000,
+            max_connections_per_address: 200,
+            join_within: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             public_url,
         }

@@ -50,6 +50,10 @@ pub struct Member {
     pub conn: Option<String>,
     /// When their last connection dropped.
     pub dropped_ms: Option<u64>,
+    /// A clinician: when the access token they hosted with expires (Unix ms). They may not
+    /// resume after it (they host again, with a fresh token, checked again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_until_ms: Option<u64>,
 }
 
 /// Who is joining, as [`Visit::add`] needs it.
@@ -60,6 +64,8 @@ pub struct Newcomer {
     pub media: bool,
     pub resume_hash: String,
     pub conn: String,
+    /// See [`Member::authorized_until_ms`].
+    pub authorized_until_ms: Option<u64>,
 }
 
 /// The longest display name kept (characters).
@@ -86,6 +92,15 @@ pub fn clean_name(typed: &str) -> Result<String, Refusal> {
         ));
     }
     Ok(name)
+}
+
+/// The name a clinician is shown under: the one the host message typed, else the identity
+/// provider's `name` claim, each cleaned like a patient's ([`clean_name`]); else "Clinician".
+pub fn host_name(typed: Option<&str>, from_token: Option<&str>) -> String {
+    typed
+        .and_then(|n| clean_name(n).ok())
+        .or_else(|| from_token.and_then(|n| clean_name(n).ok()))
+        .unwrap_or_else(|| "Clinician".to_owned())
 }
 
 /// Controls (Unicode Cc), format characters (Cf: the bidirectional embeddings, overrides and
@@ -328,6 +343,7 @@ impl Visit {
             left_ms: None,
             conn: Some(who.conn),
             dropped_ms: None,
+            authorized_until_ms: who.authorized_until_ms,
         });
         let mut outs = if clinician {
             self.enter_call(&id)
@@ -418,6 +434,7 @@ impl Visit {
         id: &str,
         secret_ok: impl Fn(&str) -> bool,
         conn: &str,
+        now: u64,
     ) -> Result<(Member, Vec<Out>), Refusal> {
         let refused = || {
             Refusal::new(
@@ -433,6 +450,12 @@ impl Visit {
             .ok_or_else(refused)?;
         if !secret_ok(&member.resume_hash) || member.standing == Standing::Left {
             return Err(refused());
+        }
+        if member.authorized_until_ms.is_some_and(|until| until <= now) {
+            return Err(Refusal::new(
+                ErrorCode::ResumeRefused,
+                "your sign-in has expired since you joined; host the visit again",
+            ));
         }
         let mut outs = Vec::new();
         let old = member.conn.replace(conn.to_owned());
@@ -570,7 +593,26 @@ mod tests {
             media: true,
             resume_hash: format!("hash-{id}"),
             conn: format!("i1:{id}"),
+            authorized_until_ms: None,
         }
+    }
+
+    #[test]
+    fn a_clinician_resumes_only_while_the_token_they_hosted_with_is_valid() {
+        let mut v = Visit::new("v");
+        let doc = Newcomer {
+            authorized_until_ms: Some(5_000),
+            ..newcomer("doc", Role::Clinician)
+        };
+        v.add(doc, 1_000, 10).unwrap();
+        v.disconnect("doc", "i1:doc", 2_000);
+        assert!(v.resume("doc", |_| true, "i1:2", 4_999).is_ok());
+        v.disconnect("doc", "i1:2", 4_999);
+        let e = v.resume("doc", |_| true, "i1:3", 5_000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ResumeRefused);
+        assert!(e.message.contains("host the visit again"), "{e:?}");
+        // The refused connection took nothing over.
+        assert_eq!(v.member("doc").and_then(|m| m.conn.as_deref()), None);
     }
 
     fn msgs_to<'a>(outs: &'a [Out], to: &str) -> Vec<&'a ServerMsg> {
@@ -657,11 +699,11 @@ mod tests {
         // A stale disconnect of an older connection changes nothing.
         assert!(v.disconnect("pat", "i1:old", 11).is_empty());
         let refused = v
-            .resume("pat", |h| h == "wrong", "i2:1")
+            .resume("pat", |h| h == "wrong", "i2:1", 0)
             .map_err(|e| e.code);
         assert_eq!(refused.err(), Some(ErrorCode::ResumeRefused));
         let (m, outs) = v
-            .resume("pat", |h| h == "hash-pat", "i2:1")
+            .resume("pat", |h| h == "hash-pat", "i2:1", 0)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.standing, Standing::Admitted);
         assert!(matches!(
@@ -684,7 +726,7 @@ mod tests {
             Some((Standing::Left, Some(20)))
         );
         assert_eq!(
-            v.resume("pat", |_| true, "i1:9")
+            v.resume("pat", |_| true, "i1:9", 0)
                 .map(|_| ())
                 .map_err(|e| e.code),
             Err(ErrorCode::ResumeRefused)
@@ -721,6 +763,19 @@ mod tests {
             clean_name(&"x".repeat(500)).map(|n| n.len()).ok(),
             Some(MAX_NAME)
         );
+    }
+
+    #[test]
+    fn a_clinicians_name_from_the_identity_provider_is_cleaned_too() {
+        // The provider's `name` claim is the organisation's data, but still shown to patients.
+        assert_eq!(
+            host_name(None, Some("Dr \u{202E}ztiL\u{202C}\u{200B} Ana")),
+            "Dr ztiL Ana"
+        );
+        assert_eq!(host_name(Some("\u{200B}"), Some("Dr Ana")), "Dr Ana");
+        assert_eq!(host_name(Some(" Dr  Bo "), Some("Dr Ana")), "Dr Bo");
+        assert_eq!(host_name(None, Some("\u{2066}\u{2069}")), "Clinician");
+        assert_eq!(host_name(None, None), "Clinician");
     }
 
     #[test]

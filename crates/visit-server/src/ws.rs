@@ -4,7 +4,7 @@
 use crate::error::Refusal;
 use crate::limit::Bucket;
 use crate::shared::Link;
-use crate::visit::{clean_name, Delivery, Newcomer};
+use crate::visit::{clean_name, host_name, Delivery, Newcomer};
 use crate::web::client_ip;
 use crate::{now_ms, tokens, App};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -45,12 +45,9 @@ pub async fn upgrade(
         }
     }
     let ip = client_ip(&app, peer, &headers);
-    let Some(slot) = Slot::take(&app) else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the visit service is at its connection limit; try again",
-        )
-            .into_response();
+    let slot = match Slot::take(&app, ip) {
+        Ok(slot) => slot,
+        Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     };
     // Frames as well as messages are capped: a declared 16 MiB frame would otherwise be
     // buffered whole before the message limit applies.
@@ -62,24 +59,67 @@ pub async fn upgrade(
         })
 }
 
-/// One of the instance's `max_connections` places, given back when dropped.
-struct Slot(Arc<App>);
+/// One of the instance's `max_connections` places and of its address's
+/// `max_connections_per_address`, given back when dropped.
+struct Slot {
+    app: Arc<App>,
+    address: IpAddr,
+}
+
+/// The address a connection counts against: an IPv6 client usually holds a whole /64.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+        v4 => v4,
+    }
+}
 
 impl Slot {
-    fn take(app: &Arc<App>) -> Option<Self> {
+    fn take(app: &Arc<App>, ip: IpAddr) -> Result<Self, &'static str> {
+        let address = address_key(ip);
+        let mut by_address = app
+            .connections_by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let held = by_address.get(&address).copied().unwrap_or(0);
+        if held >= app.settings.max_connections_per_address {
+            return Err("too many connections from this address; close some and try again");
+        }
         let max = app.settings.max_connections;
         app.open_connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Self(app.clone()))
+            .map_err(|_| "the visit service is at its connection limit; try again")?;
+        by_address.insert(address, held + 1);
+        Ok(Self {
+            app: app.clone(),
+            address,
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.app.open_connections.fetch_sub(1, Ordering::AcqRel);
+        let mut by_address = self
+            .app
+            .connections_by_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -127,9 +167,18 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
     });
     let mut joined: Option<Joined> = None;
     let mut stopping = app.stopping.subscribe();
+    // Until it says who it is, a connection has `join_within`, however much it pings.
+    let join_by = tokio::time::Instant::now() + app.settings.join_within;
     loop {
+        let wait = if joined.is_some() {
+            IDLE
+        } else {
+            join_by
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(IDLE)
+        };
         let next = tokio::select! {
-            next = tokio::time::timeout(IDLE, stream.next()) => next,
+            next = tokio::time::timeout(wait, stream.next()) => next,
             _ = stopping.wait_for(|stop| *stop) => break,
             // Its queue overflowed (a reader too slow for its messages): the socket is
             // dropped at once, not closed politely behind the queue.
@@ -164,6 +213,17 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
             Ok(Some(Ok(Message::Binary(_)))) => {
                 send(&tx, error(ErrorCode::BadMessage, "messages are JSON text")).await;
                 continue;
+            }
+            Err(_) if joined.is_none() => {
+                send(
+                    &tx,
+                    error(
+                        ErrorCode::NotJoined,
+                        "this connection did not say who it is (join, host or resume) in time",
+                    ),
+                )
+                .await;
+                break;
             }
             // Closed, broken, or idle too long.
             _ => break,
@@ -299,7 +359,7 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
             let (participant, secret, outs) = enter(
                 app,
                 &claims.visit,
-                (name, claims.role, true),
+                (name, claims.role, true, None),
                 &conn,
                 tx,
                 now,
@@ -339,14 +399,11 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
             app.appointments
                 .require(&visit, clinician.fhir_user.as_deref())
                 .await?;
-            let display = name
-                .and_then(|n| clean_name(&n).ok())
-                .or(clinician.name.clone())
-                .unwrap_or_else(|| "Clinician".to_owned());
+            let display = host_name(name.as_deref(), clinician.name.as_deref());
             let (participant, secret, outs) = enter(
                 app,
                 &visit,
-                (display, Role::Clinician, media),
+                (display, Role::Clinician, media, Some(clinician.expires_ms)),
                 &conn,
                 tx,
                 now,
@@ -378,6 +435,7 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
                         &participant,
                         |hash| tokens::resume_matches(&resume, hash),
                         &conn,
+                        now,
                     )
                 })
                 .await?;
@@ -428,7 +486,7 @@ async fn hello(app: &App, ip: IpAddr, first: ClientMsg, tx: &Link) -> Result<Joi
 async fn enter(
     app: &App,
     visit: &str,
-    (name, role, media): (String, Role, bool),
+    (name, role, media, authorized_until_ms): (String, Role, bool, Option<u64>),
     conn: &str,
     tx: &Link,
     now: u64,
@@ -447,6 +505,7 @@ async fn enter(
                     media,
                     resume_hash: hash.clone(),
                     conn: conn.to_owned(),
+                    authorized_until_ms,
                 },
                 now,
                 app.settings.max_members_per_visit,

@@ -87,6 +87,11 @@ async fn host_answer(base: &str, token: &str, visit: &str) -> Option<ServerMsg> 
 fn ehr_with_someone_elses_appointment() -> SmartEhr {
     let idp = ehr_with(&["appt-own"]);
     idp.put_appointment("appt-other", &["Practitioner/someone-else"]);
+    idp.put_appointment_with_status(
+        "appt-cancelled",
+        &[hearth_testkit::smart::USER_FHIR],
+        "cancelled",
+    );
     idp
 }
 
@@ -96,13 +101,16 @@ fn ehr_with_someone_elses_appointment() -> SmartEhr {
 async fn a_clinician_not_on_the_appointment_is_refused(idp: &SmartEhr, d: &Deployment) {
     let access = clinician_token(idp);
     for base in [&d.a, &d.b] {
-        for visit in ["appt-other", "appt-none"] {
+        let mut refusals = std::collections::HashSet::new();
+        for visit in ["appt-other", "appt-none", "appt-cancelled"] {
             let (status, body) = post_link_for(base, &access, visit).await;
             assert_eq!(
                 (status, code_of(&body)),
                 (403, ErrorCode::NotOnAppointment),
                 "a link for {visit}: {body}"
             );
+            // One answer whether the appointment exists or not: no oracle of its ids.
+            refusals.insert(body);
             let r = reqwest::Client::new()
                 .get(format!("{base}/v1/visits/{visit}"))
                 .bearer_auth(&access)
@@ -121,6 +129,7 @@ async fn a_clinician_not_on_the_appointment_is_refused(idp: &SmartEhr, d: &Deplo
                 "hosting {visit}: {first:?}"
             );
         }
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
         assert_eq!(post_link_for(base, &access, "appt-own").await.0, 200);
         let first = host_answer(base, &access, "appt-own").await;
         assert!(
@@ -598,6 +607,73 @@ fn visits_and_connections_are_capped_on_redis() {
     let idp = ehr_with(&["appt-cap"]);
     let d = on_redis(&idp, CAPS);
     runtime().block_on(visits_and_connections_are_capped(&idp, &d));
+}
+
+/// With `max_connections_per_address = 2` and `join_within_seconds = 1`, behind a trusted
+/// proxy: one client address gets two sockets and a third is answered 503 naming the address
+/// limit, while another address still gets in; a socket that only pings (and never says who
+/// it is) is told `not_joined` and closed however often it pings, and its place comes back.
+async fn one_address_cannot_hold_every_socket(d: &Deployment) {
+    let greedy = "203.0.113.7";
+    let mut first = Ws::connect_from(&d.a, greedy).await.unwrap();
+    let _second = Ws::connect_from(&d.a, greedy).await.unwrap();
+    match Ws::connect_from(&d.a, greedy).await {
+        Err((status, body)) => {
+            assert_eq!(status, 503);
+            assert!(body.contains("from this address"), "{body}");
+        }
+        Ok(_) => panic!("a third socket from one address"),
+    }
+    let _other = Ws::connect_from(&d.a, "203.0.113.8")
+        .await
+        .unwrap_or_else(|e| panic!("another address was refused: {e:?}"));
+    // Pinging does not keep a socket that never joins: within 10 s (the limit is 1 s) it is
+    // told so and closed.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut id = 0;
+        loop {
+            id += 1;
+            first.send(&ClientMsg::Ping { id }).await;
+            match first.next().await {
+                Some(ServerMsg::Pong { .. }) => continue,
+                Some(m) if is_error(ErrorCode::NotJoined)(&m) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(first.next().await.is_none(), "still open after not_joined");
+    })
+    .await
+    .expect("a socket that only pings was kept");
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the address's place back",
+        || async { Ws::connect_from(&d.a, greedy).await.ok().map(|_| ()) },
+    )
+    .await;
+}
+
+#[test]
+fn one_address_cannot_hold_every_socket_in_memory() {
+    let idp = SmartEhr::identity_only();
+    runtime().block_on(async {
+        let d = in_memory(&idp, |s| {
+            s.max_connections_per_address = 2;
+            s.join_within = std::time::Duration::from_secs(1);
+            s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        one_address_cannot_hold_every_socket(&d).await;
+    });
+}
+
+#[test]
+fn one_address_cannot_hold_every_socket_on_redis() {
+    let idp = SmartEhr::identity_only();
+    let d = on_redis(
+        &idp,
+        "max_connections_per_address = 2\njoin_within_seconds = 1\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
+    runtime().block_on(one_address_cannot_hold_every_socket(&d));
 }
 
 /// The service is behind proxies at 127.0.0.1 and in 10/8. A client that writes its own

@@ -149,6 +149,36 @@ impl Ws {
         }
     }
 
+    /// A socket opened through a trusted proxy for the client `forwarded`
+    /// (`X-Forwarded-For`); the HTTP status when the service refuses it, with its body.
+    pub async fn connect_from(base: &str, forwarded: &str) -> Result<Self, (u16, String)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", forwarded.parse().unwrap());
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .expect("the service answers within 10 s")
+        {
+            Ok((socket, _)) => Ok(Self {
+                socket,
+                participant: String::new(),
+                resume: None,
+                visit: String::new(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err((
+                r.status().as_u16(),
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned(),
+            )),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+
     pub async fn send(&mut self, msg: &ClientMsg) {
         let text = serde_json::to_string(msg).unwrap();
         self.socket.send(Message::Text(text.into())).await.unwrap();
