@@ -171,77 +171,35 @@ impl PendingLogin {
             .map_err(|_| AuthError::TimedOut(timeout.as_secs()))?
     }
 
+    /// Takes connections to the loopback port until one brings this login's answer. Each
+    /// connection is read by a task of its own with one deadline for its whole request head,
+    /// so a local process that opens connections and trickles bytes (or sends nothing) holds
+    /// up neither the others nor the browser's.
     async fn accept_redirect(&self) -> Result<Redirect, AuthError> {
+        let expected: Arc<str> = Arc::from(self.state.secret().as_str());
+        let mut reading = tokio::task::JoinSet::new();
         loop {
-            let (mut stream, _) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|e| AuthError::Invalid(format!("loopback port: {e}")))?;
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            // The request head only; a redirect has no body. Bounded at 16 KiB.
-            let complete = loop {
-                if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break true;
-                }
-                if head.len() > 16 * 1024 {
-                    break false;
-                }
-                match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                    _ => break false,
-                }
-            };
-            if !complete {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&head);
-            let target = text
-                .lines()
-                .next()
-                .and_then(|line| {
-                    let mut parts = line.split(' ');
-                    match (parts.next(), parts.next()) {
-                        (Some("GET"), Some(target)) => Some(target.to_string()),
-                        _ => None,
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _) = accepted
+                        .map_err(|e| AuthError::Invalid(format!("loopback port: {e}")))?;
+                    // Beyond this many at once, new connections are dropped unread.
+                    if reading.len() < MAX_OPEN_ANSWERS {
+                        reading.spawn(read_answer(stream, expected.clone()));
                     }
-                })
-                .unwrap_or_default();
-            let url = Url::parse(&format!("http://127.0.0.1{target}")).ok();
-            match url {
-                // The state first (RFC 6749 §10.12): an answer without this login's state,
-                // from any local process, is turned away and the login goes on waiting for
-                // the browser; it neither cancels the sign-in nor reaches the UI or the audit.
-                Some(url)
-                    if url.path() == CALLBACK_PATH
-                        && !self.is_ours(Redirect::from_url(&url).state.as_deref()) =>
-                {
-                    respond(
-                        &mut stream,
-                        "400 Bad Request",
-                        "This answer is not for the sign-in Hearth is waiting for.",
-                    )
-                    .await;
                 }
-                Some(url) if url.path() == CALLBACK_PATH => {
-                    let redirect = Redirect::from_url(&url);
-                    let page = if redirect.error.is_some() {
-                        "Sign-in did not complete. Return to Hearth to see why."
-                    } else {
-                        "You are signed in to Hearth. You can close this tab and return to Hearth."
-                    };
-                    respond(&mut stream, "200 OK", page).await;
-                    return Ok(redirect);
+                Some(done) = reading.join_next(), if !reading.is_empty() => {
+                    if let Ok(Some(redirect)) = done {
+                        return Ok(redirect);
+                    }
                 }
-                _ => respond(&mut stream, "404 Not Found", "Not found.").await,
             }
         }
     }
 
     /// Whether a redirect's `state` is this login's (compared in constant time).
     fn is_ours(&self, state: Option<&str>) -> bool {
-        state.is_some_and(|s| Secret::new(self.state.secret().clone()).ct_eq(s))
+        state_is(self.state.secret(), state)
     }
 
     /// Checks the redirect (error, state, issuer), redeems the code with the PKCE verifier,
@@ -291,6 +249,87 @@ impl PendingLogin {
             vault,
         )
         .await
+    }
+}
+
+/// Connections to the loopback port read at once; more wait in the accept queue's place.
+const MAX_OPEN_ANSWERS: usize = 32;
+/// How long one connection may take to send its whole request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Whether `state` is `expected` (compared in constant time).
+fn state_is(expected: &str, state: Option<&str>) -> bool {
+    state.is_some_and(|s| Secret::new(expected.to_owned()).ct_eq(s))
+}
+
+/// Reads one connection's request (its head only, at most 16 KiB, within [`HEAD_DEADLINE`])
+/// and answers it. `Some` when it is this login's answer (its `state` is `expected`).
+async fn read_answer(mut stream: tokio::net::TcpStream, expected: Arc<str>) -> Option<Redirect> {
+    let mut head = Vec::with_capacity(1024);
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return true;
+            }
+            if head.len() > 16 * 1024 {
+                return false;
+            }
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return false,
+            }
+        }
+    };
+    if !tokio::time::timeout(HEAD_DEADLINE, read_head)
+        .await
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&head);
+    let target = text
+        .lines()
+        .next()
+        .and_then(|line| {
+            let mut parts = line.split(' ');
+            match (parts.next(), parts.next()) {
+                (Some("GET"), Some(target)) => Some(target.to_string()),
+                _ => None,
+            }
+        })
+        .unwrap_or_default();
+    let url = Url::parse(&format!("http://127.0.0.1{target}")).ok();
+    match url {
+        // The state first (RFC 6749 §10.12): an answer without this login's state, from any
+        // local process, is turned away and the login goes on waiting for the browser; it
+        // neither cancels the sign-in nor reaches the UI or the audit.
+        Some(url)
+            if url.path() == CALLBACK_PATH
+                && !state_is(&expected, Redirect::from_url(&url).state.as_deref()) =>
+        {
+            respond(
+                &mut stream,
+                "400 Bad Request",
+                "This answer is not for the sign-in Hearth is waiting for.",
+            )
+            .await;
+            None
+        }
+        Some(url) if url.path() == CALLBACK_PATH => {
+            let redirect = Redirect::from_url(&url);
+            let page = if redirect.error.is_some() {
+                "Sign-in did not complete. Return to Hearth to see why."
+            } else {
+                "You are signed in to Hearth. You can close this tab and return to Hearth."
+            };
+            respond(&mut stream, "200 OK", page).await;
+            Some(redirect)
+        }
+        _ => {
+            respond(&mut stream, "404 Not Found", "Not found.").await;
+            None
+        }
     }
 }
 

@@ -398,3 +398,41 @@ fn an_answer_without_this_logins_state_is_turned_away_and_the_sign_in_goes_on() 
         session.sign_out().await.unwrap();
     });
 }
+
+#[test]
+fn connections_that_never_finish_do_not_hold_up_the_browsers_answer() {
+    let Some(_home) = isolated(
+        ISOLATED,
+        "connections_that_never_finish_do_not_hold_up_the_browsers_answer",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    runtime().block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let provider = Provider::discover(settings(&ehr)).await.unwrap();
+        let pending = PendingLogin::start(provider.clone(), &LoginRequest::default())
+            .await
+            .unwrap();
+        let port = url::Url::parse(pending.redirect_uri())
+            .unwrap()
+            .port()
+            .unwrap();
+        // Another local process opens connections that start a request and never finish it
+        // (read one at a time, ten of them held the sign-in for 100 s).
+        let mut silent = Vec::new();
+        for _ in 0..10 {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(b"GET /callback?state=").await.unwrap();
+            silent.push(s);
+        }
+        // The browser's answer is taken while they are still open (within its 60 s).
+        let redirect = browser_answers(&pending).await;
+        let session = pending.finish(redirect, vault()).await.unwrap();
+        session.sign_out().await.unwrap();
+        drop(silent);
+    });
+}
