@@ -106,6 +106,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether any audit entry records `action` (e.g. whether anyone ever signed in here).
+    pub fn audit_has_action(&self, action: &str) -> Result<bool> {
+        Ok(self.reader().query_row(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE action = ?1)",
+            [action],
+            |r| r.get::<_, bool>(0),
+        )?)
+    }
+
     /// The last `limit` audit entries, oldest first: (actor, action, entity).
     pub fn audit_entries(&self, limit: u32) -> Result<Vec<(String, String, String)>> {
         let conn = self.reader();
@@ -175,6 +184,25 @@ impl Store {
         self.conn().execute(
             "INSERT OR IGNORE INTO audit_sent (seq, sent_at, resource, refused) VALUES (?1, ?2, ?3, ?4)",
             params![seq, now(), resource, refused],
+        )?;
+        Ok(())
+    }
+
+    /// Whether this database's chain was ever kept with a keychain audit key.
+    pub(crate) fn audit_was_keyed(&self) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT count(*) FROM audit_keyed", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+            > 0)
+    }
+
+    /// Records that the chain is kept with the keychain's audit key (once).
+    pub(crate) fn mark_audit_keyed(&self) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO audit_keyed (id, keyed_at) VALUES (1, ?1)",
+            [chrono::Utc::now().to_rfc3339()],
         )?;
         Ok(())
     }

@@ -66,6 +66,8 @@ pub enum StoreError {
     Keychain(String),
     #[error("the key of {path} is missing from the OS keychain; the local data cannot be read without it (sign in again to re-sync from the EHR after IT removes the old file)")]
     KeyMissing { path: String },
+    #[error("the audit key of {path} is missing from the OS keychain, but its audit log was kept with that key: the log can no longer be verified, so Hearth does not open it. Ask IT: the keychain entry was removed, or the profile was copied from another computer")]
+    AuditKeyMissing { path: String },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -255,16 +257,26 @@ impl Store {
             }
             None => keychain.create()?,
         };
-        // The audit chain's key, in its own entry. A new one for a database that already
-        // has entries carries its plain (unkeyed) chain over, if that chain is intact.
-        let (audit_key, new_audit_key) = match keychain.load_audit_key()? {
-            Some(k) => (k, false),
-            None => (keychain.create_audit_key()?, true),
-        };
-        let store = Self::open_keyed(path, &key, audit_key)?;
-        if new_audit_key {
+        // The audit chain's key, in its own entry. A new one for a database whose chain was
+        // never keyed carries its plain chain (of an earlier version) over, if intact; a
+        // database whose chain was keyed and whose key is gone is refused.
+        let loaded = keychain.load_audit_key()?;
+        let fresh = loaded.is_none();
+        let mut store = Self::open_keyed(
+            path,
+            &key,
+            loaded.unwrap_or_else(|| AuditKey::derived_from(&key)),
+        )?;
+        if fresh {
+            if store.audit_was_keyed()? {
+                return Err(StoreError::AuditKeyMissing {
+                    path: path.display().to_string(),
+                });
+            }
+            store.audit_key = keychain.create_audit_key()?;
             store.key_plain_chain()?;
         }
+        store.mark_audit_keyed()?;
         Ok(store)
     }
 

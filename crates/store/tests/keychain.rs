@@ -233,3 +233,42 @@ fn a_chain_made_before_the_audit_key_is_carried_over_when_intact() {
         Err(StoreError::AuditTampered { seq: 1 })
     ));
 }
+
+#[test]
+fn a_keyed_chain_whose_audit_key_is_gone_is_refused_not_carried_over() {
+    let Some(Profile { db, keychain, data }) = isolated(
+        "a_keyed_chain_whose_audit_key_is_gone_is_refused_not_carried_over",
+        true,
+    ) else {
+        return;
+    };
+    {
+        let store = Store::open_with_keychain(&db, &keychain).unwrap();
+        for patient in ["Patient/p1", "Patient/p2"] {
+            store
+                .audit("Practitioner/d1", "view-chart", patient)
+                .unwrap();
+        }
+    }
+    let key = keychain.load().unwrap().expect("the database key");
+    // Someone holding the database key rewrites the log with plain hashes, as an earlier
+    // version's chain would be, and removes the audit key's keychain entry (any process of
+    // the user can).
+    rewrite_chain_with_plain_hashes(&db, &key, 2, Some("Patient/p9"));
+    let account = format!("audit-key:test-{}", data.parent().unwrap().display());
+    hearth_keychain::Keychain::new("org.hearth.workstation.test", &account)
+        .forget()
+        .unwrap();
+    assert!(keychain.load_audit_key().unwrap().is_none());
+    // The chain is not re-keyed under a new key: the profile is refused, saying why.
+    match Store::open_with_keychain(&db, &keychain) {
+        Err(e @ StoreError::AuditKeyMissing { .. }) => {
+            assert!(e.to_string().contains("audit key"), "{e}")
+        }
+        other => panic!("expected AuditKeyMissing, got {other:?}"),
+    }
+    assert!(
+        keychain.load_audit_key().unwrap().is_none(),
+        "a new audit key was made for the rewritten chain"
+    );
+}
