@@ -51,12 +51,25 @@ pub fn check_binding(
     let Some(wanted) = binding_of(config) else {
         return Ok(());
     };
+    let folder = db.parent().unwrap_or(db).display();
+    // A profile of a version before bindings is bound by the first configuration that opens
+    // it: never to "no sign-in" when someone has signed in to it (its audit log says so).
+    if wanted.issuer.is_none()
+        && store.profile_binding()?.is_none()
+        && store.audit_has_action("sign-in")?
+    {
+        return Err(CoreError::Configuration {
+            source_name: config_name.to_string(),
+            problem: format!(
+                "the profile {folder} was used with sign-in, and this configuration has none                  (no `[identity]`): Hearth does not open it without sign-in. Start Hearth with                  the configuration this profile was used with, or with another profile folder                  (--data-dir)"
+            ),
+        });
+    }
     let bound = store.bind_profile(&wanted)?;
     let differences = differences(&bound, &wanted);
     if differences.is_empty() {
         return Ok(());
     }
-    let folder = db.parent().unwrap_or(db).display();
     Err(CoreError::Configuration {
         source_name: config_name.to_string(),
         problem: format!(

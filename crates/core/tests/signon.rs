@@ -611,6 +611,56 @@ fn a_profile_made_with_sign_in_is_not_opened_by_a_configuration_without_it() {
     assert_eq!(again.ws.status().unwrap().session, SessionState::SignedOut);
 }
 
+#[test]
+fn a_profile_of_an_earlier_version_used_with_sign_in_is_not_bound_to_no_sign_in() {
+    let Some(home) = isolated(
+        ISOLATED,
+        "a_profile_of_an_earlier_version_used_with_sign_in_is_not_bound_to_no_sign_in",
+        true,
+    ) else {
+        return;
+    };
+    let ehr = SmartEhr::start();
+    // A profile as a version before bindings left it: its database (key in the keychain)
+    // records a sign-in, and no binding.
+    let data_dir = home.join("profile");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let db = hearth_core::profile::database_path(&data_dir);
+    {
+        let keychain = hearth_store::Keychain::new(
+            hearth_core::KEYCHAIN_SERVICE,
+            &hearth_core::profile::database_key_account(&db),
+        );
+        let store = hearth_store::Store::open_with_keychain(&db, &keychain).unwrap();
+        store.audit(USER_FHIR, "sign-in", "standalone").unwrap();
+        assert_eq!(store.profile_binding().unwrap(), None);
+    }
+    // The first configuration to open it after the upgrade has the same EHR (on loopback, so
+    // it alone would allow no sign-on) and no [identity]: refused, saying why.
+    let config = home.join("no-sign-in.toml");
+    std::fs::write(
+        &config,
+        format!("[ehr]\nfhir_base_url = \"{}\"\n", ehr.fhir_base),
+    )
+    .unwrap();
+    let ws = Workstation::start(
+        &LaunchOptions {
+            data_dir: Some(data_dir.clone()),
+            config_path: config,
+            ..LaunchOptions::default()
+        },
+        Arc::new(ManualClock::new(chrono::Local::now().fixed_offset())),
+    );
+    let e = ws.status().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Configuration);
+    assert!(e.to_string().contains("was used with sign-in"), "{e}");
+    assert!(ws.ehr_link().is_none() && ws.signon().is_none());
+    drop(ws);
+    // With sign-in it opens, and is bound to it from then on.
+    let again = desk(&home, &ehr, None);
+    assert_eq!(again.ws.status().unwrap().session, SessionState::SignedOut);
+}
+
 /// The pushed status (the top bar's) once `ok` holds for it; bounded.
 async fn status_when(
     ws: &Workstation,
