@@ -351,13 +351,7 @@ impl Workstation {
     /// of a day): ONC 170.315(d)(2)/(d)(3). EHR mode only (demo data has no patients).
     fn audit_view(&self, ready: &Ready, action: &'static str, entity: String) {
         if let Some(views) = &ready.views {
-            let actor = ready
-                .signon
-                .as_ref()
-                .and_then(|s| s.user())
-                .and_then(|u| u.fhir_user)
-                .unwrap_or_else(|| "hearth".into());
-            views.record(actor, action, entity);
+            views.record(actor_of(ready), action, entity);
         }
     }
 
@@ -443,13 +437,7 @@ impl Workstation {
         // The patient's link into the Appointment, when IT asked for it (for reminders).
         if request.role == InviteRole::Patient && ready.visit_link_to_appointment {
             if let Some(sync) = self.sync.get() {
-                let actor = ready
-                    .signon
-                    .as_ref()
-                    .and_then(|s| s.user())
-                    .and_then(|u| u.fhir_user)
-                    .unwrap_or_else(|| "hearth".into());
-                sync.set_join_link(&request.appointment_id, &invite.url, &actor)?;
+                sync.set_join_link(&request.appointment_id, &invite.url, &actor_of(ready))?;
                 invite.saved_to_appointment = true;
             }
         }
@@ -574,6 +562,17 @@ impl Ready {
             views: None,
         })
     }
+}
+
+/// Who the audit and the EHR's records name as acting: the signed-in user's `fhirUser`, or
+/// `hearth` without sign-on.
+fn actor_of(ready: &Ready) -> String {
+    ready
+        .signon
+        .as_ref()
+        .and_then(|s| s.user())
+        .and_then(|u| u.fhir_user)
+        .unwrap_or_else(|| "hearth".into())
 }
 
 #[cfg(test)]
