@@ -178,18 +178,28 @@ impl PendingLogin {
     async fn accept_redirect(&self) -> Result<Redirect, AuthError> {
         let expected: Arc<str> = Arc::from(self.state.secret().as_str());
         let mut reading = tokio::task::JoinSet::new();
+        let mut oldest = std::collections::VecDeque::new();
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
                     let (stream, _) = accepted
                         .map_err(|e| AuthError::Invalid(format!("loopback port: {e}")))?;
-                    // Beyond this many at once, new connections are dropped unread.
-                    if reading.len() < MAX_OPEN_ANSWERS {
-                        reading.spawn(read_answer(stream, expected.clone()));
+                    // Beyond this many at once, the oldest is given up, never the newest:
+                    // connections held open cannot keep the browser's from being read.
+                    while oldest.len() >= MAX_OPEN_ANSWERS {
+                        if let Some(handle) = oldest.pop_front() {
+                            tokio::task::AbortHandle::abort(&handle);
+                        }
                     }
+                    oldest.push_back(reading.spawn(read_answer(stream, expected.clone())));
                 }
-                Some(done) = reading.join_next(), if !reading.is_empty() => {
-                    if let Ok(Some(redirect)) = done {
+                Some(done) = reading.join_next_with_id(), if !reading.is_empty() => {
+                    let id = match &done {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    oldest.retain(|h: &tokio::task::AbortHandle| h.id() != id);
+                    if let Ok((_, Some(redirect))) = done {
                         return Ok(redirect);
                     }
                 }
@@ -252,7 +262,7 @@ impl PendingLogin {
     }
 }
 
-/// Connections to the loopback port read at once; more wait in the accept queue's place.
+/// Connections to the loopback port read at once; a newer one takes the oldest's place.
 const MAX_OPEN_ANSWERS: usize = 32;
 /// How long one connection may take to send its whole request head.
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);

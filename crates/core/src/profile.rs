@@ -61,7 +61,10 @@ pub fn check_binding(
         return Err(CoreError::Configuration {
             source_name: config_name.to_string(),
             problem: format!(
-                "the profile {folder} was used with sign-in, and this configuration has none                  (no `[identity]`): Hearth does not open it without sign-in. Start Hearth with                  the configuration this profile was used with, or with another profile folder                  (--data-dir)"
+                "the profile {folder} was used with sign-in, and this configuration has none \
+                 (no `[identity]`): Hearth does not open it without sign-in. Start Hearth with \
+                 the configuration this profile was used with, or with another profile folder \
+                 (--data-dir)"
             ),
         });
     }

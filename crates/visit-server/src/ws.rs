@@ -54,16 +54,19 @@ pub async fn upgrade(
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            serve(socket, app, ip).await;
+            let mut slot = slot;
+            serve(socket, app, ip, &mut slot).await;
             drop(slot);
         })
 }
 
-/// One of the instance's `max_connections` places and of its address's
-/// `max_connections_per_address`, given back when dropped.
+/// One of the instance's `max_connections` places, and until the connection says who it is
+/// one of its address's `max_connections_per_address`; given back when dropped. Only sockets
+/// that have not joined count against their address: a clinic behind one NAT address holds as
+/// many joined ones (each a valid link or clinician token) as it needs.
 struct Slot {
     app: Arc<App>,
-    address: IpAddr,
+    address: Option<IpAddr>,
 }
 
 /// The address a connection counts against: an IPv6 client usually holds a whole /64.
@@ -90,7 +93,9 @@ impl Slot {
             .unwrap_or_else(|p| p.into_inner());
         let held = by_address.get(&address).copied().unwrap_or(0);
         if held >= app.settings.max_connections_per_address {
-            return Err("too many connections from this address; close some and try again");
+            return Err(
+                "too many connections from this address that have not joined a visit; try again",
+            );
         }
         let max = app.settings.max_connections;
         app.open_connections
@@ -101,25 +106,33 @@ impl Slot {
         by_address.insert(address, held + 1);
         Ok(Self {
             app: app.clone(),
-            address,
+            address: Some(address),
         })
     }
-}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.app.open_connections.fetch_sub(1, Ordering::AcqRel);
+    /// The connection said who it is: its address's place is free for another.
+    fn joined(&mut self) {
+        let Some(address) = self.address.take() else {
+            return;
+        };
         let mut by_address = self
             .app
             .connections_by_address
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by_address.get_mut(&self.address) {
+        if let Some(n) = by_address.get_mut(&address) {
             *n -= 1;
             if *n == 0 {
-                by_address.remove(&self.address);
+                by_address.remove(&address);
             }
         }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.joined();
+        self.app.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,7 +143,7 @@ struct Joined {
     conn: String,
 }
 
-async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
+async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr, slot: &mut Slot) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Delivery>(crate::shared::CONNECTION_QUEUE);
     let tx = Link {
@@ -254,6 +267,7 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr) {
                 @ (ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. }),
             ) => hello(&app, ip, first, &tx).await.map(|j| {
                 joined = Some(j);
+                slot.joined();
                 false
             }),
             (None, _) => Err(Refusal::new(

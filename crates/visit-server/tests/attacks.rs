@@ -610,11 +610,28 @@ fn visits_and_connections_are_capped_on_redis() {
 }
 
 /// With `max_connections_per_address = 2` and `join_within_seconds = 1`, behind a trusted
-/// proxy: one client address gets two sockets and a third is answered 503 naming the address
-/// limit, while another address still gets in; a socket that only pings (and never says who
-/// it is) is told `not_joined` and closed however often it pings, and its place comes back.
-async fn one_address_cannot_hold_every_socket(d: &Deployment) {
+/// proxy: sockets that joined do not count (three patients of one clinic's NAT address are
+/// all in), but of those that have not, one address gets two and a third is answered 503
+/// naming the address limit, while another address still gets in; a socket that only pings
+/// (and never says who it is) is told `not_joined` and closed however often it pings, and its
+/// place comes back.
+async fn one_address_cannot_hold_every_socket(idp: &SmartEhr, d: &Deployment) {
     let greedy = "203.0.113.7";
+    let l = link(&d.a, &clinician_token(idp), "appt-nat", Role::Patient).await;
+    let mut clinic = Vec::new();
+    for name in ["Ana", "Bo", "Cy"] {
+        let mut p = Ws::connect_from(&d.a, greedy)
+            .await
+            .unwrap_or_else(|e| panic!("{name}, joining from the clinic's address: {e:?}"));
+        p.send(&ClientMsg::Join {
+            token: token_of(&l),
+            name: name.into(),
+            visit: None,
+        })
+        .await;
+        p.welcome().await;
+        clinic.push(p);
+    }
     let mut first = Ws::connect_from(&d.a, greedy).await.unwrap();
     let _second = Ws::connect_from(&d.a, greedy).await.unwrap();
     match Ws::connect_from(&d.a, greedy).await {
@@ -657,7 +674,7 @@ async fn one_address_cannot_hold_every_socket(d: &Deployment) {
 
 #[test]
 fn one_address_cannot_hold_every_socket_in_memory() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-nat"]);
     runtime().block_on(async {
         let d = in_memory(&idp, |s| {
             s.max_connections_per_address = 2;
@@ -665,18 +682,18 @@ fn one_address_cannot_hold_every_socket_in_memory() {
             s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         })
         .await;
-        one_address_cannot_hold_every_socket(&d).await;
+        one_address_cannot_hold_every_socket(&idp, &d).await;
     });
 }
 
 #[test]
 fn one_address_cannot_hold_every_socket_on_redis() {
-    let idp = SmartEhr::identity_only();
+    let idp = ehr_with(&["appt-nat"]);
     let d = on_redis(
         &idp,
         "max_connections_per_address = 2\njoin_within_seconds = 1\ntrusted_proxies = [\"127.0.0.1\"]\n",
     );
-    runtime().block_on(one_address_cannot_hold_every_socket(&d));
+    runtime().block_on(one_address_cannot_hold_every_socket(&idp, &d));
 }
 
 /// The service is behind proxies at 127.0.0.1 and in 10/8. A client that writes its own
