@@ -178,7 +178,8 @@ impl PendingLogin {
     async fn accept_redirect(&self) -> Result<Redirect, AuthError> {
         let expected: Arc<str> = Arc::from(self.state.secret().as_str());
         let mut reading = tokio::task::JoinSet::new();
-        let mut oldest = std::collections::VecDeque::new();
+        let mut oldest: std::collections::VecDeque<tokio::task::AbortHandle> =
+            std::collections::VecDeque::new();
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -186,9 +187,9 @@ impl PendingLogin {
                         .map_err(|e| AuthError::Invalid(format!("loopback port: {e}")))?;
                     // Beyond this many at once, the oldest is given up, never the newest:
                     // connections held open cannot keep the browser's from being read.
-                    while oldest.len() >= MAX_OPEN_ANSWERS {
+                    if oldest.len() >= MAX_OPEN_ANSWERS {
                         if let Some(handle) = oldest.pop_front() {
-                            tokio::task::AbortHandle::abort(&handle);
+                            handle.abort();
                         }
                     }
                     oldest.push_back(reading.spawn(read_answer(stream, expected.clone())));
@@ -198,7 +199,7 @@ impl PendingLogin {
                         Ok((id, _)) => *id,
                         Err(e) => e.id(),
                     };
-                    oldest.retain(|h: &tokio::task::AbortHandle| h.id() != id);
+                    oldest.retain(|h| h.id() != id);
                     if let Ok((_, Some(redirect))) = done {
                         return Ok(redirect);
                     }

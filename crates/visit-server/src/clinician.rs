@@ -86,11 +86,7 @@ fn unauthorized(why: impl std::fmt::Display) -> Refusal {
 
 impl Verifier {
     pub fn new(identity: Identity) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let http = crate::outbound_http();
         Self {
             identity,
             http,

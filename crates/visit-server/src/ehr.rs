@@ -102,11 +102,7 @@ struct Assertion<'a> {
 
 impl AppointmentCheck {
     pub fn new(ehr: Option<Ehr>) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
+        let http = crate::outbound_http();
         Self {
             ehr,
             http,
@@ -292,23 +288,11 @@ impl AppointmentCheck {
     }
 }
 
+/// An `application/x-www-form-urlencoded` body, as hearth-auth writes its token requests.
 fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 #[cfg(test)]

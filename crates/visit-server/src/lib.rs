@@ -53,6 +53,16 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
+/// The client for the service's own calls out (the identity provider's discovery and keys,
+/// the EHR's token endpoint and Appointments): no redirects followed, 10 s per request.
+pub(crate) fn outbound_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Epoch milliseconds now.
 pub fn now_ms() -> u64 {
     SystemTime::now()

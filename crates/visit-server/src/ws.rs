@@ -111,7 +111,7 @@ impl Slot {
     }
 
     /// The connection said who it is: its address's place is free for another.
-    fn joined(&mut self) {
+    fn release_address(&mut self) {
         let Some(address) = self.address.take() else {
             return;
         };
@@ -131,7 +131,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.joined();
+        self.release_address();
         self.app.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -267,7 +267,7 @@ async fn serve(socket: WebSocket, app: Arc<App>, ip: IpAddr, slot: &mut Slot) {
                 @ (ClientMsg::Join { .. } | ClientMsg::Host { .. } | ClientMsg::Resume { .. }),
             ) => hello(&app, ip, first, &tx).await.map(|j| {
                 joined = Some(j);
-                slot.joined();
+                slot.release_address();
                 false
             }),
             (None, _) => Err(Refusal::new(

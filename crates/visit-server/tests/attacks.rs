@@ -8,18 +8,8 @@ mod common;
 use common::*;
 use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::Redis;
-use hearth_visit_protocol::{ClientMsg, ErrorBody, ErrorCode, Role, Secret, ServerMsg};
+use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, Secret, ServerMsg};
 use hearth_visit_server::settings::Settings;
-
-fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
-    move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
-}
-
-fn code_of(body: &str) -> ErrorCode {
-    serde_json::from_str::<ErrorBody>(body)
-        .unwrap_or_else(|e| panic!("{body}: {e}"))
-        .code
-}
 
 /// Two bases of one deployment: the same in memory, two instances behind a balancer on Redis.
 struct Deployment {
@@ -241,15 +231,7 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
             let (status, body) = (r.status().as_u16(), r.text().await.unwrap());
             assert!(!body.contains("Quillfeather"), "{what} read the roster");
             assert_eq!((status, code_of(&body)), (403, ErrorCode::NotClinician));
-            let mut host = Ws::connect(base).await;
-            host.send(&ClientMsg::Host {
-                access_token: Secret::new(token.as_str()),
-                visit: "appt-x".into(),
-                media: true,
-                name: None,
-            })
-            .await;
-            let first = host.next().await;
+            let first = host_answer(base, token, "appt-x").await;
             assert!(
                 matches!(&first, Some(m) if is_error(ErrorCode::NotClinician)(m)),
                 "{what} hosts: {first:?}"
@@ -283,15 +265,7 @@ async fn tokens_that_are_not_hearths_clinician_are_refused(idp: &SmartEhr, d: &D
             "the EHR token makes a link: {body}"
         );
         assert!(body.contains("another audience"), "{body}");
-        let mut host = Ws::connect(base).await;
-        host.send(&ClientMsg::Host {
-            access_token: Secret::new(ehr_token.as_str()),
-            visit: "appt-x".into(),
-            media: true,
-            name: None,
-        })
-        .await;
-        let first = host.next().await;
+        let first = host_answer(base, &ehr_token, "appt-x").await;
         assert!(
             matches!(&first, Some(m) if is_error(ErrorCode::Unauthorized)(m)),
             "the EHR token hosts: {first:?}"

@@ -8,14 +8,10 @@ mod common;
 use common::*;
 use hearth_testkit::smart::SmartEhr;
 use hearth_visit_protocol::{
-    ClientMsg, ErrorBody, ErrorCode, Role, Secret, ServerMsg, Standing, VisitSnapshot,
+    ClientMsg, ErrorCode, Role, Secret, ServerMsg, Standing, VisitSnapshot,
 };
 use hearth_visit_server::tokens::{LinkClaims, LinkSigner};
 use std::time::Duration;
-
-fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
-    move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
-}
 
 async fn check(base: &str, token: &Secret, visit: Option<&str>) -> (u16, String) {
     let body = serde_json::json!({ "token": token.expose(), "visit": visit });
@@ -27,12 +23,6 @@ async fn check(base: &str, token: &Secret, visit: Option<&str>) -> (u16, String)
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-fn code_of(body: &str) -> ErrorCode {
-    serde_json::from_str::<ErrorBody>(body)
-        .unwrap_or_else(|e| panic!("{body}: {e}"))
-        .code
 }
 
 #[test]

@@ -9,16 +9,10 @@ mod common;
 use common::*;
 use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::Redis;
-use hearth_visit_protocol::{ClientMsg, ErrorBody, ErrorCode, Role, ServerMsg};
+use hearth_visit_protocol::{ClientMsg, ErrorCode, Role, ServerMsg};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn code_of(body: &str) -> ErrorCode {
-    serde_json::from_str::<ErrorBody>(body)
-        .unwrap_or_else(|e| panic!("{body}: {e}"))
-        .code
-}
 
 /// `kill -<signal> <pid>` for the Redis server this test started.
 fn signal(redis: &Redis, signal: &str) {

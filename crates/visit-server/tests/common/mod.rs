@@ -10,7 +10,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use hearth_testkit::smart::{SmartEhr, USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
-use hearth_visit_protocol::{ClientMsg, LinkRequest, LinkResponse, Role, Secret, ServerMsg};
+use hearth_visit_protocol::{
+    ClientMsg, ErrorBody, ErrorCode, LinkRequest, LinkResponse, Role, Secret, ServerMsg,
+};
 use hearth_visit_server::settings::{Algorithm, Ehr, Settings};
 use hearth_visit_server::Running;
 use std::future::Future;
@@ -24,6 +26,18 @@ pub const LINK_SECRET: &str = "test-link-secret-0123456789abcdef0123456789";
 /// balancer): tokens are asked for it (RFC 8707 `resource`) before a service starts, and two
 /// instances on Redis accept the same ones.
 pub const AUDIENCE: &str = "https://visit.hearth.test/";
+
+/// Whether a message is the service's `error` with `code`.
+pub fn is_error(code: ErrorCode) -> impl Fn(&ServerMsg) -> bool {
+    move |m| matches!(m, ServerMsg::Error(ErrorBody { code: c, .. }) if *c == code)
+}
+
+/// The stable code of an HTTP error body; panics on another body.
+pub fn code_of(body: &str) -> ErrorCode {
+    serde_json::from_str::<ErrorBody>(body)
+        .unwrap_or_else(|e| panic!("{body}: {e}"))
+        .code
+}
 
 /// The clinician's token for the service under test ([`AUDIENCE`]), as Hearth asks for it.
 pub fn clinician_token(idp: &SmartEhr) -> String {
