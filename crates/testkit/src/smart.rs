@@ -15,6 +15,8 @@ pub const USER_NAME: &str = "mokafor";
 pub const USER_PASSWORD: &str = "hearth-test-password";
 pub const USER_DISPLAY: &str = "Dr. Mara Okafor";
 pub const USER_FHIR: &str = "Practitioner/hearth-dr-okafor";
+/// How long the SMART peer (Node.js) may take to start and print its ready line.
+const PEER_START: std::time::Duration = std::time::Duration::from_secs(60);
 /// The patient who can sign in at the test provider (through the `patient-app` client).
 pub const PATIENT_USER: &str = "apatient";
 pub const PATIENT_PASSWORD: &str = "hearth-patient-password";
@@ -145,14 +147,23 @@ impl SmartEhr {
             .expect("node (Debian package nodejs) must be installed: run scripts/setup");
         let stdout = child.stdout.take().expect("peer stdout");
         let process = KillOnDrop(child);
-        let mut line = String::new();
-        let mut reader = BufReader::new(stdout);
-        reader
-            .read_line(&mut line)
-            .expect("read the peer's ready line");
-        // Keep its stdout open and drained: a closed pipe would kill the peer at its next
-        // console line (EPIPE).
-        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        // Its ready line, read by a thread of its own so that the wait is bounded; then its
+        // stdout is kept open and drained there: a closed pipe would kill the peer at its
+        // next console line (EPIPE).
+        let (ready_line, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut reader = BufReader::new(stdout);
+            let _ = reader.read_line(&mut line);
+            let _ = ready_line.send(line);
+            std::io::copy(&mut reader, &mut std::io::sink())
+        });
+        let line = read.recv_timeout(PEER_START).unwrap_or_else(|_| {
+            panic!(
+                "the SMART peer did not say it was ready within {PEER_START:?}\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            )
+        });
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
             panic!(
                 "the SMART peer did not start: {line}\n{}",

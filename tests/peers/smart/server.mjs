@@ -62,8 +62,15 @@ await new Promise((ok) => gatewayServer.listen(GATEWAY_PORT, '127.0.0.1', ok));
 const fhirBase = `http://127.0.0.1:${gatewayServer.address().port}/fhir`;
 
 // The signing key, made at start (never a development key shipped in a package).
-const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: 'hearth-test-1', alg: 'RS256', use: 'sig' };
+// Exported to JWK inside the generation itself: exporting the KeyObject afterwards was seen to
+// deadlock Node.js 20 (a GC during the export ran the finished key-generation job's destructor,
+// which waits on the lock the export holds), leaving the peer silent before its ready line.
+const { privateKey: privateJwk } = crypto.generateKeyPairSync('rsa', {
+  modulusLength: 2048,
+  publicKeyEncoding: { format: 'jwk' },
+  privateKeyEncoding: { format: 'jwk' },
+});
+const signingJwk = { ...privateJwk, kid: 'hearth-test-1', alg: 'RS256', use: 'sig' };
 
 const SMART_SCOPES = [
   'openid', 'fhirUser', 'profile', 'offline_access', 'launch', 'launch/patient', 'launch/encounter',
