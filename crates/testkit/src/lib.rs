@@ -20,6 +20,7 @@
 pub mod bulk;
 pub mod clinic;
 pub mod faulty;
+pub mod impair;
 pub mod sample;
 pub mod smart;
 pub mod visit;

@@ -55,6 +55,15 @@ impl ChromeDriver {
     /// W3C capabilities for a headless Chromium with fake media devices and a fresh profile
     /// named `who`.
     pub fn capabilities(&self, who: &str) -> serde_json::Map<String, serde_json::Value> {
+        self.capabilities_with(who, &[])
+    }
+
+    /// As [`ChromeDriver::capabilities`], with `extra` Chromium flags.
+    pub fn capabilities_with(
+        &self,
+        who: &str,
+        extra: &[String],
+    ) -> serde_json::Map<String, serde_json::Value> {
         let profile = self.profiles.path().join(who);
         let args = [
             "--headless=new",
@@ -75,6 +84,7 @@ impl ChromeDriver {
         .iter()
         .map(|a| a.to_string())
         .chain([format!("--user-data-dir={}", profile.display())])
+        .chain(extra.iter().cloned())
         .collect::<Vec<_>>();
         let caps = serde_json::json!({
             "browserName": "chrome",

@@ -111,6 +111,12 @@ impl VisitClient {
         self.tokens.token(self.base.as_str()).await
     }
 
+    /// The clinician's token for this service (for a `host` sent on a connection of the
+    /// caller's own, such as the media engine's).
+    pub async fn service_token(&self) -> Result<Secret, VisitError> {
+        self.token().await
+    }
+
     fn unreachable(&self, e: impl std::fmt::Display) -> VisitError {
         VisitError::Unreachable {
             base: self.base.to_string(),
@@ -185,7 +191,8 @@ impl VisitClient {
         }
     }
 
-    fn ws_url(&self) -> Url {
+    /// The service's WebSocket address (`wss://…/v1/ws`).
+    pub fn ws_url(&self) -> Url {
         let mut url = self.url("v1/ws");
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         let _ = url.set_scheme(scheme);

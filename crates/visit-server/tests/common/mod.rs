@@ -8,6 +8,8 @@
     reason = "test harness"
 )]
 
+pub mod browser;
+
 use futures_util::{SinkExt, StreamExt};
 use hearth_testkit::smart::{SmartEhr, USER_FHIR, VISIT_CLIENT_ID, VISIT_CLIENT_KID};
 use hearth_visit_protocol::{
@@ -350,16 +352,20 @@ impl Instance {
         let config = dir.path().join("hearth-visit.toml");
         std::fs::write(&config, toml).unwrap();
         let log = dir.path().join("hearth-visit.log");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-visit"))
-            .arg("--config")
-            .arg(&config)
-            .env("HEARTH_VISIT_LINK_SECRET", LINK_SECRET)
-            .env("HEARTH_VISIT_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new(
+            // Defined for the visit service's own tests (the media engine's borrow this file).
+            option_env!("CARGO_BIN_EXE_hearth-visit")
+                .expect("only the visit service's tests start it"),
+        )
+        .arg("--config")
+        .arg(&config)
+        .env("HEARTH_VISIT_LINK_SECRET", LINK_SECRET)
+        .env("HEARTH_VISIT_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout);
         let mut ready = String::new();
