@@ -183,6 +183,8 @@ pub struct PeerMedia {
     /// Glass-to-glass latency of the last stamped frame (ms), when the clocks are shared.
     pub last_latency_ms: Option<u64>,
     pub quality: Option<Quality>,
+    /// The last reading of the path from this peer.
+    pub path: Option<PathReading>,
     pub link: Option<Link>,
 }
 
@@ -544,6 +546,9 @@ struct PeerConn {
     link: Link,
     lost_since: Option<Instant>,
     last_pli_count: u32,
+    /// Cumulative (lost, received) packets of each incoming stream at the last reading.
+    last_counts: HashMap<u32, (i64, u64)>,
+    smoothed_loss: Option<f64>,
 }
 
 struct Engine {
@@ -827,6 +832,8 @@ impl Engine {
                 link: Link::Connecting,
                 lost_since: None,
                 last_pli_count: 0,
+                last_counts: HashMap::new(),
+                smoothed_loss: None,
             },
         );
         lock(&self.shared.received)
@@ -1141,18 +1148,32 @@ impl Engine {
         let mut restart = Vec::new();
         for (peer, conn) in self.peers.iter_mut() {
             let report = conn.pc.get_stats(Instant::now(), StatsSelector::None).await;
-            let mut reading: Option<PathReading> = None;
-            let mut plis = 0u32;
+            // The path from the peer: loss from what our receivers counted (RFC 3550 §6.4.1's
+            // cumulative lost against received, as a delta over the last second; audio has no
+            // retransmission, so it shows the path's loss as it is), RTT from the ICE
+            // consent checks on the selected pair (RFC 7675). webrtc-rs 0.21 leaves the
+            // remote-inbound (receiver report) statistics empty, so the sender's view is not
+            // available here.
+            let (mut worst_loss, mut rtt, mut plis) = (None::<f64>, None, 0u32);
             for entry in report.iter() {
                 match entry {
-                    RTCStatsReportEntry::RemoteInboundRtp(r)
-                        if r.received_rtp_stream_stats.rtp_stream_stats.kind
-                            == RtpCodecKind::Video =>
+                    RTCStatsReportEntry::InboundRtp(i) => {
+                        let r = &i.received_rtp_stream_stats;
+                        let counts = (r.packets_lost.max(0), r.packets_received);
+                        let ssrc = r.rtp_stream_stats.ssrc;
+                        let (last_lost, last_got) =
+                            conn.last_counts.insert(ssrc, counts).unwrap_or((0, 0));
+                        let d_lost = (counts.0 - last_lost).max(0) as f64;
+                        let d_got = counts.1.saturating_sub(last_got) as f64;
+                        if d_lost + d_got > 0.0 {
+                            let loss = d_lost / (d_lost + d_got);
+                            worst_loss = Some(worst_loss.map_or(loss, |w| w.max(loss)));
+                        }
+                    }
+                    RTCStatsReportEntry::IceCandidatePair(p)
+                        if p.nominated && p.current_round_trip_time > 0.0 =>
                     {
-                        reading = Some(PathReading {
-                            loss: r.fraction_lost,
-                            rtt: (r.round_trip_time_measurements > 0).then_some(r.round_trip_time),
-                        });
+                        rtt = Some(p.current_round_trip_time);
                     }
                     RTCStatsReportEntry::OutboundRtp(o)
                         if o.sent_rtp_stream_stats.rtp_stream_stats.kind == RtpCodecKind::Video =>
@@ -1162,6 +1183,13 @@ impl Engine {
                     _ => {}
                 }
             }
+            // Smoothed (EWMA, weight 0.3 to the new second): one unlucky second of a steady
+            // path neither flips the indicator nor moves the ladder.
+            let reading = worst_loss.map(|loss| {
+                let smooth = conn.smoothed_loss.map_or(loss, |s| 0.7 * s + 0.3 * loss);
+                conn.smoothed_loss = Some(smooth);
+                PathReading { loss: smooth, rtt }
+            });
             if plis > conn.last_pli_count {
                 lock(&self.shared.sent).plis_received += u64::from(plis - conn.last_pli_count);
                 conn.last_pli_count = plis;
@@ -1172,6 +1200,7 @@ impl Engine {
                 worst = worst.max(q);
                 let mut received = lock(&self.shared.received);
                 let entry = received.entry(peer.clone()).or_default();
+                entry.path = Some(reading);
                 if entry.quality != Some(q) {
                     entry.quality = Some(q);
                     let _ = self.events.send(CallEvent::Quality {
