@@ -395,6 +395,14 @@ impl hearth_core::sync_link::SyncLink for BusyEngine {
     fn set_join_link(&self, _: &str, _: &str, _: &str) -> Result<(), hearth_model::ModelError> {
         Err(hearth_model::ModelError::Unavailable("none".into()))
     }
+    fn queue_once(
+        &self,
+        _: &str,
+        _: serde_json::Value,
+        _: &str,
+    ) -> Result<hearth_core::sync_link::QueuedOnce, hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable("none".into()))
+    }
 }
 
 /// What the status may say behind the sign-in or lock screen: the session and nothing of
