@@ -33,6 +33,14 @@ pub enum CoreError {
     /// The visit service refused or could not be reached.
     #[error("{0}")]
     VisitService(String),
+    /// The visit service says the visit is still going on (`appointment`: `Appointment/<id>`).
+    #[error(
+        "the virtual visit of {appointment} has not ended: its Encounter is recorded once it has"
+    )]
+    VisitNotEnded { appointment: String },
+    /// Nobody but clinicians was admitted to the visit (`appointment`: `Appointment/<id>`).
+    #[error("nobody but clinicians was admitted to the virtual visit of {appointment}: there is no encounter to record")]
+    VisitNotHeld { appointment: String },
 }
 
 impl CoreError {
@@ -56,6 +64,8 @@ impl CoreError {
             Self::SignIn { .. } => ErrorCode::SignIn,
             Self::Unavailable(_) | Self::Store(_) => ErrorCode::Unavailable,
             Self::VisitService(_) => ErrorCode::VisitService,
+            Self::VisitNotEnded { .. } => ErrorCode::VisitNotEnded,
+            Self::VisitNotHeld { .. } => ErrorCode::VisitNotHeld,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod chart;
 pub mod config;
+pub mod encounter;
 pub mod error;
 pub mod launch;
 #[cfg(target_os = "linux")]
@@ -24,4 +25,4 @@ mod workstation;
 pub use hearth_model::{clock, fhir, sync_link, KEYCHAIN_SERVICE};
 
 pub use error::CoreError;
-pub use workstation::{ArrivalFeed, RoomFeed, StatusFeed, Workstation};
+pub use workstation::{ArrivalFeed, EncounterRecord, RoomFeed, StatusFeed, Workstation};

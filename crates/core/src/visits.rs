@@ -216,6 +216,18 @@ impl VisitDesk {
         })
     }
 
+    /// Everyone who was in the visit, with their times, as the service keeps them (for the
+    /// visit's Encounter).
+    pub async fn snapshot(
+        &self,
+        appointment_id: &str,
+    ) -> Result<hearth_visit_protocol::VisitSnapshot, CoreError> {
+        self.client
+            .snapshot(appointment_id)
+            .await
+            .map_err(visit_error)
+    }
+
     pub async fn admit(&self, appointment_id: &str, participant: &str) -> Result<(), CoreError> {
         // The send is quick (a bounded queue); the lock is not held across it.
         let sender = {

@@ -7,9 +7,9 @@ use crate::config::MachineConfig;
 use crate::launch::LaunchOptions;
 use crate::signon::SignOn;
 use crate::store::{ClinicalStore, MemoryStore};
-use crate::sync_link::{EhrLink, SyncLink};
+use crate::sync_link::{EhrLink, QueuedOnce, SyncLink};
 use crate::visits::VisitDesk;
-use crate::{chart, profile, schedule, CoreError, KEYCHAIN_SERVICE};
+use crate::{chart, encounter, profile, schedule, CoreError, KEYCHAIN_SERVICE};
 use chrono::NaiveDate;
 use hearth_ipc::{
     AppStatus, Chart, ChartRequest, Connectivity, DataMode, InviteRole, Modality,
@@ -452,6 +452,67 @@ impl Workstation {
             .await
     }
 
+    /// Writes the ended virtual visit's Encounter to the EHR, through the sync engine's
+    /// outbox, exactly once (see [`encounter`] for what it carries): the join and leave times
+    /// come from the visit service. Refused while the visit goes on (`visit_not_ended`).
+    /// Asked again (or after a crash at any point), nothing new is queued: the write's key is
+    /// derived from the appointment, the outbox and the stored Encounter are looked at first,
+    /// the queueing is one durable transaction, and the EHR makes a create with that key once.
+    pub async fn record_visit_encounter(
+        &self,
+        appointment_id: &str,
+    ) -> Result<EncounterRecord, CoreError> {
+        check_id(appointment_id)?;
+        let ready = self.open_for_phi()?;
+        let what = format!("Appointment/{appointment_id}");
+        let (Some(ehr), Some(sync)) = (&ready.ehr, self.sync.get()) else {
+            return Err(CoreError::Unavailable(
+                "the EHR's sync engine (the Encounter goes to the EHR through it)".into(),
+            ));
+        };
+        let desk = ready.visits.clone().ok_or_else(no_visit_service)?;
+        let key = encounter::encounter_key(appointment_id);
+        if let Some(entry) = ehr.store.outbox_entry_by_key(&key)? {
+            return Ok(EncounterRecord::AlreadyQueued { seq: entry.seq });
+        }
+        let appointment = ready
+            .store
+            .get("Appointment", appointment_id)?
+            .ok_or_else(|| CoreError::NotFound { what: what.clone() })?;
+        let encounters = ready
+            .store
+            .for_patient("Encounter", &encounter::patient_of(&appointment)?)?;
+        let existing = encounter::stored_for_appointment(&encounters, appointment_id, &key);
+        if let Some(e) = existing.filter(|e| encounter::written_with(e, &key)) {
+            // Written before (an earlier profile's outbox, or another workstation's).
+            return Ok(EncounterRecord::AlreadyAtEhr {
+                encounter_id: e
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .into(),
+            });
+        }
+        let snapshot = desk.snapshot(appointment_id).await?;
+        if !snapshot.ended {
+            return Err(CoreError::VisitNotEnded { appointment: what });
+        }
+        let user = ready.signon.as_ref().and_then(|s| s.user());
+        let clinician = user.as_ref().and_then(|u| {
+            u.fhir_user
+                .as_deref()
+                .map(|reference| encounter::Clinician {
+                    reference,
+                    name: Some(u.display_name.as_str()),
+                })
+        });
+        let resource = encounter::visit_encounter(&appointment, existing, &snapshot, clinician)?;
+        Ok(match sync.queue_once(&key, resource, &actor_of(ready))? {
+            QueuedOnce::Queued { seq } => EncounterRecord::Queued { seq },
+            QueuedOnce::AlreadyQueued { seq } => EncounterRecord::AlreadyQueued { seq },
+        })
+    }
+
     pub fn chart(&self, request: &ChartRequest) -> Result<Chart, CoreError> {
         let ready = self.open_for_phi()?;
         if request.patient_id.trim().is_empty() {
@@ -465,6 +526,17 @@ impl Workstation {
         );
         Ok(chart)
     }
+}
+
+/// What [`Workstation::record_visit_encounter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncounterRecord {
+    /// The Encounter's write is queued (this outbox entry); the sync engine sends it.
+    Queued { seq: i64 },
+    /// It was queued before (this entry, whatever became of it): nothing new.
+    AlreadyQueued { seq: i64 },
+    /// The stored Encounter already carries it (Hearth's write under the same key).
+    AlreadyAtEhr { encounter_id: String },
 }
 
 fn no_visit_service() -> CoreError {

@@ -11,95 +11,16 @@ use hearth_core::Workstation;
 use hearth_ipc::{
     ChartRequest, ErrorCode, RoomService, ScheduleRequest, SessionState, VisitRoomRequest,
 };
-use hearth_testkit::smart::{
-    browser_login, SmartEhr, USER_DISPLAY, USER_FHIR, USER_NAME, USER_PASSWORD, VISIT_CLIENT_ID,
-    VISIT_CLIENT_KID,
-};
+use hearth_testkit::smart::{SmartEhr, USER_DISPLAY, USER_FHIR};
 use hearth_testkit::{isolated, wait_until};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{desk, desk_with, sign_in, Desk};
+
 const ISOLATED: &str = "HEARTH_CORE_SIGNON_HOME";
-
-struct Desk {
-    ws: Arc<Workstation>,
-    idle: Arc<hearth_auth::ManualClock>,
-    url_file: PathBuf,
-    data_dir: PathBuf,
-}
-
-fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
-    desk_with(home, ehr, launch, "")
-}
-
-/// [`desk`] with `extra` configuration sections.
-fn desk_with(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>, extra: &str) -> Desk {
-    std::fs::create_dir_all(home).unwrap();
-    let url_file = home.join("sign-in-url.txt");
-    let config = home.join("config.toml");
-    // The "browser" is a command that writes the URL down; the test plays the browser.
-    std::fs::write(
-        &config,
-        ehr.machine_config(
-            &url_file,
-            &format!("[session]\nidle_lock_minutes = 10\n{extra}"),
-        ),
-    )
-    .unwrap();
-    let data_dir = home.join("profile");
-    let options = LaunchOptions {
-        data_dir: Some(data_dir.clone()),
-        config_path: config,
-        ehr_launch: launch,
-        ..LaunchOptions::default()
-    };
-    // The idle lock's wall clock starts an hour back: the tests move it by up to an hour
-    // and the provider's auth_time is the real time, which an unlock must show is after
-    // the lock.
-    let idle = Arc::new(hearth_auth::ManualClock::starting_at(
-        std::time::SystemTime::now() - Duration::from_secs(3600),
-    ));
-    let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
-    let ws = Arc::new(Workstation::start_with_idle_clock(
-        &options,
-        clock,
-        idle.clone(),
-    ));
-    Desk {
-        ws,
-        idle,
-        url_file,
-        data_dir,
-    }
-}
-
-/// Runs the workstation's sign-in while playing the browser it opened.
-async fn sign_in(desk: &Desk) -> Result<hearth_ipc::UserSummary, hearth_core::CoreError> {
-    let _ = std::fs::remove_file(&desk.url_file);
-    let ws = desk.ws.clone();
-    let signing_in = tokio::spawn(async move { ws.sign_in().await });
-    let url_file = desk.url_file.clone();
-    let (done, browser) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        wait_until(
-            Duration::from_secs(30),
-            "the browser command to run",
-            || url_file.exists(),
-        );
-        let url = std::fs::read_to_string(&url_file).unwrap();
-        let redirect = url::Url::parse(&url)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "redirect_uri")
-            .unwrap()
-            .1
-            .into_owned();
-        let _ = done.send(browser_login(&url, &redirect, USER_NAME, USER_PASSWORD));
-    });
-    browser.await.unwrap().unwrap();
-    signing_in.await.unwrap()
-}
 
 fn locked<T: std::fmt::Debug>(r: Result<T, hearth_core::CoreError>) {
     assert_eq!(r.unwrap_err().code(), ErrorCode::Locked);
@@ -126,26 +47,8 @@ fn the_visit_service_is_shown_a_token_for_itself_never_the_ehr_token() {
     };
     let ehr = SmartEhr::start();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        // The real service, accepting tokens for its own address only (the default).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let service_url = format!("http://127.0.0.1:{port}/");
-        let mut settings = hearth_visit_server::settings::Settings::loopback(
-            port,
-            &ehr.issuer,
-            b"core-visit-link-secret-0123456789abcdef",
-        );
-        settings.ehr = Some(hearth_visit_server::settings::Ehr {
-            fhir_base_url: ehr.fhir_base.clone(),
-            client_id: VISIT_CLIENT_ID.to_owned(),
-            private_key_pem: std::fs::read(ehr.visit_client_key.path()).unwrap(),
-            algorithm: hearth_visit_server::settings::Algorithm::ES384,
-            key_id: Some(VISIT_CLIENT_KID.to_owned()),
-        });
         ehr.put_appointment("appt-v1", &[USER_FHIR]);
-        let _service = hearth_visit_server::start(settings, listener)
-            .await
-            .unwrap();
+        let (_service, service_url) = common::visit_service(&ehr).await;
         let desk = desk_with(
             &home,
             &ehr,
@@ -393,6 +296,14 @@ impl hearth_core::sync_link::SyncLink for BusyEngine {
         Err(hearth_model::ModelError::Unavailable("none".into()))
     }
     fn set_join_link(&self, _: &str, _: &str, _: &str) -> Result<(), hearth_model::ModelError> {
+        Err(hearth_model::ModelError::Unavailable("none".into()))
+    }
+    fn queue_once(
+        &self,
+        _: &str,
+        _: serde_json::Value,
+        _: &str,
+    ) -> Result<hearth_core::sync_link::QueuedOnce, hearth_model::ModelError> {
         Err(hearth_model::ModelError::Unavailable("none".into()))
     }
 }

@@ -24,6 +24,10 @@ pub enum ErrorCode {
     SignIn,
     /// The visit service refused or could not be reached; the message says which.
     VisitService,
+    /// The virtual visit is still going on: its Encounter is recorded once it has ended.
+    VisitNotEnded,
+    /// Nobody but clinicians was admitted to the virtual visit: there is no encounter to record.
+    VisitNotHeld,
 }
 
 impl ErrorCode {
@@ -39,6 +43,8 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::SignIn => "sign_in",
             Self::VisitService => "visit_service",
+            Self::VisitNotEnded => "visit_not_ended",
+            Self::VisitNotHeld => "visit_not_held",
         }
     }
 }
@@ -84,6 +90,8 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::SignIn,
             ErrorCode::VisitService,
+            ErrorCode::VisitNotEnded,
+            ErrorCode::VisitNotHeld,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -11,6 +11,11 @@ use serde_json::Value;
 pub const VIRTUAL_SERVICE_EXTENSION: &str =
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.virtualService";
 
+/// The identifier system of resources Hearth creates: the value is the write's idempotency
+/// key, and the create is conditional on it (the sync engine's push). The core reads it too,
+/// to know a record it wrote.
+pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
+
 /// A borrowed FHIR resource with helpers that produce precise errors.
 #[derive(Clone, Copy)]
 pub struct Resource<'a> {

@@ -37,6 +37,26 @@ pub trait SyncLink: Send + Sync {
     /// Puts a virtual visit's join link into its Appointment (queued like any change).
     fn set_join_link(&self, appointment_id: &str, url: &str, actor: &str)
         -> Result<(), ModelError>;
+    /// Queues `resource` for the EHR under `key`, an idempotency key (a UUID) the caller
+    /// derives from what the write records, so that asking twice is one write: nothing is
+    /// queued when a write with that key is already in the outbox, whatever its state. With
+    /// an `id` it is an update (`If-Match` on its `meta.versionId`, the local copy changed at
+    /// once), without one a create conditional on the identifier `urn:hearth:write|<key>`.
+    fn queue_once(
+        &self,
+        key: &str,
+        resource: serde_json::Value,
+        actor: &str,
+    ) -> Result<QueuedOnce, ModelError>;
+}
+
+/// What [`SyncLink::queue_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueuedOnce {
+    /// Queued now, as this outbox entry.
+    Queued { seq: i64 },
+    /// A write with that key was queued before (this entry): nothing new.
+    AlreadyQueued { seq: i64 },
 }
 
 /// What the sync engine needs from a workstation connected to an EHR.

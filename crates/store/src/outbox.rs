@@ -215,6 +215,13 @@ impl Store {
         self.outbox_where("state = 'failed'", [])
     }
 
+    /// The write queued under `idempotency_key`, whatever its state (sent ones included).
+    pub fn outbox_entry_by_key(&self, idempotency_key: &str) -> Result<Option<OutboxEntry>> {
+        Ok(self
+            .outbox_where("idempotency_key = ?1", [idempotency_key])?
+            .pop())
+    }
+
     /// One outbox entry, whatever its state.
     pub fn outbox_entry(&self, seq: i64) -> Result<OutboxEntry> {
         self.outbox_where("seq = ?1", [seq])?

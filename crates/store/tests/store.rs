@@ -282,6 +282,13 @@ fn the_outbox_is_durable_ordered_and_idempotent() {
     let left = store.pending().unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].attempts, 1);
+    // Found by its key whatever its state; an unknown key is none.
+    let failed = store.outbox_entry_by_key("note-1").unwrap().unwrap();
+    assert_eq!(
+        (failed.seq, failed.state),
+        (pending[0].seq, OutboxState::Failed)
+    );
+    assert_eq!(store.outbox_entry_by_key("note-9").unwrap(), None);
     assert_eq!(left[0].last_error.as_deref(), Some("connection refused"));
     assert!(matches!(
         store.record_attempt(999, OutboxState::Failed, None),

@@ -143,18 +143,33 @@ impl SyncHandle {
             .ok_or_else(|| ModelError::NotFound { what: what.clone() })?;
         let mut value: Value = serde_json::from_str(&json)
             .map_err(|e| ModelError::invalid_data(&what, "(document)", e.to_string()))?;
+        edit(&mut value)?;
+        self.queue_update(&new_key()?, value, actor)
+    }
+
+    /// Queues `value` (a resource with an id, as stored and then edited) as an update under
+    /// `key`: the local copy at once, `If-Match` on the `meta.versionId` it was made from.
+    fn queue_update(&self, key: &str, mut value: Value, actor: &str) -> Result<QueuedWrite> {
+        let resource_type = value
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?
+            .to_string();
+        let id = value
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ModelError::invalid_data(&resource_type, "id", "is missing"))?
+            .to_string();
         let version = value
             .pointer("/meta/versionId")
             .and_then(Value::as_str)
             .map(str::to_string);
-        edit(&mut value)?;
-        let key = new_key()?;
-        stamp_source(&mut value, &key);
+        stamp_source(&mut value, key);
         let local = resource_row(&value)?;
         let write = OutboxWrite {
-            idempotency_key: key.clone(),
-            resource_type: "Appointment".into(),
-            resource_id: Some(appointment_id.to_string()),
+            idempotency_key: key.to_string(),
+            resource_type,
+            resource_id: Some(id),
             method: Method::Update,
             if_match: version.map(|v| format!("W/\"{v}\"")),
             body: Some(value.to_string()),
@@ -163,20 +178,31 @@ impl SyncHandle {
             .store
             .record_local_change(Some(&local), &write, actor)?;
         self.changed_locally();
-        Ok(QueuedWrite { seq, key })
+        Ok(QueuedWrite {
+            seq,
+            key: key.to_string(),
+        })
     }
 
     /// Queues the creation of a resource. It gets a client identifier
     /// (`urn:hearth:write|<key>`) so that the create is conditional: sent twice, it is made
     /// once.
-    pub fn queue_create(&self, mut resource: Value, actor: &str) -> Result<QueuedWrite> {
+    pub fn queue_create(&self, resource: Value, actor: &str) -> Result<QueuedWrite> {
+        self.queue_create_keyed(&new_key()?, resource, actor)
+    }
+
+    fn queue_create_keyed(
+        &self,
+        key: &str,
+        mut resource: Value,
+        actor: &str,
+    ) -> Result<QueuedWrite> {
         let resource_type = resource
             .get("resourceType")
             .and_then(Value::as_str)
             .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?
             .to_string();
-        let key = new_key()?;
-        stamp_source(&mut resource, &key);
+        stamp_source(&mut resource, key);
         if let Some(obj) = resource.as_object_mut() {
             obj.remove("id");
             let ids = obj.entry("identifier").or_insert_with(|| json!([]));
@@ -193,7 +219,7 @@ impl SyncHandle {
             }
         }
         let write = OutboxWrite {
-            idempotency_key: key.clone(),
+            idempotency_key: key.to_string(),
             resource_type,
             resource_id: None,
             method: Method::Create,
@@ -202,8 +228,52 @@ impl SyncHandle {
         };
         let seq = self.store.record_local_change(None, &write, actor)?;
         self.changed_locally();
-        Ok(QueuedWrite { seq, key })
+        Ok(QueuedWrite {
+            seq,
+            key: key.to_string(),
+        })
     }
+
+    /// Queues `resource` under `key`, a key the caller derives from what the write records
+    /// (a UUID: it becomes `meta.source` `urn:uuid:<key>`), so that the same record asked
+    /// twice, or again after a crash, is one write: when a write with `key` is already in the
+    /// outbox, whatever its state, nothing is queued and that entry is returned with `false`.
+    /// With an `id` the resource is an update (see [`SyncHandle::set_appointment_status`]),
+    /// without one a conditional create (see [`SyncHandle::queue_create`]).
+    pub fn queue_once(
+        &self,
+        key: &str,
+        resource: Value,
+        actor: &str,
+    ) -> Result<(QueuedWrite, bool)> {
+        if !is_uuid(key) {
+            return Err(ModelError::InvalidInput(format!("{key:?} is not a UUID")).into());
+        }
+        if let Some(entry) = self.store.outbox_entry_by_key(key)? {
+            return Ok((
+                QueuedWrite {
+                    seq: entry.seq,
+                    key: key.to_string(),
+                },
+                false,
+            ));
+        }
+        let queued = if resource.get("id").is_some() {
+            self.queue_update(key, resource, actor)?
+        } else {
+            self.queue_create_keyed(key, resource, actor)?
+        };
+        Ok((queued, true))
+    }
+}
+
+/// `8-4-4-4-12` hexadecimal digits (RFC 9562 §4).
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -217,6 +287,71 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    /// A handle over a fresh store (its EHR is never asked: queueing is local).
+    fn handle() -> (tempfile::TempDir, SyncHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = hearth_store::DbKey::generate().unwrap();
+        let store =
+            std::sync::Arc::new(hearth_store::Store::open(&dir.path().join("h.db"), &key).unwrap());
+        let client = hearth_fhir::Client::new(
+            "http://127.0.0.1:9/fhir",
+            std::sync::Arc::new(hearth_fhir::NoToken),
+            hearth_fhir::RetryPolicy::default(),
+        )
+        .unwrap();
+        let config = crate::EngineConfig::from_settings(&Default::default());
+        let handle = crate::Engine::new(client, store, config).handle();
+        (dir, handle)
+    }
+
+    #[test]
+    fn a_keyed_write_is_queued_once_whatever_became_of_it() {
+        let (_dir, h) = handle();
+        let key = "0f0e0d0c-0b0a-8908-8706-050403020100";
+        let encounter = json!({"resourceType": "Encounter",
+            "status": "finished", "subject": {"reference": "Patient/p1"}});
+        let (first, new) = h
+            .queue_once(key, encounter.clone(), "Practitioner/d1")
+            .unwrap();
+        assert!(new);
+        // Without an id: a create, conditional on the key.
+        let entry = h.store.outbox_entry(first.seq).unwrap();
+        assert_eq!(entry.write.method, Method::Create);
+        let body: Value = serde_json::from_str(entry.write.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["identifier"][0]["value"], key);
+        assert_eq!(body["meta"]["source"], format!("urn:uuid:{key}"));
+        // Asked again, and again once sent: nothing new.
+        let (again, new) = h
+            .queue_once(key, encounter.clone(), "Practitioner/d1")
+            .unwrap();
+        assert_eq!((again.seq, new), (first.seq, false));
+        h.store.mark_sent(first.seq, Some("1"), None).unwrap();
+        let (again, new) = h.queue_once(key, encounter, "Practitioner/d1").unwrap();
+        assert_eq!((again.seq, new), (first.seq, false));
+        assert_eq!(h.store.outbox_summary().unwrap().sent, 1);
+        assert_eq!(h.store.pending().unwrap().len(), 0);
+        // A stored resource with an id is an update on its version, shown at once.
+        let stored = json!({"resourceType": "Encounter", "id": "e1", "meta": {"versionId": "3"},
+            "status": "planned", "subject": {"reference": "Patient/p1"}});
+        h.store
+            .put_resources(&[resource_row(&stored).unwrap()])
+            .unwrap();
+        let mut edited = stored.clone();
+        edited["status"] = json!("finished");
+        let other = "1f0e0d0c-0b0a-8908-8706-050403020100";
+        let (update, new) = h.queue_once(other, edited, "Practitioner/d1").unwrap();
+        assert!(new);
+        let entry = h.store.outbox_entry(update.seq).unwrap();
+        assert_eq!(entry.write.method, Method::Update);
+        assert_eq!(entry.write.if_match.as_deref(), Some("W/\"3\""));
+        let local: Value =
+            serde_json::from_str(&h.store.resource("Encounter", "e1").unwrap().unwrap()).unwrap();
+        assert_eq!(local["status"], "finished");
+        assert!(h
+            .queue_once("not-a-uuid", json!({"resourceType": "Encounter"}), "x")
+            .is_err());
     }
 
     #[test]

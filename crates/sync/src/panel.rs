@@ -6,7 +6,7 @@ use hearth_ipc::{
     ProblemView, ResolveConflictRequest, SettleFailedWriteRequest, SyncPanel, SyncSummary,
 };
 use hearth_model::row::resource_row_raw;
-use hearth_model::sync_link::SyncLink;
+use hearth_model::sync_link::{QueuedOnce, SyncLink};
 use hearth_model::ModelError;
 use hearth_store::Resolution;
 use serde_json::Value;
@@ -150,6 +150,20 @@ impl SyncLink for SyncHandle {
         self.set_appointment_join_link(appointment_id, url, actor)
             .map(|_| ())
             .map_err(ModelError::from)
+    }
+
+    fn queue_once(
+        &self,
+        key: &str,
+        resource: serde_json::Value,
+        actor: &str,
+    ) -> Result<QueuedOnce, ModelError> {
+        let (queued, new) = SyncHandle::queue_once(self, key, resource, actor)?;
+        Ok(if new {
+            QueuedOnce::Queued { seq: queued.seq }
+        } else {
+            QueuedOnce::AlreadyQueued { seq: queued.seq }
+        })
     }
 
     fn summary(&self) -> (Connectivity, SyncSummary) {

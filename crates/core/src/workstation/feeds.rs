@@ -295,6 +295,14 @@ mod tests {
         fn set_join_link(&self, _: &str, _: &str, _: &str) -> Result<(), ModelError> {
             Err(ModelError::Unavailable("no visits here".into()))
         }
+        fn queue_once(
+            &self,
+            _: &str,
+            _: serde_json::Value,
+            _: &str,
+        ) -> Result<crate::sync_link::QueuedOnce, ModelError> {
+            Err(ModelError::Unavailable("no queue here".into()))
+        }
     }
 
     /// Long enough for a feed that had something to say to have said it.

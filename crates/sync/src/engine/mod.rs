@@ -25,9 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// The identifier system of resources Hearth creates: the value is the write's idempotency
-/// key, and the create is conditional on it.
-pub const HEARTH_WRITE_SYSTEM: &str = "urn:hearth:write";
+pub use hearth_model::fhir::HEARTH_WRITE_SYSTEM;
 
 /// The pull cursor of system history, and the starting point of every per-type cursor.
 const CURSOR_SINCE: &str = "pull.since";
