@@ -4,7 +4,8 @@
 
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
-    AppStatus, Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
+    AppStatus, CallChatRequest, CallFramesRequest, CallStartRequest, CallToggleRequest, CallView,
+    Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
     SettleFailedWriteRequest, SyncPanel, UserSummary, VisitAdmitRequest, VisitInvite,
     VisitInviteRequest, VisitRoom, VisitRoomRequest,
 };
@@ -122,6 +123,76 @@ pub async fn watch_visit_room(
 ) -> Result<(), IpcError> {
     let feed = workstation.room_feed(&request).map_err(ipc)?;
     crate::push::room(&app, webview.label(), feed, channel);
+    Ok(())
+}
+
+#[tauri::command]
+pub async fn call_start(
+    workstation: State<'_, Workstation>,
+    request: CallStartRequest,
+) -> Result<(), IpcError> {
+    workstation.call_start(&request).await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_mute(
+    workstation: State<'_, Workstation>,
+    request: CallToggleRequest,
+) -> Result<(), IpcError> {
+    workstation.call_mute(request.off).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_camera(
+    workstation: State<'_, Workstation>,
+    request: CallToggleRequest,
+) -> Result<(), IpcError> {
+    workstation.call_camera(request.off).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_chat(
+    workstation: State<'_, Workstation>,
+    request: CallChatRequest,
+) -> Result<(), IpcError> {
+    workstation.call_chat(&request.text).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_leave(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
+    workstation.call_leave().map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_end(workstation: State<'_, Workstation>) -> Result<(), IpcError> {
+    workstation.call_end().await.map_err(ipc)
+}
+
+/// The call from now on, pushed over `channel` as it changes.
+#[tauri::command]
+pub async fn watch_call(
+    app: AppHandle,
+    webview: Webview,
+    workstation: State<'_, Workstation>,
+    channel: Channel<CallView>,
+) -> Result<(), IpcError> {
+    let feed = workstation.call_feed().map_err(ipc)?;
+    crate::push::call(&app, webview.label(), feed, channel);
+    Ok(())
+}
+
+/// The call's video frames from now on, as binary messages over `channel`.
+#[tauri::command]
+pub async fn watch_call_frames(
+    app: AppHandle,
+    webview: Webview,
+    workstation: State<'_, Workstation>,
+    request: CallFramesRequest,
+    channel: Channel<tauri::ipc::InvokeResponseBody>,
+) -> Result<(), IpcError> {
+    if let Some(feed) = workstation.call_frames().map_err(ipc)? {
+        crate::push::frames(&app, webview.label(), feed, request.encoding, channel);
+    }
     Ok(())
 }
 

@@ -41,6 +41,14 @@ fn main() -> ExitCode {
             commands::visit_admit,
             commands::watch_status,
             commands::watch_visit_room,
+            commands::call_start,
+            commands::call_mute,
+            commands::call_camera,
+            commands::call_chat,
+            commands::call_leave,
+            commands::call_end,
+            commands::watch_call,
+            commands::watch_call_frames,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {

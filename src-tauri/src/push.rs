@@ -2,8 +2,9 @@
 //! arrivals in the waiting rooms as desktop notifications. When and what to push are the
 //! core's feeds; here they are only carried.
 
-use hearth_core::{RoomFeed, StatusFeed, Workstation};
-use hearth_ipc::{AppStatus, VisitRoom};
+use hearth_core::call::FrameFeed;
+use hearth_core::{CallFeed, RoomFeed, StatusFeed, Workstation};
+use hearth_ipc::{AppStatus, CallView, FrameEncoding, VisitRoom};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tauri::async_runtime::JoinHandle;
@@ -52,6 +53,43 @@ pub fn room(app: &AppHandle, webview: &str, mut feed: RoomFeed, channel: Channel
     });
     app.state::<Subscriptions>()
         .replace(format!("{webview}/visit-room"), task);
+}
+
+/// Sends the call over `channel` whenever it changes, the first at once.
+pub fn call(app: &AppHandle, webview: &str, mut feed: CallFeed, channel: Channel<CallView>) {
+    let handle = app.clone();
+    let task = tauri::async_runtime::spawn(async move {
+        let workstation = handle.state::<Workstation>();
+        while let Some(view) = workstation.next_call(&mut feed).await {
+            if channel.send(view).is_err() {
+                break;
+            }
+        }
+    });
+    app.state::<Subscriptions>()
+        .replace(format!("{webview}/call"), task);
+}
+
+/// Sends the call's frames over `channel` as binary messages until the call ends.
+pub fn frames(
+    app: &AppHandle,
+    webview: &str,
+    mut feed: FrameFeed,
+    encoding: FrameEncoding,
+    channel: Channel<tauri::ipc::InvokeResponseBody>,
+) {
+    let task = tauri::async_runtime::spawn(async move {
+        while let Some(message) = feed.next(encoding).await {
+            if channel
+                .send(tauri::ipc::InvokeResponseBody::Raw(message))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    app.state::<Subscriptions>()
+        .replace(format!("{webview}/call-frames"), task);
 }
 
 /// Raises a desktop notification for each patient or guest arriving in a waiting room, for

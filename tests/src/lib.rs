@@ -465,7 +465,7 @@ pub async fn with_visit_service(
             ehr,
             url_file,
             &format!(
-                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\n"
+                "[visit]\nservice_url = \"http://127.0.0.1:{port}/\"\nlink_to_appointment = true\nmedia_bind = \"127.0.0.1\"\n"
             ),
         )),
         ..LaunchSpec::default()

@@ -116,6 +116,27 @@ pub async fn subscribe<Req: Serialize, T: DeserializeOwned + 'static>(
     decode(cmd, invoke(cmd, args.into()).await)
 }
 
+/// Subscribes with `cmd` to a channel of binary messages: each comes to `on_bytes` as it is
+/// (an `ArrayBuffer`), in order.
+pub async fn subscribe_raw<Req: Serialize>(
+    cmd: &'static str,
+    request: &Req,
+    on_bytes: impl Fn(js_sys::Uint8Array) + 'static,
+) -> Result<(), IpcError> {
+    let cannot = || IpcError::new(ErrorCode::Internal, format!("cannot encode {cmd}"));
+    let args = js_sys::Object::new();
+    let value = request.serialize(&serializer()).map_err(|_| cannot())?;
+    js_sys::Reflect::set(&args, &JsValue::from_str("request"), &value).map_err(|_| cannot())?;
+    let channel = Channel::new(move |message: JsValue| {
+        if message.is_instance_of::<js_sys::ArrayBuffer>() {
+            on_bytes(js_sys::Uint8Array::new(&message));
+        }
+    });
+    js_sys::Reflect::set(&args, &JsValue::from_str("channel"), &channel.arg())
+        .map_err(|_| cannot())?;
+    decode(cmd, invoke(cmd, args.into()).await)
+}
+
 fn decode<Resp: DeserializeOwned>(
     cmd: &str,
     answer: Result<JsValue, JsValue>,

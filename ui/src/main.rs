@@ -3,6 +3,7 @@
 //! renders and routes user input.
 
 mod bridge;
+mod call;
 mod chart;
 mod keyboard;
 mod schedule;

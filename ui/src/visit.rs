@@ -30,7 +30,7 @@ pub fn visit_pane(props: &VisitProps) -> Html {
                     "The patient is in the virtual waiting room."
                 }
                 (Modality::Virtual, _) => {
-                    "Video runs here with Hearth's media pane (coming); the waiting room below is live when the visit service is configured."
+                    "Start video below; whoever you admit from the waiting room joins the call."
                 }
                 (Modality::InPerson, VisitStatus::Arrived) => "The patient has arrived.",
                 (Modality::InPerson, _) => "In-person visit.",
@@ -167,6 +167,7 @@ fn room_view(props: &RoomProps) -> Html {
             RoomService::Live => people(&r.participants, &admit),
         },
     };
+    let live = matches!(&*room, Some(Ok(r)) if matches!(r.service, RoomService::Live | RoomService::Ended));
     let on_patient = ask_link.reform(|_: MouseEvent| InviteRole::Patient);
     let on_guest = ask_link.reform(|_: MouseEvent| InviteRole::Guest);
     html! {
@@ -195,6 +196,9 @@ fn room_view(props: &RoomProps) -> Html {
                         </div>
                     },
                 }
+            }
+            if live {
+                <crate::call::CallPane appointment_id={props.appointment_id.clone()} />
             }
         </section>
     }

@@ -39,6 +39,10 @@ pub struct VisitConfig {
     /// as the R4 cross-version extension), for the EHR's reminders. Default: no.
     #[serde(default)]
     pub link_to_appointment: bool,
+    /// The address the video call's media sockets bind to. Default: every interface
+    /// (`0.0.0.0`); `127.0.0.1` keeps calls on this machine (tests, demo).
+    #[serde(default)]
+    pub media_bind: Option<std::net::IpAddr>,
 }
 
 /// Where the clinic is.

@@ -41,6 +41,9 @@ pub enum CoreError {
     /// Nobody but clinicians was admitted to the visit (`appointment`: `Appointment/<id>`).
     #[error("nobody but clinicians was admitted to the virtual visit of {appointment}: there is no encounter to record")]
     VisitNotHeld { appointment: String },
+    /// The call's media failed (camera, codec, network); the message says what.
+    #[error("video call: {0}")]
+    Media(String),
 }
 
 impl CoreError {
@@ -66,6 +69,7 @@ impl CoreError {
             Self::VisitService(_) => ErrorCode::VisitService,
             Self::VisitNotEnded { .. } => ErrorCode::VisitNotEnded,
             Self::VisitNotHeld { .. } => ErrorCode::VisitNotHeld,
+            Self::Media(_) => ErrorCode::Media,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   [`store::MemoryStore`] holds the resources.
 //! - [`clock::Clock`] injects time, so schedules and ages are testable without waiting.
 
+pub mod call;
 pub mod chart;
 pub mod config;
 pub mod encounter;
@@ -25,4 +26,4 @@ mod workstation;
 pub use hearth_model::{clock, fhir, sync_link, KEYCHAIN_SERVICE};
 
 pub use error::CoreError;
-pub use workstation::{ArrivalFeed, EncounterRecord, RoomFeed, StatusFeed, Workstation};
+pub use workstation::{ArrivalFeed, CallFeed, EncounterRecord, RoomFeed, StatusFeed, Workstation};

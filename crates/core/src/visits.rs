@@ -102,6 +102,11 @@ impl VisitDesk {
         })
     }
 
+    /// The visit service's client (the call engine connects with it).
+    pub fn client(&self) -> VisitClient {
+        self.client.clone()
+    }
+
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Presence>> {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,6 +1,8 @@
 mod feeds;
 
-pub use feeds::{ArrivalFeed, RoomFeed, StatusFeed};
+pub use feeds::{ArrivalFeed, CallFeed, RoomFeed, StatusFeed};
+
+mod calls;
 
 use crate::clock::{Clock, Zone};
 use crate::config::MachineConfig;
@@ -42,6 +44,8 @@ struct Ready {
     visits: Option<Arc<VisitDesk>>,
     /// `[visit] link_to_appointment`.
     visit_link_to_appointment: bool,
+    /// The visit pane's video call (with a visit service).
+    calls: Option<Arc<crate::call::CallDesk>>,
     /// EHR mode: the views shown (who saw which chart or schedule, when) go to the audit log.
     views: Option<ViewAudit>,
 }
@@ -258,6 +262,7 @@ impl Workstation {
                 signon: None,
                 visits: None,
                 visit_link_to_appointment: false,
+                calls: None,
                 views: None,
             }),
             sync: OnceLock::new(),
@@ -591,6 +596,17 @@ impl Ready {
                 )?)),
                 _ => None,
             };
+            let calls = visits.as_ref().map(|_| {
+                let bind = config
+                    .visit
+                    .as_ref()
+                    .and_then(|v| v.media_bind)
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                Arc::new(crate::call::CallDesk::new(hearth_media::CallOptions {
+                    bind,
+                    ..hearth_media::CallOptions::default()
+                }))
+            });
             return Ok(Self {
                 mode: DataMode::Ehr {
                     fhir_base_url: ehr.fhir_base_url.clone(),
@@ -605,6 +621,7 @@ impl Ready {
                 }),
                 signon,
                 visits,
+                calls,
                 visit_link_to_appointment: config
                     .visit
                     .as_ref()
@@ -631,6 +648,7 @@ impl Ready {
             signon: None,
             visits: None,
             visit_link_to_appointment: false,
+            calls: None,
             views: None,
         })
     }

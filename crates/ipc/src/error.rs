@@ -28,6 +28,9 @@ pub enum ErrorCode {
     VisitNotEnded,
     /// Nobody but clinicians was admitted to the virtual visit: there is no encounter to record.
     VisitNotHeld,
+    /// The call's media could not start or failed (camera, codec, network); the message says
+    /// what.
+    Media,
 }
 
 impl ErrorCode {
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::VisitService => "visit_service",
             Self::VisitNotEnded => "visit_not_ended",
             Self::VisitNotHeld => "visit_not_held",
+            Self::Media => "media",
         }
     }
 }
@@ -92,6 +96,7 @@ mod tests {
             ErrorCode::VisitService,
             ErrorCode::VisitNotEnded,
             ErrorCode::VisitNotHeld,
+            ErrorCode::Media,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

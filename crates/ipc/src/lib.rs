@@ -6,6 +6,7 @@
 //! `YYYY-MM-DD`, with the local-time labels the UI shows computed by the core, so the UI never
 //! needs a time-zone database.
 
+pub mod call;
 pub mod chart;
 pub mod error;
 pub mod schedule;
@@ -13,6 +14,7 @@ pub mod status;
 pub mod sync;
 pub mod visit;
 
+pub use call::*;
 pub use chart::*;
 pub use error::*;
 pub use schedule::*;
@@ -43,6 +45,20 @@ pub mod command {
     /// every change of the [`crate::VisitRoom`] (the first at once) comes over `channel`. A
     /// new subscription replaces the window's previous one.
     pub const WATCH_VISIT_ROOM: &str = "watch_visit_room";
+    /// Joins the visit with camera and microphone ([`crate::CallStartRequest`]).
+    pub const CALL_START: &str = "call_start";
+    pub const CALL_MUTE: &str = "call_mute";
+    pub const CALL_CAMERA: &str = "call_camera";
+    pub const CALL_CHAT: &str = "call_chat";
+    /// Leaves the call; the others carry on.
+    pub const CALL_LEAVE: &str = "call_leave";
+    /// Ends the visit for everyone, then records its Encounter.
+    pub const CALL_END: &str = "call_end";
+    /// Subscribes the window to the call ([`crate::CallView`], on every change).
+    pub const WATCH_CALL: &str = "watch_call";
+    /// Subscribes the window to the call's video frames ([`crate::CallFramesRequest`]):
+    /// binary messages, each a [`crate::FrameHeader`] and the picture.
+    pub const WATCH_CALL_FRAMES: &str = "watch_call_frames";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -60,5 +76,13 @@ pub mod command {
         VISIT_ADMIT,
         WATCH_STATUS,
         WATCH_VISIT_ROOM,
+        CALL_START,
+        CALL_MUTE,
+        CALL_CAMERA,
+        CALL_CHAT,
+        CALL_LEAVE,
+        CALL_END,
+        WATCH_CALL,
+        WATCH_CALL_FRAMES,
     ];
 }

@@ -383,6 +383,14 @@ impl Call {
         self.shared.camera_off.store(off, Ordering::Relaxed);
     }
 
+    pub fn mic_muted(&self) -> bool {
+        self.shared.mic_muted.load(Ordering::Relaxed)
+    }
+
+    pub fn camera_off(&self) -> bool {
+        self.shared.camera_off.load(Ordering::Relaxed)
+    }
+
     /// Whether the engine is still running.
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()
@@ -692,6 +700,7 @@ impl Engine {
                 self.emit(CallEvent::Admitted);
                 for peer in peers {
                     self.names.insert(peer.id.clone(), peer.name.clone());
+                    self.emit(CallEvent::PeerJoined(peer.clone()));
                     if let Err(e) = self.offer_to(socket, &peer.id, false).await {
                         self.trouble_with(&peer.id, &e);
                     }

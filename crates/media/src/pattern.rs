@@ -133,23 +133,27 @@ fn write_stamp(data: &mut [u8], w: usize, h: usize, stamp: Stamp) {
 /// Reads the stamp from luma samples: `luma(x, y)` for a picture `width` wide whose pattern
 /// fills it. `None` when the blocks do not read as a stamp (its check byte does not match).
 pub fn read_stamp(width: u32, luma: impl Fn(u32, u32) -> u8) -> Option<Stamp> {
-    let block = width / COLUMNS;
-    if block < 2 {
+    // Block edges at fractional positions: a picture scaled to any width (a pane's canvas)
+    // keeps its 40 columns even when `width` is not a multiple of 40.
+    let block = f64::from(width) / f64::from(COLUMNS);
+    if block < 2.0 {
         return None;
     }
     let mut value = [0u64; 2];
     for i in 0..80u32 {
         let (row, col) = (i / 40, i % 40);
         // The middle half of the block, averaged: robust to codec ringing at its edges.
-        let (x0, y0) = (col * block + block / 4, row * block + block / 4);
-        let side = (block / 2).max(1);
+        let x0 = ((f64::from(col) + 0.25) * block).round() as u32;
+        let x1 = (((f64::from(col) + 0.75) * block).round() as u32).max(x0 + 1);
+        let y0 = ((f64::from(row) + 0.25) * block).round() as u32;
+        let y1 = (((f64::from(row) + 0.75) * block).round() as u32).max(y0 + 1);
         let mut sum = 0u32;
-        for y in y0..y0 + side {
-            for x in x0..x0 + side {
+        for y in y0..y1 {
+            for x in x0..x1 {
                 sum += u32::from(luma(x, y));
             }
         }
-        let bit = sum / (side * side) > (u32::from(LOW) + u32::from(HIGH)) / 2;
+        let bit = sum / ((x1 - x0) * (y1 - y0)) > (u32::from(LOW) + u32::from(HIGH)) / 2;
         value[row as usize] = (value[row as usize] << 1) | u64::from(bit);
     }
     let frame = (value[0] >> 8) as u32;
@@ -242,6 +246,8 @@ mod tests {
         };
         assert_eq!(read_i420(&frame), Some(want));
         assert_eq!(read_i420(&frame.scaled(320, 240)), Some(want));
+        // A width that is not a multiple of 40 (a pane's canvas): 291 pixels.
+        assert_eq!(read_i420(&frame.scaled(291, 218)), Some(want));
         let rgba = frame.to_rgba();
         assert_eq!(read_rgba(&rgba, 640, 0, 0, 640), Some(want));
     }

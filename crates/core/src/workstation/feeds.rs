@@ -11,7 +11,9 @@ use super::Workstation;
 use crate::sync_link::SyncPulse;
 use crate::visits::Arrival;
 use crate::CoreError;
-use hearth_ipc::{AppStatus, Modality, ScheduleRequest, VisitRoom, VisitRoomRequest, VisitStatus};
+use hearth_ipc::{
+    AppStatus, CallView, Modality, ScheduleRequest, VisitRoom, VisitRoomRequest, VisitStatus,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,6 +51,13 @@ pub struct RoomFeed {
     session: Option<watch::Receiver<u64>>,
     rooms: Option<watch::Receiver<u64>>,
     last: Option<VisitRoom>,
+}
+
+/// The video call as it changes (see [`Workstation::next_call`]).
+pub struct CallFeed {
+    session: Option<watch::Receiver<u64>>,
+    calls: Option<watch::Receiver<u64>>,
+    last: Option<CallView>,
 }
 
 /// Marks the receiver's current value as seen.
@@ -216,6 +225,37 @@ impl Workstation {
             })
             .map(|r| (r.appointment_id, r.start_label))
             .collect()
+    }
+
+    /// A feed of the video call for the visit pane.
+    pub fn call_feed(&self) -> Result<CallFeed, CoreError> {
+        self.call_view()?;
+        Ok(CallFeed {
+            session: self.session_pulse(),
+            calls: self
+                .ready()
+                .ok()
+                .and_then(|r| r.calls.as_ref().map(|c| c.subscribe())),
+            last: None,
+        })
+    }
+
+    /// The call as soon as it differs from the last one this feed gave (the first at once);
+    /// ends when it can no longer be shown (signed out, locked).
+    pub async fn next_call(&self, feed: &mut CallFeed) -> Option<CallView> {
+        loop {
+            seen(&mut feed.session);
+            seen(&mut feed.calls);
+            let view = self.call_view().ok()?;
+            if feed.last.as_ref() != Some(&view) {
+                feed.last = Some(view.clone());
+                return Some(view);
+            }
+            tokio::select! {
+                () = changed(&mut feed.session) => {}
+                () = changed(&mut feed.calls) => {}
+            }
+        }
     }
 
     /// A feed of one visit's room for the visit pane (watched from now on). The request is

@@ -1,0 +1,490 @@
+//! The video call of the visit pane: at most one at a time per window, run by hearth-media's
+//! engine, followed here into what the pane shows ([`CallView`]) and packed into the binary
+//! frames the pane paints ([`FrameHeader`] + JPEG or RGBA).
+
+use crate::clock::Zone;
+use crate::CoreError;
+use hearth_ipc::{
+    CallLink, CallPeer, CallPhase, CallQuality, CallView, ChatLine, FrameEncoding, FrameHeader,
+    RoomRole,
+};
+use hearth_media::quality::{Quality, LADDER};
+use hearth_media::{Call, CallEvent, CallOptions, Entry, Link, VideoFrame};
+use hearth_visit_client::VisitClient;
+use hearth_visit_protocol::Role;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// At most this many chat lines are kept for the pane.
+const CHAT_LINES: usize = 200;
+
+struct Active {
+    appointment_id: String,
+    call: Arc<Call>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    phase: Option<CallPhase>,
+    message: Option<String>,
+    /// Peers in the order they came, with their tile (1–3).
+    peers: Vec<(String, String, Role, u8)>,
+    links: HashMap<String, Link>,
+    qualities: HashMap<String, Quality>,
+    chat: Vec<ChatLine>,
+    encounter: Option<String>,
+}
+
+/// The window's call.
+pub struct CallDesk {
+    active: Mutex<Option<Active>>,
+    state: Arc<Mutex<State>>,
+    /// Bumped on every change the pane shows.
+    pulse: Arc<watch::Sender<u64>>,
+    options: CallOptions,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn media_error(e: hearth_media::MediaError) -> CoreError {
+    CoreError::Media(e.to_string())
+}
+
+fn room_role(r: Role) -> RoomRole {
+    match r {
+        Role::Clinician => RoomRole::Clinician,
+        Role::Patient => RoomRole::Patient,
+        Role::Guest => RoomRole::Guest,
+    }
+}
+
+fn link_of(l: Option<&Link>) -> CallLink {
+    match l {
+        Some(Link::Connected) => CallLink::Connected,
+        Some(Link::Reconnecting) => CallLink::Reconnecting,
+        Some(Link::Failed) => CallLink::Failed,
+        Some(Link::Connecting) | None => CallLink::Connecting,
+    }
+}
+
+fn quality_of(q: Option<&Quality>) -> CallQuality {
+    match q {
+        Some(Quality::Good) => CallQuality::Good,
+        Some(Quality::Fair) => CallQuality::Fair,
+        Some(Quality::Poor) => CallQuality::Poor,
+        Some(Quality::Unknown) | None => CallQuality::Unknown,
+    }
+}
+
+fn bump(pulse: &watch::Sender<u64>) {
+    pulse.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+impl CallDesk {
+    pub fn new(options: CallOptions) -> Self {
+        Self {
+            active: Mutex::new(None),
+            state: Arc::default(),
+            pulse: Arc::new(watch::Sender::new(0)),
+            options,
+        }
+    }
+
+    /// Changes whenever the pane's view of the call does.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.pulse.subscribe()
+    }
+
+    /// Joins the visit as its clinician, with media; a call already running for this
+    /// appointment is kept, one for another is left first.
+    pub async fn start(
+        &self,
+        client: VisitClient,
+        appointment_id: &str,
+        zone: Zone,
+    ) -> Result<(), CoreError> {
+        {
+            let mut active = lock(&self.active);
+            if let Some(a) = active.as_ref() {
+                if a.appointment_id == appointment_id && a.call.is_running() {
+                    return Ok(());
+                }
+            }
+            if let Some(old) = active.take() {
+                old.call.leave();
+                old.task.abort();
+            }
+        }
+        *lock(&self.state) = State {
+            phase: Some(CallPhase::Connecting),
+            ..State::default()
+        };
+        bump(&self.pulse);
+        let call = Call::start(
+            Entry::Host {
+                client,
+                visit: appointment_id.to_owned(),
+                name: None,
+            },
+            self.options.clone(),
+        )
+        .await
+        .map_err(|e| {
+            let mut s = lock(&self.state);
+            s.phase = Some(CallPhase::Trouble);
+            s.message = Some(e.to_string());
+            bump(&self.pulse);
+            media_error(e)
+        })?;
+        let call = Arc::new(call);
+        let task = tokio::spawn(follow(
+            call.events(),
+            self.state.clone(),
+            self.pulse.clone(),
+            zone,
+        ));
+        *lock(&self.active) = Some(Active {
+            appointment_id: appointment_id.to_owned(),
+            call,
+            task,
+        });
+        Ok(())
+    }
+
+    fn call(&self) -> Result<(String, Arc<Call>), CoreError> {
+        lock(&self.active)
+            .as_ref()
+            .map(|a| (a.appointment_id.clone(), a.call.clone()))
+            .ok_or_else(|| CoreError::InvalidInput("there is no call in this window".into()))
+    }
+
+    pub fn set_mic_muted(&self, muted: bool) -> Result<(), CoreError> {
+        self.call()?.1.set_mic_muted(muted);
+        bump(&self.pulse);
+        Ok(())
+    }
+
+    pub fn set_camera_off(&self, off: bool) -> Result<(), CoreError> {
+        self.call()?.1.set_camera_off(off);
+        bump(&self.pulse);
+        Ok(())
+    }
+
+    /// Sends a chat line to everyone in the call (and shows it as ours).
+    pub fn chat(&self, text: &str, zone: Zone) -> Result<(), CoreError> {
+        let text: String = text.trim().chars().take(2000).collect();
+        if text.is_empty() {
+            return Err(CoreError::InvalidInput("an empty chat line".into()));
+        }
+        self.call()?.1.chat(&text);
+        push_chat(
+            &self.state,
+            ChatLine {
+                mine: true,
+                name: "You".into(),
+                text,
+                at_label: now_label(zone),
+            },
+        );
+        bump(&self.pulse);
+        Ok(())
+    }
+
+    /// Leaves the call; the others carry on.
+    pub fn leave(&self) -> Result<(), CoreError> {
+        let active = lock(&self.active).take();
+        if let Some(a) = active {
+            a.call.leave();
+            a.task.abort();
+        }
+        lock(&self.state).phase = Some(CallPhase::Idle);
+        bump(&self.pulse);
+        Ok(())
+    }
+
+    /// Ends the visit for everyone and waits (at most 10 s) until the service says it has
+    /// ended; returns the appointment.
+    pub async fn end(&self) -> Result<String, CoreError> {
+        let (appointment_id, call) = self.call()?;
+        let mut events = call.events();
+        call.end();
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.recv().await {
+                    Ok(CallEvent::Ended) => return true,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return !call.is_running(),
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !ended {
+            return Err(CoreError::VisitService(
+                "the visit service did not confirm the end of the visit within 10 s".into(),
+            ));
+        }
+        let mut s = lock(&self.state);
+        s.phase = Some(CallPhase::Ended);
+        drop(s);
+        bump(&self.pulse);
+        Ok(appointment_id)
+    }
+
+    /// Shows what became of the Encounter after the call.
+    pub fn set_encounter_note(&self, note: String) {
+        lock(&self.state).encounter = Some(note);
+        bump(&self.pulse);
+    }
+
+    /// The call as the pane shows it.
+    pub fn view(&self) -> CallView {
+        let active = lock(&self.active);
+        let s = lock(&self.state);
+        let Some(a) = active.as_ref() else {
+            let mut idle = CallView::idle();
+            idle.phase = s
+                .phase
+                .filter(|p| *p == CallPhase::Ended)
+                .unwrap_or(CallPhase::Idle);
+            idle.encounter = s.encounter.clone();
+            return idle;
+        };
+        let received = a.call.received();
+        let sent = a.call.sent();
+        let peers: Vec<CallPeer> = s
+            .peers
+            .iter()
+            .map(|(id, name, role, tile)| {
+                let m = received.get(id).cloned().unwrap_or_default();
+                CallPeer {
+                    id: id.clone(),
+                    name: name.clone(),
+                    role: room_role(*role),
+                    tile: *tile,
+                    link: link_of(s.links.get(id)),
+                    quality: quality_of(s.qualities.get(id)),
+                    frames_decoded: m.frames_decoded,
+                    audio_level: m.last_rms,
+                    audio_frames: m.audio_frames,
+                }
+            })
+            .collect();
+        let quality = peers
+            .iter()
+            .map(|p| p.quality)
+            .filter(|q| *q != CallQuality::Unknown)
+            .max_by_key(|q| match q {
+                CallQuality::Poor => 3,
+                CallQuality::Fair => 2,
+                CallQuality::Good => 1,
+                CallQuality::Unknown => 0,
+            })
+            .unwrap_or(CallQuality::Unknown);
+        let rung = LADDER[sent.rung.min(LADDER.len() - 1)];
+        CallView {
+            appointment_id: Some(a.appointment_id.clone()),
+            phase: s.phase.unwrap_or(CallPhase::Connecting),
+            message: s.message.clone(),
+            peers,
+            mic_muted: a.call.mic_muted(),
+            camera_off: a.call.camera_off(),
+            chat: s.chat.clone(),
+            quality,
+            sending: format!("{}×{}, {} fps", rung.width, rung.height, rung.fps),
+            encounter: s.encounter.clone(),
+        }
+    }
+
+    /// The call's frames from now on, and how to pack them for the pane.
+    pub fn frames(&self) -> Option<FrameFeed> {
+        let active = lock(&self.active);
+        let a = active.as_ref()?;
+        Some(FrameFeed {
+            frames: a.call.frames(),
+            state: self.state.clone(),
+            seq: 0,
+            last_self_ms: 0,
+        })
+    }
+}
+
+/// A subscription to the call's frames, packed for the pane.
+pub struct FrameFeed {
+    frames: broadcast::Receiver<VideoFrame>,
+    state: Arc<Mutex<State>>,
+    seq: u32,
+    last_self_ms: u64,
+}
+
+/// The self view is small: a third of the frames, at 320×240.
+const SELF_VIEW: (u32, u32, u64) = (320, 240, 90);
+
+impl FrameFeed {
+    /// The next frame as one binary message for the pane; `None` when the call is over. A
+    /// pane that falls behind gets the newest frames, never a backlog.
+    pub async fn next(&mut self, encoding: FrameEncoding) -> Option<Vec<u8>> {
+        loop {
+            let frame = match self.frames.recv().await {
+                Ok(f) => f,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            let tile = if frame.peer == "self" {
+                if frame.at_ms < self.last_self_ms + SELF_VIEW.2 {
+                    continue;
+                }
+                self.last_self_ms = frame.at_ms;
+                0
+            } else {
+                match lock(&self.state).peers.iter().find(|p| p.0 == frame.peer) {
+                    Some(p) => p.3,
+                    None => continue,
+                }
+            };
+            self.seq = self.seq.wrapping_add(1);
+            let picture = if tile == 0 {
+                frame.frame.scaled(SELF_VIEW.0, SELF_VIEW.1)
+            } else {
+                (*frame.frame).clone()
+            };
+            return pack_frame(&picture, tile, encoding, frame.at_ms, self.seq);
+        }
+    }
+}
+
+/// A frame as the pane's binary message: [`FrameHeader`], then JPEG or RGBA.
+pub fn pack_frame(
+    picture: &hearth_media::frame::I420,
+    tile: u8,
+    encoding: FrameEncoding,
+    at_ms: u64,
+    seq: u32,
+) -> Option<Vec<u8>> {
+    let (w, h) = (
+        u16::try_from(picture.width).ok()?,
+        u16::try_from(picture.height).ok()?,
+    );
+    let rgba = picture.to_rgba();
+    let mut out = Vec::with_capacity(FrameHeader::LEN + rgba.len() / 8);
+    FrameHeader {
+        tile,
+        encoding,
+        width: w,
+        height: h,
+        at_ms,
+        seq,
+    }
+    .write(&mut out);
+    match encoding {
+        FrameEncoding::Rgba => out.extend_from_slice(&rgba),
+        FrameEncoding::Jpeg => {
+            let encoder = jpeg_encoder::Encoder::new(&mut out, 85);
+            encoder
+                .encode(&rgba, w, h, jpeg_encoder::ColorType::Rgba)
+                .ok()?;
+        }
+    }
+    Some(out)
+}
+
+fn now_label(zone: Zone) -> String {
+    zone.local(&chrono::Utc::now()).format("%H:%M").to_string()
+}
+
+fn push_chat(state: &Mutex<State>, line: ChatLine) {
+    let mut s = lock(state);
+    s.chat.push(line);
+    let extra = s.chat.len().saturating_sub(CHAT_LINES);
+    s.chat.drain(..extra);
+}
+
+/// Follows the engine's events into the pane's state; a tick each second refreshes the
+/// counters (frames, sound) the pane shows.
+async fn follow(
+    mut events: broadcast::Receiver<CallEvent>,
+    state: Arc<Mutex<State>>,
+    pulse: Arc<watch::Sender<u64>>,
+    zone: Zone,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = tick.tick() => {
+                bump(&pulse);
+                continue;
+            }
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let mut s = lock(&state);
+        match event {
+            CallEvent::Welcome { .. } | CallEvent::Admitted => {
+                s.phase = Some(CallPhase::Live);
+            }
+            CallEvent::Waiting => {}
+            CallEvent::Roster(people) => {
+                // Names and roles of those in the visit (the engine hears of peers by id).
+                for p in people {
+                    if let Some(peer) = s.peers.iter_mut().find(|x| x.0 == p.id) {
+                        peer.1 = p.name;
+                        peer.2 = p.role;
+                    }
+                }
+            }
+            CallEvent::PeerJoined(peer) => {
+                if !s.peers.iter().any(|p| p.0 == peer.id) {
+                    let used: Vec<u8> = s.peers.iter().map(|p| p.3).collect();
+                    let tile = (1..=3u8).find(|t| !used.contains(t)).unwrap_or(3);
+                    s.peers.push((peer.id, peer.name, peer.role, tile));
+                }
+            }
+            CallEvent::PeerLeft(id) => {
+                s.peers.retain(|p| p.0 != id);
+                s.links.remove(&id);
+                s.qualities.remove(&id);
+            }
+            CallEvent::Link { peer, link } => {
+                s.links.insert(peer, link);
+            }
+            CallEvent::Quality { peer, quality } => {
+                s.qualities.insert(peer, quality);
+            }
+            CallEvent::Chat { name, text, .. } => {
+                drop(s);
+                push_chat(
+                    &state,
+                    ChatLine {
+                        mine: false,
+                        name,
+                        text,
+                        at_label: now_label(zone),
+                    },
+                );
+                bump(&pulse);
+                continue;
+            }
+            CallEvent::Rung(_) => {}
+            CallEvent::Trouble { message, fatal, .. } => {
+                s.message = Some(message);
+                if fatal {
+                    s.phase = Some(CallPhase::Trouble);
+                }
+            }
+            CallEvent::Removed | CallEvent::Ended => {
+                s.phase = Some(CallPhase::Ended);
+            }
+        }
+        drop(s);
+        bump(&pulse);
+    }
+}

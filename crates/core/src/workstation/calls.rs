@@ -1,0 +1,77 @@
+//! The visit pane's video call: start (as the visit's clinician, with media), the controls,
+//! and its end, which records the visit's Encounter.
+
+use super::{check_id, no_visit_service, EncounterRecord, Workstation};
+use crate::call::{CallDesk, FrameFeed};
+use crate::CoreError;
+use hearth_ipc::{CallStartRequest, CallView};
+use std::sync::Arc;
+
+impl Workstation {
+    fn call_desk(&self) -> Result<Arc<CallDesk>, CoreError> {
+        self.open_for_phi()?
+            .calls
+            .clone()
+            .ok_or_else(no_visit_service)
+    }
+
+    /// Joins the virtual visit with camera and microphone, as its clinician (the visit
+    /// service checks the clinician is on the Appointment). Call from within a tokio runtime.
+    pub async fn call_start(&self, request: &CallStartRequest) -> Result<(), CoreError> {
+        check_id(&request.appointment_id)?;
+        let ready = self.open_for_phi()?;
+        let desk = ready.visits.clone().ok_or_else(no_visit_service)?;
+        let calls = self.call_desk()?;
+        calls
+            .start(desk.client(), &request.appointment_id, self.zone)
+            .await
+    }
+
+    pub fn call_mute(&self, off: bool) -> Result<(), CoreError> {
+        self.call_desk()?.set_mic_muted(off)
+    }
+
+    pub fn call_camera(&self, off: bool) -> Result<(), CoreError> {
+        self.call_desk()?.set_camera_off(off)
+    }
+
+    pub fn call_chat(&self, text: &str) -> Result<(), CoreError> {
+        self.call_desk()?.chat(text, self.zone)
+    }
+
+    /// Leaves the call; the others carry on.
+    pub fn call_leave(&self) -> Result<(), CoreError> {
+        self.call_desk()?.leave()
+    }
+
+    /// Ends the visit for everyone; once the service confirms, the visit's Encounter (who was
+    /// there, when) goes to the EHR through the outbox, exactly once.
+    pub async fn call_end(&self) -> Result<(), CoreError> {
+        let calls = self.call_desk()?;
+        let appointment_id = calls.end().await?;
+        let note = match self.record_visit_encounter(&appointment_id).await {
+            Ok(EncounterRecord::Queued { .. } | EncounterRecord::AlreadyQueued { .. }) => {
+                "The visit's Encounter is on its way to the EHR.".to_owned()
+            }
+            Ok(EncounterRecord::AlreadyAtEhr { .. }) => {
+                "The visit's Encounter was already in the EHR.".to_owned()
+            }
+            Err(e) => format!("The visit's Encounter could not be recorded: {e}"),
+        };
+        calls.set_encounter_note(note);
+        Ok(())
+    }
+
+    /// The call as the pane shows it (idle without one).
+    pub fn call_view(&self) -> Result<CallView, CoreError> {
+        Ok(match self.open_for_phi()?.calls.as_ref() {
+            Some(calls) => calls.view(),
+            None => CallView::idle(),
+        })
+    }
+
+    /// The call's frames, packed for the pane; `None` without a call.
+    pub fn call_frames(&self) -> Result<Option<FrameFeed>, CoreError> {
+        Ok(self.call_desk()?.frames())
+    }
+}
