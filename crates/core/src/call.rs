@@ -474,6 +474,10 @@ async fn follow(
                 continue;
             }
             CallEvent::Rung(_) => {}
+            CallEvent::Device { message, .. } => {
+                // A camera or microphone gone mid-call: said in the pane; the call goes on.
+                s.message = Some(message);
+            }
             CallEvent::Trouble { message, fatal, .. } => {
                 s.message = Some(message);
                 if fatal {

@@ -10,9 +10,13 @@
 //! participant id yields.
 
 use crate::audio::{self, OpusDecoder, OpusEncoder, Tone};
+use crate::devices::{
+    self, DeviceError, DeviceKind, Feed, PictureSource, Polled, SoundSink, SoundSource,
+};
 use crate::frame::I420;
 use crate::pattern::{self, Pattern};
 use crate::quality::{Adapter, PathReading, Quality, LADDER};
+use crate::sound::{Mixer, Voice};
 use crate::vpx::{EncoderSettings, Vp8Decoder, Vp8Encoder};
 use crate::MediaError;
 use bytes::Bytes;
@@ -55,6 +59,8 @@ use webrtc::rtp_transceiver::RtpSender;
 pub enum VideoInput {
     /// The moving, self-stamping test pattern (CI and demo mode).
     Synthetic,
+    /// A camera by its id ([`devices::cameras`]), brought to I420 640×480.
+    Camera { id: String },
     /// No camera: the peers get no video from us.
     None,
 }
@@ -64,6 +70,9 @@ pub enum VideoInput {
 pub enum AudioInput {
     /// A sine tone (CI and demo mode).
     Tone { hz: f32 },
+    /// A microphone by its id ([`devices::microphones`]), mono 48 kHz through echo
+    /// cancellation and noise suppression.
+    Microphone { id: String },
     /// No microphone.
     None,
 }
@@ -78,6 +87,9 @@ pub struct CallOptions {
     pub bind: IpAddr,
     /// Start on this rung of [`LADDER`] (0 = 640×480@30).
     pub start_rung: usize,
+    /// The speaker the peers are heard on, by id ([`devices::speakers`]); `None` plays
+    /// nothing (tests).
+    pub speaker: Option<String>,
 }
 
 impl Default for CallOptions {
@@ -87,6 +99,7 @@ impl Default for CallOptions {
             audio: AudioInput::Tone { hz: 440.0 },
             bind: IpAddr::from([0, 0, 0, 0]),
             start_rung: 0,
+            speaker: None,
         }
     }
 }
@@ -154,6 +167,12 @@ pub enum CallEvent {
     },
     Removed,
     Ended,
+    /// A camera, microphone or speaker failed during the call (unplugged); the call carries
+    /// on without it until another is chosen.
+    Device {
+        kind: DeviceKind,
+        message: String,
+    },
 }
 
 /// A decoded picture from a peer (or `self` for the preview).
@@ -217,6 +236,8 @@ enum PcEvent {
 
 /// A running call. Dropping it leaves the visit.
 pub struct Call {
+    has_video: bool,
+    has_audio: bool,
     commands: mpsc::UnboundedSender<Command>,
     events: broadcast::Sender<CallEvent>,
     frames: broadcast::Sender<VideoFrame>,
@@ -235,6 +256,14 @@ struct Shared {
     stop: AtomicBool,
     frames: broadcast::Sender<VideoFrame>,
     encoded_bytes: AtomicU64,
+    events: broadcast::Sender<CallEvent>,
+    /// A camera or microphone chosen during the call, for its thread to take up.
+    next_camera: Mutex<Option<Box<dyn PictureSource>>>,
+    next_microphone: Mutex<Option<Box<dyn SoundSource>>>,
+    /// The peers' decoded sound for the speaker; `None` when nothing is played.
+    mixer: Option<Mixer>,
+    /// Echo cancellation and noise suppression shared by the microphone and the speaker.
+    voice: Option<Voice>,
 }
 
 #[derive(Clone)]
@@ -257,6 +286,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Call {
     /// Connects to the service and starts the engine; events follow on [`Call::events`].
     pub async fn start(entry: Entry, options: CallOptions) -> Result<Self, MediaError> {
+        let voice = match Voice::new() {
+            Ok(voice) => Some(voice),
+            Err(e) => {
+                tracing::warn!("no echo cancellation: {e}");
+                None
+            }
+        };
+        // Devices first: one that cannot be opened is said before joining.
+        let sources = open_sources(&options, voice.clone()).await?;
         let (ws_url, first) = match &entry {
             Entry::Host {
                 client,
@@ -304,10 +342,16 @@ impl Call {
             stop: AtomicBool::new(false),
             frames: frames.clone(),
             encoded_bytes: AtomicU64::new(0),
+            events: events.clone(),
+            next_camera: Mutex::new(None),
+            next_microphone: Mutex::new(None),
+            mixer: options.speaker.is_some().then(Mixer::default),
+            voice,
         });
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (pc_tx, pc_rx) = mpsc::unbounded_channel();
-        start_sources(&options, &shared);
+        let (has_video, has_audio) = (sources.0.is_some(), sources.1.is_some());
+        start_sources(sources, &shared);
         let engine = Engine {
             options,
             me: String::new(),
@@ -322,6 +366,8 @@ impl Call {
         };
         let task = tokio::spawn(engine.run(socket, first, commands_rx, pc_rx));
         Ok(Self {
+            has_video,
+            has_audio,
             commands,
             events,
             frames,
@@ -391,6 +437,38 @@ impl Call {
         self.shared.camera_off.load(Ordering::Relaxed)
     }
 
+    /// Sends another camera's picture from now on (the old camera is closed). The call must
+    /// have started with video.
+    pub async fn switch_camera(&self, id: &str) -> Result<(), MediaError> {
+        if !self.has_video {
+            return Err(DeviceError::NotInCall {
+                kind: DeviceKind::Camera,
+            }
+            .into());
+        }
+        let id = id.to_owned();
+        let camera = open_blocking(DeviceKind::Camera, move || devices::open_camera(&id)).await?;
+        *lock(&self.shared.next_camera) = Some(camera);
+        Ok(())
+    }
+
+    /// Sends another microphone's sound from now on. The call must have started with audio.
+    pub async fn switch_microphone(&self, id: &str) -> Result<(), MediaError> {
+        if !self.has_audio {
+            return Err(DeviceError::NotInCall {
+                kind: DeviceKind::Microphone,
+            }
+            .into());
+        }
+        let (id, voice) = (id.to_owned(), self.shared.voice.clone());
+        let microphone = open_blocking(DeviceKind::Microphone, move || {
+            devices::open_microphone(&id, voice)
+        })
+        .await?;
+        *lock(&self.shared.next_microphone) = Some(microphone);
+        Ok(())
+    }
+
     /// Whether the engine is still running.
     pub fn is_running(&self) -> bool {
         !self.task.is_finished()
@@ -406,27 +484,101 @@ impl Drop for Call {
 
 // ------------------------------------------------------------------ sources
 
-/// Starts the camera and microphone threads: each makes a frame on time, encodes it once and
-/// hands it to every peer's track.
-fn start_sources(options: &CallOptions, shared: &Arc<Shared>) {
+/// The camera, microphone and speaker of a call (`None`: not used).
+type Sources = (
+    Option<Box<dyn PictureSource>>,
+    Option<Box<dyn SoundSource>>,
+    Option<Box<dyn SoundSink>>,
+);
+
+/// Opening a device blocks (a camera takes a moment to start): off the runtime's threads.
+async fn open_blocking<T: Send + 'static>(
+    kind: DeviceKind,
+    open: impl FnOnce() -> Result<T, DeviceError> + Send + 'static,
+) -> Result<T, DeviceError> {
+    tokio::task::spawn_blocking(open).await.unwrap_or_else(|e| {
+        Err(DeviceError::Failed {
+            kind,
+            detail: e.to_string(),
+        })
+    })
+}
+
+async fn open_sources(options: &CallOptions, voice: Option<Voice>) -> Result<Sources, MediaError> {
+    let camera: Option<Box<dyn PictureSource>> = match &options.video {
+        VideoInput::Synthetic => Some(Box::new(Pattern::new(LADDER[0].width, LADDER[0].height))),
+        VideoInput::Camera { id } => {
+            let id = id.clone();
+            Some(open_blocking(DeviceKind::Camera, move || devices::open_camera(&id)).await?)
+        }
+        VideoInput::None => None,
+    };
+    let microphone: Option<Box<dyn SoundSource>> = match &options.audio {
+        AudioInput::Tone { hz } => Some(Box::new(Tone::new(*hz, 0.3))),
+        AudioInput::Microphone { id } => {
+            let (id, voice) = (id.clone(), voice.clone());
+            Some(
+                open_blocking(DeviceKind::Microphone, move || {
+                    devices::open_microphone(&id, voice)
+                })
+                .await?,
+            )
+        }
+        AudioInput::None => None,
+    };
+    let speaker = match options.speaker.clone() {
+        Some(id) => Some(
+            open_blocking(DeviceKind::Speaker, move || {
+                devices::open_speaker(&id, voice)
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    Ok((camera, microphone, speaker))
+}
+
+impl Shared {
+    /// A device failed during the call: said once, the call carries on without it.
+    fn device_lost(&self, e: &DeviceError) {
+        tracing::warn!("{e}");
+        let _ = self.events.send(CallEvent::Device {
+            kind: e.kind(),
+            message: e.to_string(),
+        });
+    }
+}
+
+/// Starts the camera and microphone threads (each makes a frame on time, encodes it once and
+/// hands it to every peer's track) and the speaker's.
+fn start_sources((camera, microphone, speaker): Sources, shared: &Arc<Shared>) {
     let runtime = tokio::runtime::Handle::current();
-    if options.video == VideoInput::Synthetic {
+    if let Some(camera) = camera {
         let shared = shared.clone();
         let rt = runtime.clone();
         let _ = std::thread::Builder::new()
             .name("hearth-camera".into())
-            .spawn(move || video_loop(shared, rt));
+            .spawn(move || video_loop(shared, rt, Feed::new(Some(camera))));
     }
-    if let AudioInput::Tone { hz } = options.audio {
+    if let Some(microphone) = microphone {
         let shared = shared.clone();
         let _ = std::thread::Builder::new()
             .name("hearth-microphone".into())
-            .spawn(move || audio_loop(shared, runtime, hz));
+            .spawn(move || audio_loop(shared, runtime, Feed::new(Some(microphone))));
+    }
+    if let Some(speaker) = speaker {
+        let shared = shared.clone();
+        let _ = std::thread::Builder::new()
+            .name("hearth-speaker".into())
+            .spawn(move || speaker_loop(shared, Feed::new(Some(speaker))));
     }
 }
 
-fn video_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle) {
-    let mut pattern = Pattern::new(LADDER[0].width, LADDER[0].height);
+fn video_loop(
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+    mut camera: Feed<dyn PictureSource>,
+) {
     let mut encoder: Option<Vp8Encoder> = None;
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -440,7 +592,17 @@ fn video_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle) {
             next = now;
         }
         let sent_ms = now_ms();
-        let full = pattern.next_frame(sent_ms);
+        if let Some(other) = lock(&shared.next_camera).take() {
+            camera.replace(other);
+        }
+        let full = match camera.poll(|c| c.latest(sent_ms)) {
+            Polled::Got(Some(picture)) => picture,
+            Polled::Got(None) | Polled::Idle => continue,
+            Polled::Lost(e) => {
+                shared.device_lost(&e);
+                continue;
+            }
+        };
         let _ = shared.frames.send(VideoFrame {
             peer: "self".into(),
             frame: Arc::new(full.clone()),
@@ -497,11 +659,14 @@ fn video_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle) {
     }
 }
 
-fn audio_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle, hz: f32) {
+fn audio_loop(
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+    mut microphone: Feed<dyn SoundSource>,
+) {
     let Ok(mut encoder) = OpusEncoder::new() else {
         return;
     };
-    let mut tone = Tone::new(hz, 0.3);
     let period = Duration::from_millis(20);
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
@@ -512,7 +677,17 @@ fn audio_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle, hz: f32) {
         } else {
             next = now;
         }
-        let mut pcm = tone.take(audio::FRAME_SAMPLES as u32);
+        if let Some(other) = lock(&shared.next_microphone).take() {
+            microphone.replace(other);
+        }
+        let mut pcm = match microphone.poll(|m| m.frame()) {
+            Polled::Got(pcm) => pcm,
+            Polled::Idle => vec![0; audio::FRAME_SAMPLES],
+            Polled::Lost(e) => {
+                shared.device_lost(&e);
+                vec![0; audio::FRAME_SAMPLES]
+            }
+        };
         if shared.mic_muted.load(Ordering::Relaxed) {
             pcm.fill(0);
         }
@@ -537,6 +712,28 @@ fn audio_loop(shared: Arc<Shared>, rt: tokio::runtime::Handle, hz: f32) {
                 }
             }
         });
+    }
+}
+
+/// Every 20 ms, the peers' mix to the speaker (which hands it to the echo canceller).
+fn speaker_loop(shared: Arc<Shared>, mut speaker: Feed<dyn SoundSink>) {
+    let Some(mixer) = shared.mixer.as_ref() else {
+        return;
+    };
+    let period = Duration::from_millis(20);
+    let mut next = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+        let pcm = mixer.pull(audio::FRAME_SAMPLES);
+        if let Polled::Lost(e) = speaker.poll(|s| s.play(&pcm)) {
+            shared.device_lost(&e);
+        }
     }
 }
 
@@ -1509,6 +1706,9 @@ async fn receive(peer: String, track: Arc<dyn TrackRemote>, shared: Arc<Shared>)
             match event {
                 TrackRemoteEvent::OnRtpPacket(packet) => {
                     if let Ok(pcm) = decoder.decode(&packet.payload) {
+                        if let Some(mixer) = &shared.mixer {
+                            mixer.push(&peer, &pcm);
+                        }
                         let level = audio::rms(&pcm);
                         let mut received = lock(&shared.received);
                         let m = received.entry(peer.clone()).or_default();
@@ -1522,6 +1722,9 @@ async fn receive(peer: String, track: Arc<dyn TrackRemote>, shared: Arc<Shared>)
                 TrackRemoteEvent::OnEnded => break,
                 _ => {}
             }
+        }
+        if let Some(mixer) = &shared.mixer {
+            mixer.remove(&peer);
         }
     }
 }

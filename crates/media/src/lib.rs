@@ -4,21 +4,26 @@
 //! calls without hardware.
 //!
 //! - [`call`]: the engine (signaling through hearth-visit, the mesh, send and receive).
+//! - [`devices`]: cameras, microphones and speakers (listing, opening by id, unplugging).
+//!   [`sound`]: the speaker's mix, echo cancellation and noise suppression.
 //! - [`vpx`], [`audio`]: the codecs. [`frame`]: pictures. [`pattern`]: the self-stamping test
 //!   pattern and the files Chromium's fake devices play. [`quality`]: the indicator and the
 //!   video ladder.
 
 pub mod audio;
 pub mod call;
+pub mod devices;
 pub mod frame;
 pub mod pattern;
 pub mod quality;
+pub mod sound;
 pub mod vpx;
 
 pub use call::{
     AudioInput, Call, CallEvent, CallOptions, Entry, Link, PeerMedia, SentMedia, VideoFrame,
     VideoInput,
 };
+pub use devices::{Device, DeviceError, DeviceKind};
 
 /// Errors of the media engine (stable codes through [`MediaError::code`]).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum MediaError {
     Signaling(String),
     #[error(transparent)]
     Visit(hearth_visit_client::VisitError),
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
 }
 
 impl MediaError {
@@ -44,6 +51,7 @@ impl MediaError {
             Self::Rtc(_) => "media_webrtc",
             Self::Signaling(_) => "media_signaling",
             Self::Visit(_) => "media_visit_service",
+            Self::Device(e) => e.code(),
         }
     }
 }
