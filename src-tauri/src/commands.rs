@@ -4,10 +4,10 @@
 
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
-    AppStatus, CallChatRequest, CallFramesRequest, CallStartRequest, CallToggleRequest, CallView,
-    Chart, ChartRequest, IpcError, ResolveConflictRequest, ScheduleDay, ScheduleRequest,
-    SettleFailedWriteRequest, SyncPanel, UserSummary, VisitAdmitRequest, VisitInvite,
-    VisitInviteRequest, VisitRoom, VisitRoomRequest,
+    AppStatus, CallAdmitRequest, CallChatRequest, CallFramesRequest, CallStartRequest,
+    CallToggleRequest, CallView, Chart, ChartRequest, IpcError, ResolveConflictRequest,
+    ScheduleDay, ScheduleRequest, SettleFailedWriteRequest, SyncPanel, UserSummary,
+    VisitAdmitRequest, VisitInvite, VisitInviteRequest, VisitRoom, VisitRoomRequest,
 };
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State, Webview};
@@ -132,6 +132,14 @@ pub async fn call_start(
     request: CallStartRequest,
 ) -> Result<(), IpcError> {
     workstation.call_start(&request).await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_admit(
+    workstation: State<'_, Workstation>,
+    request: CallAdmitRequest,
+) -> Result<(), IpcError> {
+    workstation.call_admit(&request.participant_id).map_err(ipc)
 }
 
 #[tauri::command]

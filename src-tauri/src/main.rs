@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             commands::watch_status,
             commands::watch_visit_room,
             commands::call_start,
+            commands::call_admit,
             commands::call_mute,
             commands::call_camera,
             commands::call_chat,

@@ -287,6 +287,77 @@ impl Desktop {
         })
     }
 
+    /// A number from one of the window's `data-*` attributes.
+    pub async fn number_attr(&self, css: &str, attr: &str) -> Result<f64> {
+        let app = self;
+        let Some(el) = app.client.find_optional(Locator::Css(css)).await? else {
+            return Ok(0.0);
+        };
+        Ok(el
+            .attr(attr)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// Scrolls `css` into view and clicks it (the pane is taller than the window).
+    pub async fn click_in_view(&self, css: &str) -> Result<()> {
+        let app = self;
+        app.client
+            .execute(
+                &format!("const el = document.querySelector({css:?}); if (el) el.scrollIntoView({{block: 'center'}}); return true;"),
+                vec![],
+            )
+            .await?;
+        app.client
+            .find(Locator::Css(css))
+            .await?
+            .click()
+            .await
+            .with_context(|| format!("clicking {css}"))
+    }
+
+    /// Reads the pattern's stamp from a screenshot of the window, in the canvas `css`.
+    pub async fn stamp_on_screen(&self, css: &str) -> Result<Option<hearth_media::pattern::Stamp>> {
+        let app = self;
+        let rect = app
+            .client
+            .execute(
+                &format!(
+                    "const el = document.querySelector({css:?}); if (!el) return null; el.scrollIntoView({{block: 'center'}}); \
+                     const r = el.getBoundingClientRect(); \
+                     return [r.left, r.top, r.width, window.devicePixelRatio || 1];"
+                ),
+                vec![],
+            )
+            .await?;
+        if rect.is_null() {
+            return Ok(None);
+        }
+        let n = |i: usize| rect[i].as_f64().unwrap_or(0.0);
+        let (left, top, width, ratio) = (n(0), n(1), n(2), n(3));
+        let png = app.client.screenshot().await?;
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info()?;
+        let mut buf = vec![0; reader.output_buffer_size().context("screenshot size")?];
+        let info = reader.next_frame(&mut buf)?;
+        let rgba: Vec<u8> = match info.color_type {
+            png::ColorType::Rgba => buf[..info.buffer_size()].to_vec(),
+            png::ColorType::Rgb => buf[..info.buffer_size()]
+                .chunks(3)
+                .flat_map(|p| [p[0], p[1], p[2], 255])
+                .collect(),
+            other => return Err(anyhow!("screenshot in {other:?}")),
+        };
+        Ok(hearth_media::pattern::read_rgba(
+            &rgba,
+            info.width,
+            (left * ratio).round() as u32,
+            (top * ratio).round() as u32,
+            (width * ratio).round() as u32,
+        ))
+    }
+
     /// Saves a PNG of the window as `<artifacts>/<test>-<label>.png` and returns its path.
     pub async fn screenshot(&self, label: &str) -> Result<PathBuf> {
         let png = self.client.screenshot().await?;

@@ -5,7 +5,7 @@
 //! hear and chat with each other. Ending the visit in Hearth writes its Encounter to the real
 //! FHIR server.
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use fantoccini::Locator;
 use hearth_e2e::{wait_until, Desktop};
 use hearth_media::pattern;
@@ -38,74 +38,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A number from one of the window's `data-*` attributes.
-async fn number(app: &Desktop, css: &str, attr: &str) -> Result<f64> {
-    let Some(el) = app.client.find_optional(Locator::Css(css)).await? else {
-        return Ok(0.0);
-    };
-    Ok(el
-        .attr(attr)
-        .await?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
-/// Scrolls `css` into view and clicks it (the pane is taller than the window).
-async fn click(app: &Desktop, css: &str) -> Result<()> {
-    app.client
-        .execute(
-            &format!("const el = document.querySelector({css:?}); if (el) el.scrollIntoView({{block: 'center'}}); return true;"),
-            vec![],
-        )
-        .await?;
-    app.client
-        .find(Locator::Css(css))
-        .await?
-        .click()
-        .await
-        .with_context(|| format!("clicking {css}"))
-}
-
-/// Reads the pattern's stamp from a screenshot of the window, in the canvas `css`.
-async fn stamp_on_screen(app: &Desktop, css: &str) -> Result<Option<pattern::Stamp>> {
-    let rect = app
-        .client
-        .execute(
-            &format!(
-                "const el = document.querySelector({css:?}); if (!el) return null; el.scrollIntoView({{block: 'center'}}); \
-                 const r = el.getBoundingClientRect(); \
-                 return [r.left, r.top, r.width, window.devicePixelRatio || 1];"
-            ),
-            vec![],
-        )
-        .await?;
-    if rect.is_null() {
-        return Ok(None);
-    }
-    let n = |i: usize| rect[i].as_f64().unwrap_or(0.0);
-    let (left, top, width, ratio) = (n(0), n(1), n(2), n(3));
-    let png = app.client.screenshot().await?;
-    let decoder = png::Decoder::new(std::io::Cursor::new(png));
-    let mut reader = decoder.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size().context("screenshot size")?];
-    let info = reader.next_frame(&mut buf)?;
-    let rgba: Vec<u8> = match info.color_type {
-        png::ColorType::Rgba => buf[..info.buffer_size()].to_vec(),
-        png::ColorType::Rgb => buf[..info.buffer_size()]
-            .chunks(3)
-            .flat_map(|p| [p[0], p[1], p[2], 255])
-            .collect(),
-        other => return Err(anyhow!("screenshot in {other:?}")),
-    };
-    Ok(pattern::read_rgba(
-        &rgba,
-        info.width,
-        (left * ratio).round() as u32,
-        (top * ratio).round() as u32,
-        (width * ratio).round() as u32,
-    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +91,7 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
         })
         .await?;
         // The patient's join link, from the pane.
-        click(&app, "#invite-patient").await?;
+        app.click_in_view("#invite-patient").await?;
         let link = wait_until(WAIT, "the join link", || async {
             let Some(input) = app.client.find_optional(Locator::Css("#invite-link")).await? else {
                 return Ok(None);
@@ -179,31 +111,31 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
             t == "Ana Lopez"
         })
         .await?;
-        click(&app, ".admit-button").await?;
+        app.click_in_view(".admit-button").await?;
         page.wait_state("call").await;
 
         // Hearth decodes the patient's video and hears the tone.
         let tile = "#call-tiles .call-tile:not(.self)";
         wait_until(WAIT, "Hearth to decode 60 of the patient's frames", || async {
-            let n = number(&app, &format!("{tile} .tile-counts"), "data-frames-decoded").await?;
+            let n = app.number_attr(&format!("{tile} .tile-counts"), "data-frames-decoded").await?;
             Ok((n >= 60.0).then_some(()))
         })
         .await?;
         wait_until(WAIT, "Hearth to hear the patient's tone", || async {
-            let level = number(&app, &format!("{tile} .tile-counts"), "data-audio-level").await?;
+            let level = app.number_attr(&format!("{tile} .tile-counts"), "data-audio-level").await?;
             Ok((level > 0.05).then_some(level))
         })
         .await?;
         // ...paints it in the pane...
         wait_until(WAIT, "the pane to paint 30 of the patient's frames", || async {
-            let n = number(&app, "#tile-1", "data-frames").await?;
+            let n = app.number_attr("#tile-1", "data-frames").await?;
             Ok((n >= 30.0).then_some(()))
         })
         .await?;
         // ...and a screenshot of the window shows the patient's test pattern: the frame
         // number written in its pixels reads back (one of the Y4M's 60).
         let stamp = wait_until(WAIT, "the pattern's stamp in a screenshot of the pane", || async {
-            stamp_on_screen(&app, "#tile-1").await
+            app.stamp_on_screen("#tile-1").await
         })
         .await?;
         ensure!(stamp.frame < 60, "a frame number of the patient's file: {stamp:?}");
@@ -214,7 +146,7 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
 
         // Chat both ways.
         app.type_text("#call-chat-input", "Hello Ana, can you hear me?").await?;
-        click(&app, "#call-chat-send").await?;
+        app.click_in_view("#call-chat-send").await?;
         wait_for(WAIT, "the page to show Hearth's chat line", || async {
             let v = page
                 .js("return Array.from(document.querySelectorAll('#chat-log .chat-msg')).map((p) => p.textContent).join('\\n')")
@@ -231,7 +163,7 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
         .await?;
 
         // End for all: the patient sees the end; the Encounter reaches the FHIR server.
-        click(&app, "#call-end").await?;
+        app.click_in_view("#call-end").await?;
         page.wait_state("ended").await;
         app.text_when("#call-encounter", "the Encounter note", |t| t.contains("Encounter"))
             .await?;
@@ -254,6 +186,49 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
             "the clinician's and the patient's periods: {encounter}"
         );
         page.close().await;
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}
+
+/// Demo mode: no server at all. Start video on a virtual visit of the demo clinic; the
+/// simulated patient (a second engine on this machine) waits, is admitted from the pane, and
+/// its test pattern is painted in the patient's tile (read back from a screenshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_offers_a_simulated_patient_for_a_live_call() -> Result<()> {
+    let app = Desktop::launch("demo-call").await?;
+    let outcome = async {
+        let row = wait_until(WAIT, "a virtual visit in the demo schedule", || async {
+            let id = app
+                .client
+                .execute(
+                    "const b = Array.from(document.querySelectorAll('[data-appointment-id]')).find((e) => e.textContent.includes('Virtual')); return b ? b.dataset.appointmentId : null;",
+                    vec![],
+                )
+                .await?;
+            Ok(id.as_str().map(str::to_owned))
+        })
+        .await?;
+        app.click_in_view(&format!("[data-appointment-id='{row}']")).await?;
+        app.click_in_view("#call-start").await?;
+        wait_until(WAIT, "the simulated patient waiting", || async {
+            Ok(app.client.find_optional(Locator::Css(".call-admit-button")).await?)
+        })
+        .await?;
+        app.click_in_view(".call-admit-button").await?;
+        wait_until(WAIT, "the pane to paint 30 of the simulated patient's frames", || async {
+            let n = app.number_attr("#tile-1", "data-frames").await?;
+            Ok((n >= 30.0).then_some(()))
+        })
+        .await?;
+        let stamp = wait_until(WAIT, "the pattern's stamp in a screenshot", || async {
+            app.stamp_on_screen("#tile-1").await
+        })
+        .await?;
+        // The simulated patient stamps its send time: a recent instant.
+        ensure!(stamp.sent_ms > 0, "{stamp:?}");
+        app.screenshot("demo-call").await?;
         Ok(())
     }
     .await;

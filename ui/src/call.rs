@@ -5,8 +5,9 @@
 
 use crate::{bridge, error_notice};
 use hearth_ipc::{
-    command, CallChatRequest, CallFramesRequest, CallLink, CallPhase, CallQuality,
-    CallStartRequest, CallToggleRequest, CallView, FrameEncoding, FrameHeader, IpcError, RoomRole,
+    command, CallAdmitRequest, CallChatRequest, CallFramesRequest, CallLink, CallPhase,
+    CallQuality, CallStartRequest, CallToggleRequest, CallView, FrameEncoding, FrameHeader,
+    IpcError, RoomRole,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,6 +20,8 @@ use yew::prelude::*;
 #[derive(Properties, PartialEq)]
 pub struct CallProps {
     pub appointment_id: String,
+    /// Demo mode: the waiting room is the call's own (no visit service above it).
+    pub demo: bool,
 }
 
 /// What a tile painted in the last second, and since the start.
@@ -346,6 +349,32 @@ pub fn call_pane(props: &CallProps) -> Html {
             </figure>
         }
     });
+    let waiting = if props.demo && !v.waiting.is_empty() {
+        html! {
+            <ul id="call-waiting" aria-label="Waiting to join">
+                { for v.waiting.iter().map(|w| {
+                    let error = error.clone();
+                    let participant_id = w.id.clone();
+                    let onclick = Callback::from(move |_: MouseEvent| {
+                        let error = error.clone();
+                        let request = CallAdmitRequest { participant_id: participant_id.clone() };
+                        spawn_local(async move {
+                            let answer: Result<(), IpcError> = bridge::call(command::CALL_ADMIT, &request).await;
+                            error.set(answer.err());
+                        });
+                    });
+                    html! {
+                        <li class="room-person">
+                            <span class="room-name">{ &w.name }</span>{ " is waiting " }
+                            <button type="button" class="call-admit-button" aria-label={format!("Admit {}", w.name)} {onclick}>{ "Admit" }</button>
+                        </li>
+                    }
+                }) }
+            </ul>
+        }
+    } else {
+        html! {}
+    };
     let (mute_label, mute_cmd) = if v.mic_muted {
         (
             "Unmute microphone",
@@ -378,6 +407,7 @@ pub fn call_pane(props: &CallProps) -> Html {
             if let Some(m) = &v.message {
                 <p class="notice error" role="alert">{ m }</p>
             }
+            { waiting }
             <div id="call-tiles" class="call-tiles" data-count={v.peers.len().to_string()}>
                 if v.peers.is_empty() {
                     <p class="muted" id="call-alone">{ "Admit the patient from the waiting room; their video appears here." }</p>

@@ -155,7 +155,13 @@ fn room_view(props: &RoomProps) -> Html {
         Some(Err(e)) => error_notice(e),
         Some(Ok(r)) => match r.service {
             RoomService::NotConfigured => {
-                return html! {};
+                // Demo mode: no visit service; the call is a simulated visit on this machine.
+                return html! {
+                    <section id="visit-room" aria-labelledby="call-heading">
+                        <p class="muted" id="demo-call-note">{ "Demo: a simulated patient (a second video engine on this computer, showing a test pattern) joins this visit's waiting room when you start video." }</p>
+                        <crate::call::CallPane appointment_id={props.appointment_id.clone()} demo=true />
+                    </section>
+                };
             }
             RoomService::Connecting => {
                 html! { <p class="muted" id="room-status">{ "Connecting to the visit service…" }</p> }
@@ -198,7 +204,7 @@ fn room_view(props: &RoomProps) -> Html {
                 }
             }
             if live {
-                <crate::call::CallPane appointment_id={props.appointment_id.clone()} />
+                <crate::call::CallPane appointment_id={props.appointment_id.clone()} demo=false />
             }
         </section>
     }

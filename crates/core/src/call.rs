@@ -5,8 +5,8 @@
 use crate::clock::Zone;
 use crate::CoreError;
 use hearth_ipc::{
-    CallLink, CallPeer, CallPhase, CallQuality, CallView, ChatLine, FrameEncoding, FrameHeader,
-    RoomRole,
+    CallLink, CallPeer, CallPhase, CallQuality, CallView, CallWaiting, ChatLine, FrameEncoding,
+    FrameHeader, RoomRole,
 };
 use hearth_media::quality::{Quality, LADDER};
 use hearth_media::{Call, CallEvent, CallOptions, Entry, Link, VideoFrame};
@@ -24,6 +24,8 @@ struct Active {
     appointment_id: String,
     call: Arc<Call>,
     task: tokio::task::JoinHandle<()>,
+    /// Demo mode: the simulated visit (stand-in service and patient), for the call's life.
+    _demo: Option<hearth_media::demo::DemoVisit>,
 }
 
 #[derive(Default)]
@@ -33,6 +35,8 @@ struct State {
     /// Peers in the order they came, with their tile (1–3).
     peers: Vec<(String, String, Role, u8)>,
     links: HashMap<String, Link>,
+    /// Who waits to be admitted (from the service's roster).
+    waiting: Vec<(String, String, Role)>,
     qualities: HashMap<String, Quality>,
     chat: Vec<ChatLine>,
     encounter: Option<String>,
@@ -108,6 +112,36 @@ impl CallDesk {
         appointment_id: &str,
         zone: Zone,
     ) -> Result<(), CoreError> {
+        let entry = Entry::Host {
+            client,
+            visit: appointment_id.to_owned(),
+            name: None,
+        };
+        self.start_with(entry, None, appointment_id, zone).await
+    }
+
+    /// Demo mode: a simulated visit on this machine, whose simulated patient (`patient_name`)
+    /// waits to be admitted from the pane.
+    pub async fn start_demo(
+        &self,
+        appointment_id: &str,
+        patient_name: &str,
+        zone: Zone,
+    ) -> Result<(), CoreError> {
+        let demo = hearth_media::demo::DemoVisit::start(appointment_id, patient_name)
+            .await
+            .map_err(media_error)?;
+        self.start_with(demo.entry(), Some(demo), appointment_id, zone)
+            .await
+    }
+
+    async fn start_with(
+        &self,
+        entry: Entry,
+        demo: Option<hearth_media::demo::DemoVisit>,
+        appointment_id: &str,
+        zone: Zone,
+    ) -> Result<(), CoreError> {
         {
             let mut active = lock(&self.active);
             if let Some(a) = active.as_ref() {
@@ -125,22 +159,15 @@ impl CallDesk {
             ..State::default()
         };
         bump(&self.pulse);
-        let call = Call::start(
-            Entry::Host {
-                client,
-                visit: appointment_id.to_owned(),
-                name: None,
-            },
-            self.options.clone(),
-        )
-        .await
-        .map_err(|e| {
-            let mut s = lock(&self.state);
-            s.phase = Some(CallPhase::Trouble);
-            s.message = Some(e.to_string());
-            bump(&self.pulse);
-            media_error(e)
-        })?;
+        let call = Call::start(entry, self.options.clone())
+            .await
+            .map_err(|e| {
+                let mut s = lock(&self.state);
+                s.phase = Some(CallPhase::Trouble);
+                s.message = Some(e.to_string());
+                bump(&self.pulse);
+                media_error(e)
+            })?;
         let call = Arc::new(call);
         let task = tokio::spawn(follow(
             call.events(),
@@ -152,6 +179,7 @@ impl CallDesk {
             appointment_id: appointment_id.to_owned(),
             call,
             task,
+            _demo: demo,
         });
         Ok(())
     }
@@ -161,6 +189,12 @@ impl CallDesk {
             .as_ref()
             .map(|a| (a.appointment_id.clone(), a.call.clone()))
             .ok_or_else(|| CoreError::InvalidInput("there is no call in this window".into()))
+    }
+
+    /// Lets a waiting participant in (through the call's own connection).
+    pub fn admit(&self, participant: &str) -> Result<(), CoreError> {
+        self.call()?.1.admit(participant);
+        Ok(())
     }
 
     pub fn set_mic_muted(&self, muted: bool) -> Result<(), CoreError> {
@@ -298,6 +332,15 @@ impl CallDesk {
             quality,
             sending: format!("{}×{}, {} fps", rung.width, rung.height, rung.fps),
             encounter: s.encounter.clone(),
+            waiting: s
+                .waiting
+                .iter()
+                .map(|(id, name, role)| CallWaiting {
+                    id: id.clone(),
+                    name: name.clone(),
+                    role: room_role(*role),
+                })
+                .collect(),
         }
     }
 
@@ -434,6 +477,11 @@ async fn follow(
             CallEvent::Waiting => {}
             CallEvent::Roster(people) => {
                 // Names and roles of those in the visit (the engine hears of peers by id).
+                s.waiting = people
+                    .iter()
+                    .filter(|p| p.standing == hearth_visit_protocol::Standing::Waiting)
+                    .map(|p| (p.id.clone(), p.name.clone(), p.role))
+                    .collect();
                 for p in people {
                     if let Some(peer) = s.peers.iter_mut().find(|x| x.0 == p.id) {
                         peer.1 = p.name;

@@ -648,7 +648,13 @@ impl Ready {
             signon: None,
             visits: None,
             visit_link_to_appointment: false,
-            calls: None,
+            // Demo mode's calls are simulated visits on this machine (loopback only).
+            calls: Some(Arc::new(crate::call::CallDesk::new(
+                hearth_media::CallOptions {
+                    bind: std::net::IpAddr::from([127, 0, 0, 1]),
+                    ..hearth_media::CallOptions::default()
+                },
+            ))),
             views: None,
         })
     }

@@ -95,6 +95,22 @@ pub struct CallView {
     pub sending: String,
     /// After the call: whether its Encounter went to the EHR's queue, or why not.
     pub encounter: Option<String>,
+    /// Who waits to be admitted, as the call's connection hears it (demo mode shows these;
+    /// with a visit service the waiting room above the call does).
+    pub waiting: Vec<CallWaiting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallWaiting {
+    pub id: String,
+    pub name: String,
+    pub role: RoomRole,
+}
+
+/// `call_admit`: let a waiting participant into the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallAdmitRequest {
+    pub participant_id: String,
 }
 
 impl CallView {
@@ -110,6 +126,7 @@ impl CallView {
             quality: CallQuality::Unknown,
             sending: String::new(),
             encounter: None,
+            waiting: Vec::new(),
         }
     }
 }

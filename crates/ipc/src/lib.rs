@@ -47,6 +47,8 @@ pub mod command {
     pub const WATCH_VISIT_ROOM: &str = "watch_visit_room";
     /// Joins the visit with camera and microphone ([`crate::CallStartRequest`]).
     pub const CALL_START: &str = "call_start";
+    /// Lets a participant waiting for the call in ([`crate::CallAdmitRequest`]).
+    pub const CALL_ADMIT: &str = "call_admit";
     pub const CALL_MUTE: &str = "call_mute";
     pub const CALL_CAMERA: &str = "call_camera";
     pub const CALL_CHAT: &str = "call_chat";
@@ -77,6 +79,7 @@ pub mod command {
         WATCH_STATUS,
         WATCH_VISIT_ROOM,
         CALL_START,
+        CALL_ADMIT,
         CALL_MUTE,
         CALL_CAMERA,
         CALL_CHAT,

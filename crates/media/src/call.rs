@@ -112,6 +112,8 @@ pub enum Entry {
         visit: String,
         name: Option<String>,
     },
+    /// As the clinician of demo mode's simulated visit ([`crate::demo`]): no sign-in.
+    HostDemo { ws_url: String, visit: String },
     /// As a patient or guest with a join link's token (the demo's simulated patient, tests).
     Join {
         /// The service's WebSocket address (`ws://…/v1/ws`).
@@ -307,6 +309,15 @@ impl Call {
                     visit: visit.clone(),
                     media: true,
                     name: name.clone(),
+                },
+            ),
+            Entry::HostDemo { ws_url, visit } => (
+                ws_url.clone(),
+                ClientMsg::Host {
+                    access_token: Secret::new("demo"),
+                    visit: visit.clone(),
+                    media: true,
+                    name: Some("You".into()),
                 },
             ),
             Entry::Join {

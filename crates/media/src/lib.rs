@@ -12,6 +12,7 @@
 
 pub mod audio;
 pub mod call;
+pub mod demo;
 pub mod devices;
 pub mod frame;
 pub mod pattern;

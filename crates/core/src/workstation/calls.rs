@@ -17,14 +17,53 @@ impl Workstation {
 
     /// Joins the virtual visit with camera and microphone, as its clinician (the visit
     /// service checks the clinician is on the Appointment). Call from within a tokio runtime.
+    ///
+    /// In demo mode (no visit service, no EHR) the call is a simulated visit on this machine:
+    /// the appointment's patient, played by a second engine with the test pattern, waits to
+    /// be admitted.
     pub async fn call_start(&self, request: &CallStartRequest) -> Result<(), CoreError> {
         check_id(&request.appointment_id)?;
         let ready = self.open_for_phi()?;
-        let desk = ready.visits.clone().ok_or_else(no_visit_service)?;
         let calls = self.call_desk()?;
-        calls
-            .start(desk.client(), &request.appointment_id, self.zone)
-            .await
+        match ready.visits.clone() {
+            Some(desk) => {
+                calls
+                    .start(desk.client(), &request.appointment_id, self.zone)
+                    .await
+            }
+            None => {
+                let what = format!("Appointment/{}", request.appointment_id);
+                let appt = ready
+                    .store
+                    .get("Appointment", &request.appointment_id)?
+                    .ok_or(CoreError::NotFound { what })?;
+                // The patient as the appointment names them, else a plain stand-in.
+                let name = appt
+                    .get("participant")
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.get("actor"))
+                    .find(|a| {
+                        a.get("reference")
+                            .and_then(|r| r.as_str())
+                            .is_some_and(|r| r.starts_with("Patient/"))
+                    })
+                    .and_then(|a| a.get("display"))
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("Simulated patient")
+                    .to_owned();
+                calls
+                    .start_demo(&request.appointment_id, &name, self.zone)
+                    .await
+            }
+        }
+    }
+
+    /// Lets a participant waiting for the call in.
+    pub fn call_admit(&self, participant_id: &str) -> Result<(), CoreError> {
+        check_id(participant_id)?;
+        self.call_desk()?.admit(participant_id)
     }
 
     pub fn call_mute(&self, off: bool) -> Result<(), CoreError> {
