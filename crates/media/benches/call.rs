@@ -497,7 +497,7 @@ async fn cpu_and_memory(p: &Peers, seconds: u64) -> Load {
         *by_name.entry(name.clone()).or_default() +=
             t1.saturating_sub(t0) as f64 / TICKS_PER_SECOND / elapsed * 100.0;
     }
-    let mut threads: Vec<(String, f64)> = by_name.into_iter().filter(|(_, p)| *p > 0.0).collect();
+    let mut threads: Vec<(String, f64)> = by_name.into_iter().filter(|(_, p)| *p >= 0.05).collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
 
     let load = Load {
