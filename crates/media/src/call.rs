@@ -207,6 +207,10 @@ pub struct PeerMedia {
     /// The last reading of the path from this peer.
     pub path: Option<PathReading>,
     pub link: Option<Link>,
+    /// Set-up time of the current connection to this peer: ms from its first SDP offer, sent
+    /// or received by us, to its first `Connected` (ICE and DTLS done). `None` until then;
+    /// cleared when a new connection replaces it; an ICE restart does not change it.
+    pub connected_ms: Option<u64>,
 }
 
 /// What we have sent.
@@ -765,6 +769,9 @@ struct PeerConn {
     /// Cumulative (lost, received) packets of each incoming stream at the last reading.
     last_counts: HashMap<u32, (i64, u64)>,
     smoothed_loss: Option<f64>,
+    /// When this connection's first offer went out or came in; taken at its first Connected
+    /// (-> `PeerMedia::connected_ms`).
+    sdp_at: Option<Instant>,
 }
 
 struct Engine {
@@ -1010,6 +1017,14 @@ impl Engine {
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_include_loopback_candidate(loopback)
+            // Set-up time (benches/call.rs). webrtc-rs 0.21.1's driver is not woken by
+            // add_ice_candidate, and the DTLS client's first flight waits in its queue until
+            // the next timer: both go out on the ICE agent's next tick, so the tick is 50 ms
+            // instead of 200 (28 attempts keep its 1.4 s per pair). A pair whose remote was
+            // learnt from its own check (peer-reflexive: the check beat the candidate trickled
+            // over signaling) is a path the peer has just used: nominated at once, not after 1 s.
+            .with_ice_connection_attempts(Some(Duration::from_millis(50)), Some(28))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .build();
         let (servers, policy) = self.ice_config();
         let config = RTCConfigurationBuilder::new()
@@ -1051,12 +1066,15 @@ impl Engine {
                 last_pli_count: 0,
                 last_counts: HashMap::new(),
                 smoothed_loss: None,
+                sdp_at: None,
             },
         );
-        lock(&self.shared.received)
-            .entry(peer.to_owned())
-            .or_default()
-            .link = Some(Link::Connecting);
+        {
+            let mut received = lock(&self.shared.received);
+            let m = received.entry(peer.to_owned()).or_default();
+            m.link = Some(Link::Connecting);
+            m.connected_ms = None;
+        }
         self.emit(CallEvent::Link {
             peer: peer.to_owned(),
             link: Link::Connecting,
@@ -1131,7 +1149,7 @@ impl Engine {
             conn.channel = Some(channel.clone());
             spawn_channel(peer.to_owned(), channel, self.pc_tx.clone());
         }
-        let Some(conn) = self.peers.get(peer) else {
+        let Some(conn) = self.peers.get_mut(peer) else {
             return Ok(());
         };
         if restart {
@@ -1142,6 +1160,9 @@ impl Engine {
             .set_local_description(offer.clone())
             .await
             .map_err(rtc_err)?;
+        if !restart {
+            conn.sdp_at.get_or_insert_with(Instant::now);
+        }
         self.send_sdp(socket, peer, &offer).await;
         Ok(())
     }
@@ -1168,6 +1189,7 @@ impl Engine {
         from: &str,
         data: serde_json::Value,
     ) -> Result<(), MediaError> {
+        let arrived = Instant::now();
         if let Some(sdp) = data.get("sdp") {
             let kind = sdp.get("type").and_then(|t| t.as_str()).unwrap_or("");
             let text = sdp
@@ -1195,6 +1217,9 @@ impl Engine {
                 }
                 if fresh {
                     self.new_connection(from, false).await?;
+                    if let Some(conn) = self.peers.get_mut(from) {
+                        conn.sdp_at = Some(arrived);
+                    }
                 }
                 let offer = RTCSessionDescription::offer(text).map_err(rtc_err)?;
                 let Some(conn) = self.peers.get(from) else {
@@ -1295,6 +1320,12 @@ impl Engine {
                     _ => conn.link,
                 };
                 if link == Link::Connected {
+                    if let Some(at) = conn.sdp_at.take() {
+                        lock(&self.shared.received)
+                            .entry(peer.clone())
+                            .or_default()
+                            .connected_ms = Some(at.elapsed().as_millis() as u64);
+                    }
                     conn.lost_since = None;
                     resolve_payload_types(&peer, conn, &self.shared).await;
                     self.shared.force_key.store(true, Ordering::Relaxed);

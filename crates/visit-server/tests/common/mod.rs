@@ -352,6 +352,10 @@ impl Instance {
         let config = dir.path().join("hearth-visit.toml");
         std::fs::write(&config, toml).unwrap();
         let log = dir.path().join("hearth-visit.log");
+        #[allow(
+            clippy::option_env_unwrap,
+            reason = "absent only where this file is borrowed (the media engine's tests and bench), which never start it"
+        )]
         let mut child = std::process::Command::new(
             // Defined for the visit service's own tests (the media engine's borrow this file).
             option_env!("CARGO_BIN_EXE_hearth-visit")
