@@ -213,7 +213,7 @@ async fn demo_mode_offers_a_simulated_patient_for_a_live_call() -> Result<()> {
         app.click_in_view(&format!("[data-appointment-id='{row}']")).await?;
         app.click_in_view("#call-start").await?;
         wait_until(WAIT, "the simulated patient waiting", || async {
-            Ok(app.client.find_optional(Locator::Css(".call-admit-button")).await?)
+            app.client.find_optional(Locator::Css(".call-admit-button")).await
         })
         .await?;
         app.click_in_view(".call-admit-button").await?;
