@@ -4,10 +4,10 @@
 
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
-    AppStatus, CallAdmitRequest, CallChatRequest, CallFramesRequest, CallStartRequest,
-    CallToggleRequest, CallView, Chart, ChartRequest, IpcError, ResolveConflictRequest,
-    ScheduleDay, ScheduleRequest, SettleFailedWriteRequest, SyncPanel, UserSummary,
-    VisitAdmitRequest, VisitInvite, VisitInviteRequest, VisitRoom, VisitRoomRequest,
+    AppStatus, CallAdmitRequest, CallChatRequest, CallDevices, CallFrameAck, CallFramesRequest,
+    CallStartRequest, CallToggleRequest, CallView, Chart, ChartRequest, IpcError,
+    ResolveConflictRequest, ScheduleDay, ScheduleRequest, SettleFailedWriteRequest, SyncPanel,
+    UserSummary, VisitAdmitRequest, VisitInvite, VisitInviteRequest, VisitRoom, VisitRoomRequest,
 };
 use tauri::ipc::Channel;
 use tauri::{AppHandle, State, Webview};
@@ -132,6 +132,19 @@ pub async fn call_start(
     request: CallStartRequest,
 ) -> Result<(), IpcError> {
     workstation.call_start(&request).await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_devices(workstation: State<'_, Workstation>) -> Result<CallDevices, IpcError> {
+    workstation.call_devices().await.map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn call_frame_ack(
+    workstation: State<'_, Workstation>,
+    request: CallFrameAck,
+) -> Result<(), IpcError> {
+    workstation.call_frame_ack(request.seq).map_err(ipc)
 }
 
 #[tauri::command]

@@ -78,8 +78,10 @@ pub fn frames(
     encoding: FrameEncoding,
     channel: Channel<tauri::ipc::InvokeResponseBody>,
 ) {
+    let handle = app.clone();
     let task = tauri::async_runtime::spawn(async move {
-        while let Some(message) = feed.next(encoding).await {
+        let workstation = handle.state::<Workstation>();
+        while let Some(message) = workstation.next_call_frame(&mut feed, encoding).await {
             if channel
                 .send(tauri::ipc::InvokeResponseBody::Raw(message))
                 .is_err()

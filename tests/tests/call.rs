@@ -158,7 +158,7 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
         page.client.find(Locator::Css("#chat-input")).await?.send_keys("Yes, I hear you").await?;
         page.client.find(Locator::Css("#chat-form button[type=submit]")).await?.click().await?;
         app.text_when("#call-chat-log", "the patient's chat line in Hearth", |t| {
-            t.contains("Ana Lopez: Yes, I hear you")
+            t.contains("Ana Lopez (patient): Yes, I hear you")
         })
         .await?;
 

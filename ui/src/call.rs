@@ -5,9 +5,9 @@
 
 use crate::{bridge, error_notice};
 use hearth_ipc::{
-    command, CallAdmitRequest, CallChatRequest, CallFramesRequest, CallLink, CallPhase,
-    CallQuality, CallStartRequest, CallToggleRequest, CallView, FrameEncoding, FrameHeader,
-    IpcError, RoomRole,
+    command, CallAdmitRequest, CallChatRequest, CallDevices, CallFrameAck, CallFramesRequest,
+    CallLink, CallPhase, CallQuality, CallStartRequest, CallToggleRequest, CallView, FrameEncoding,
+    FrameHeader, IpcError, RoomRole,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -104,6 +104,24 @@ fn painted(
     }
 }
 
+/// Tells the shell the pane is done with frames up to `seq` (it sends only a few ahead).
+/// At most one acknowledgement every 200 ms (each is an IPC call: one per frame would double
+/// the window's IPC load).
+fn ack(seq: u32) {
+    thread_local! {
+        static LAST: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+    }
+    let now = now_ms();
+    if LAST.with(|l| now - l.get() < 200.0) {
+        return;
+    }
+    LAST.with(|l| l.set(now));
+    spawn_local(async move {
+        let _: Result<(), IpcError> =
+            bridge::call(command::CALL_FRAME_ACK, &CallFrameAck { seq }).await;
+    });
+}
+
 /// Paints one binary frame message on its tile; frames older than the last painted one of
 /// the tile are dropped (JPEG decoding may finish out of order).
 fn paint(bytes: js_sys::Uint8Array, stats: Rc<RefCell<HashMap<u8, TileStats>>>) {
@@ -119,11 +137,13 @@ fn paint(bytes: js_sys::Uint8Array, stats: Rc<RefCell<HashMap<u8, TileStats>>>) 
         let mut all = stats.borrow_mut();
         let s = all.entry(header.tile).or_default();
         if header.seq <= s.last_seq && s.last_seq - header.seq < u32::MAX / 2 {
+            ack(header.seq);
             return;
         }
         s.last_seq = header.seq;
     }
     let Some((el, ctx)) = canvas(header.tile) else {
+        ack(header.seq);
         return;
     };
     let (w, h) = (u32::from(header.width), u32::from(header.height));
@@ -141,6 +161,7 @@ fn paint(bytes: js_sys::Uint8Array, stats: Rc<RefCell<HashMap<u8, TileStats>>>) 
                 let _ = ctx.put_image_data(&image, 0.0, 0.0);
                 painted(&stats, &header, &el);
             }
+            ack(header.seq);
         }
         FrameEncoding::Jpeg => {
             let parts = js_sys::Array::of1(&body);
@@ -182,6 +203,51 @@ fn link_text(l: CallLink) -> &'static str {
         CallLink::Connected => "",
         CallLink::Reconnecting => "Connection lost, reconnecting…",
         CallLink::Failed => "Could not connect",
+    }
+}
+
+/// The pre-call device check: what this computer has and what the call will send.
+#[function_component(DeviceCheck)]
+fn device_check() -> Html {
+    let devices = use_state(|| None::<Result<CallDevices, IpcError>>);
+    {
+        let devices = devices.clone();
+        use_effect_with((), move |_| {
+            spawn_local(async move {
+                devices.set(Some(bridge::call_no_args(command::CALL_DEVICES).await));
+            });
+            || ()
+        });
+    }
+    let list = |what: &str, names: &[String]| {
+        let text = if names.is_empty() {
+            format!("{what}: none found")
+        } else {
+            format!("{what}: {}", names.join(", "))
+        };
+        html! { <li>{ text }</li> }
+    };
+    html! {
+        <section id="device-check" aria-labelledby="device-check-heading">
+            <h4 id="device-check-heading">{ "Camera and microphone check" }</h4>
+            {
+                match &*devices {
+                    None => html! { <p class="muted">{ "Checking this computer's camera and microphone…" }</p> },
+                    Some(Err(e)) => error_notice(e),
+                    Some(Ok(d)) => html! {
+                        <>
+                            <ul id="device-list">
+                                { list("Cameras", &d.cameras) }
+                                { list("Microphones", &d.microphones) }
+                                { list("Speakers", &d.speakers) }
+                            </ul>
+                            <p id="device-using">{ &d.using }</p>
+                            { for d.problems.iter().map(|p| html! { <p class="notice error" role="alert">{ p }</p> }) }
+                        </>
+                    },
+                }
+            }
+        </section>
     }
 }
 
@@ -322,6 +388,7 @@ pub fn call_pane(props: &CallProps) -> Html {
                         <p id="call-encounter" class="muted">{ note }</p>
                     }
                 }
+                <DeviceCheck />
                 <button id="call-start" type="button" onclick={start}>{ "Start video" }</button>
                 <p class="muted">{ "Hearth joins the visit with your camera and microphone; whoever you admit from the waiting room appears here." }</p>
                 { errors }

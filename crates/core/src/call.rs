@@ -49,6 +49,33 @@ pub struct CallDesk {
     /// Bumped on every change the pane shows.
     pulse: Arc<watch::Sender<u64>>,
     options: CallOptions,
+    /// The newest frame the pane acknowledged (see [`FrameFeed`]).
+    acked: Arc<std::sync::atomic::AtomicU32>,
+    /// Use this computer's camera, microphone and speaker when it has them.
+    devices: bool,
+}
+
+/// The call's sources: this computer's first camera, microphone and speaker where there are
+/// some (listed off the async runtime), else the synthetic ones of `base`.
+async fn with_devices(base: CallOptions) -> CallOptions {
+    use hearth_media::devices::{cameras, microphones, speakers};
+    let found = tokio::task::spawn_blocking(|| {
+        let first = |r: Result<Vec<hearth_media::devices::Device>, _>| {
+            r.ok().and_then(|l| l.into_iter().next()).map(|d| d.id)
+        };
+        (first(cameras()), first(microphones()), first(speakers()))
+    })
+    .await
+    .unwrap_or((None, None, None));
+    let mut options = base;
+    if let Some(id) = found.0 {
+        options.video = hearth_media::VideoInput::Camera { id };
+    }
+    if let Some(id) = found.1 {
+        options.audio = hearth_media::AudioInput::Microphone { id };
+    }
+    options.speaker = found.2;
+    options
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,7 +123,26 @@ impl CallDesk {
             state: Arc::default(),
             pulse: Arc::new(watch::Sender::new(0)),
             options,
+            acked: Arc::default(),
+            devices: false,
         }
+    }
+
+    /// Uses this computer's devices when it has them (see [`with_devices`]).
+    pub fn with_devices(mut self, on: bool) -> Self {
+        self.devices = on;
+        self
+    }
+
+    /// Whether calls use this computer's devices (else the test pattern and a tone).
+    pub fn uses_devices(&self) -> bool {
+        self.devices
+    }
+
+    /// The pane painted (or dropped) frames up to `seq`.
+    pub fn ack_frame(&self, seq: u32) {
+        self.acked
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Changes whenever the pane's view of the call does.
@@ -159,15 +205,31 @@ impl CallDesk {
             ..State::default()
         };
         bump(&self.pulse);
-        let call = Call::start(entry, self.options.clone())
-            .await
-            .map_err(|e| {
-                let mut s = lock(&self.state);
-                s.phase = Some(CallPhase::Trouble);
-                s.message = Some(e.to_string());
-                bump(&self.pulse);
-                media_error(e)
-            })?;
+        let options = if self.devices {
+            with_devices(self.options.clone()).await
+        } else {
+            self.options.clone()
+        };
+        let synthetic = options.video == self.options.video && options.audio == self.options.audio;
+        let started = match Call::start(entry.clone(), options).await {
+            // A device that would not open: the call goes ahead with the test sources, and
+            // says so.
+            Err(hearth_media::MediaError::Device(e)) if !synthetic => {
+                let started = Call::start(entry, self.options.clone()).await;
+                lock(&self.state).message = Some(format!(
+                    "{e} The call sends the test pattern and tone instead."
+                ));
+                started
+            }
+            other => other,
+        };
+        let call = started.map_err(|e| {
+            let mut s = lock(&self.state);
+            s.phase = Some(CallPhase::Trouble);
+            s.message = Some(e.to_string());
+            bump(&self.pulse);
+            media_error(e)
+        })?;
         let call = Arc::new(call);
         let task = tokio::spawn(follow(
             call.events(),
@@ -229,6 +291,13 @@ impl CallDesk {
         Ok(())
     }
 
+    /// Leaves any call and forgets its state (chat, names): on sign-out.
+    pub fn forget(&self) {
+        let _ = self.leave();
+        *lock(&self.state) = State::default();
+        bump(&self.pulse);
+    }
+
     /// Leaves the call; the others carry on.
     pub fn leave(&self) -> Result<(), CoreError> {
         let active = lock(&self.active).take();
@@ -257,7 +326,9 @@ impl CallDesk {
             }
         })
         .await
-        .unwrap_or(false);
+        // The event may have been dropped by a lagging receiver: the engine stopping after
+        // `end` is the same answer.
+        .unwrap_or_else(|_| !call.is_running());
         if !ended {
             return Err(CoreError::VisitService(
                 "the visit service did not confirm the end of the visit within 10 s".into(),
@@ -348,11 +419,13 @@ impl CallDesk {
     pub fn frames(&self) -> Option<FrameFeed> {
         let active = lock(&self.active);
         let a = active.as_ref()?;
+        self.acked.store(0, std::sync::atomic::Ordering::Relaxed);
         Some(FrameFeed {
             frames: a.call.frames(),
             state: self.state.clone(),
             seq: 0,
             last_self_ms: 0,
+            acked: self.acked.clone(),
         })
     }
 }
@@ -363,7 +436,17 @@ pub struct FrameFeed {
     state: Arc<Mutex<State>>,
     seq: u32,
     last_self_ms: u64,
+    /// The newest frame the pane says it has painted (or dropped).
+    acked: Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// Frames sent to the pane and not yet acknowledged, at most (about a second of video; the
+/// pane acknowledges every 200 ms): a slow webview gets fewer frames, never a growing queue
+/// in the shell.
+const IN_FLIGHT: u32 = 40;
+
+/// Peer pictures larger than this are scaled down before packing (the tile is smaller).
+const PANE_MAX: (u32, u32) = (640, 480);
 
 /// The self view is small: a third of the frames, at 320×240.
 const SELF_VIEW: (u32, u32, u64) = (320, 240, 90);
@@ -390,13 +473,29 @@ impl FrameFeed {
                     None => continue,
                 }
             };
+            let acked = self.acked.load(std::sync::atomic::Ordering::Relaxed);
+            if acked > 0 && self.seq.wrapping_sub(acked) >= IN_FLIGHT && self.seq > acked {
+                continue;
+            }
             self.seq = self.seq.wrapping_add(1);
-            let picture = if tile == 0 {
-                frame.frame.scaled(SELF_VIEW.0, SELF_VIEW.1)
-            } else {
-                (*frame.frame).clone()
+            let seq = self.seq;
+            let packed = {
+                let f = &frame.frame;
+                let picture = if tile == 0 {
+                    f.scaled(SELF_VIEW.0, SELF_VIEW.1)
+                } else if f.width > PANE_MAX.0 || f.height > PANE_MAX.1 {
+                    let k = f64::from(PANE_MAX.0) / f64::from(f.width);
+                    let k = k.min(f64::from(PANE_MAX.1) / f64::from(f.height));
+                    let even = |v: f64| ((v as u32) & !1).max(2);
+                    f.scaled(even(f64::from(f.width) * k), even(f64::from(f.height) * k))
+                } else {
+                    (**f).clone()
+                };
+                pack_frame(&picture, tile, encoding, frame.at_ms, seq)
             };
-            return pack_frame(&picture, tile, encoding, frame.at_ms, self.seq);
+            if packed.is_some() {
+                return packed;
+            }
         }
     }
 }
@@ -492,8 +591,10 @@ async fn follow(
             CallEvent::PeerJoined(peer) => {
                 if !s.peers.iter().any(|p| p.0 == peer.id) {
                     let used: Vec<u8> = s.peers.iter().map(|p| p.3).collect();
-                    let tile = (1..=3u8).find(|t| !used.contains(t)).unwrap_or(3);
-                    s.peers.push((peer.id, peer.name, peer.role, tile));
+                    // Three tiles (the mesh's most); never two peers on one.
+                    if let Some(tile) = (1..=3u8).find(|t| !used.contains(t)) {
+                        s.peers.push((peer.id, peer.name, peer.role, tile));
+                    }
                 }
             }
             CallEvent::PeerLeft(id) => {
@@ -507,7 +608,14 @@ async fn follow(
             CallEvent::Quality { peer, quality } => {
                 s.qualities.insert(peer, quality);
             }
-            CallEvent::Chat { name, text, .. } => {
+            CallEvent::Chat { from, name, text } => {
+                // Named with their role, so a guest cannot pass for the patient (or "You").
+                let role = s.peers.iter().find(|p| p.0 == from).map(|p| p.2);
+                let name = match role {
+                    Some(Role::Patient) => format!("{name} (patient)"),
+                    Some(Role::Clinician) => format!("{name} (clinician)"),
+                    _ => format!("{name} (guest)"),
+                };
                 drop(s);
                 push_chat(
                     &state,

@@ -43,6 +43,20 @@ pub struct VisitConfig {
     /// (`0.0.0.0`); `127.0.0.1` keeps calls on this machine (tests, demo).
     #[serde(default)]
     pub media_bind: Option<std::net::IpAddr>,
+    /// What the call sends: `"devices"` (default: this computer's first camera and
+    /// microphone, and its first speaker for the others' sound; the test pattern and a tone
+    /// where it has none) or `"synthetic"` (always the test pattern and a tone: training
+    /// rooms, tests).
+    #[serde(default)]
+    pub media_source: MediaSource,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSource {
+    #[default]
+    Devices,
+    Synthetic,
 }
 
 /// Where the clinic is.

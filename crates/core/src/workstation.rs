@@ -174,6 +174,10 @@ impl Workstation {
         if let Some(desk) = self.state.as_ref().ok().and_then(|r| r.visits.as_ref()) {
             desk.forget_rooms();
         }
+        // A call is its clinician's: signing out leaves it and forgets what it showed.
+        if let Some(calls) = self.state.as_ref().ok().and_then(|r| r.calls.as_ref()) {
+            calls.forget();
+        }
         self.signon_required()?.sign_out().await
     }
 
@@ -602,10 +606,17 @@ impl Ready {
                     .as_ref()
                     .and_then(|v| v.media_bind)
                     .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-                Arc::new(crate::call::CallDesk::new(hearth_media::CallOptions {
-                    bind,
-                    ..hearth_media::CallOptions::default()
-                }))
+                let devices = config
+                    .visit
+                    .as_ref()
+                    .is_some_and(|v| v.media_source == crate::config::MediaSource::Devices);
+                Arc::new(
+                    crate::call::CallDesk::new(hearth_media::CallOptions {
+                        bind,
+                        ..hearth_media::CallOptions::default()
+                    })
+                    .with_devices(devices),
+                )
             });
             return Ok(Self {
                 mode: DataMode::Ehr {

@@ -107,6 +107,13 @@ pub struct CallWaiting {
     pub role: RoomRole,
 }
 
+/// `call_frame_ack`: the pane is done with the frames up to `seq` (the shell sends a few
+/// frames ahead of this, never more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFrameAck {
+    pub seq: u32,
+}
+
 /// `call_admit`: let a waiting participant into the call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallAdmitRequest {
@@ -227,4 +234,17 @@ mod tests {
         out[0] = b'X';
         assert_eq!(FrameHeader::read(&out), None);
     }
+}
+
+/// `call_devices`: the pre-call device check — what this computer has, and what the call will
+/// use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDevices {
+    pub cameras: Vec<String>,
+    pub microphones: Vec<String>,
+    pub speakers: Vec<String>,
+    /// What the call sends, in words (e.g. the test pattern and a tone).
+    pub using: String,
+    /// A device list that could not be read, said plainly.
+    pub problems: Vec<String>,
 }

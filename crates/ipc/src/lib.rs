@@ -47,8 +47,12 @@ pub mod command {
     pub const WATCH_VISIT_ROOM: &str = "watch_visit_room";
     /// Joins the visit with camera and microphone ([`crate::CallStartRequest`]).
     pub const CALL_START: &str = "call_start";
+    /// The pre-call device check ([`crate::CallDevices`]).
+    pub const CALL_DEVICES: &str = "call_devices";
     /// Lets a participant waiting for the call in ([`crate::CallAdmitRequest`]).
     pub const CALL_ADMIT: &str = "call_admit";
+    /// The pane painted (or dropped) the frames up to this one ([`crate::CallFrameAck`]).
+    pub const CALL_FRAME_ACK: &str = "call_frame_ack";
     pub const CALL_MUTE: &str = "call_mute";
     pub const CALL_CAMERA: &str = "call_camera";
     pub const CALL_CHAT: &str = "call_chat";
@@ -79,7 +83,9 @@ pub mod command {
         WATCH_STATUS,
         WATCH_VISIT_ROOM,
         CALL_START,
+        CALL_DEVICES,
         CALL_ADMIT,
+        CALL_FRAME_ACK,
         CALL_MUTE,
         CALL_CAMERA,
         CALL_CHAT,

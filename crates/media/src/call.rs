@@ -105,6 +105,7 @@ impl Default for CallOptions {
 }
 
 /// How the engine enters the visit.
+#[derive(Clone)]
 pub enum Entry {
     /// As the clinician: `host` with the clinician's token for the service.
     Host {
@@ -754,7 +755,14 @@ fn speaker_loop(shared: Arc<Shared>, mut speaker: Feed<dyn SoundSink>) {
 
 // ------------------------------------------------------------------ the engine
 
+/// Remote ICE candidates taken per connection (and per ICE restart).
+const MAX_CANDIDATES: u32 = 64;
+
 struct PeerConn {
+    /// Remote candidates taken so far.
+    candidates: u32,
+    /// Remote tracks being received (one video and one audio at most).
+    tracks: (bool, bool),
     pc: Arc<dyn PeerConnection>,
     generation: u64,
     offerer: bool,
@@ -1053,6 +1061,8 @@ impl Engine {
         self.peers.insert(
             peer.to_owned(),
             PeerConn {
+                candidates: 0,
+                tracks: (false, false),
                 pc,
                 generation,
                 offerer,
@@ -1155,6 +1165,7 @@ impl Engine {
         if restart {
             conn.pc.restart_ice().await.map_err(rtc_err)?;
         }
+        conn.candidates = 0;
         let offer = conn.pc.create_offer(None).await.map_err(rtc_err)?;
         conn.pc
             .set_local_description(offer.clone())
@@ -1263,6 +1274,12 @@ impl Engine {
             let Some(conn) = self.peers.get_mut(from) else {
                 return Ok(());
             };
+            // A peer gathers a handful of candidates; a flood would make us probe whatever
+            // addresses it names. At most MAX_CANDIDATES per connection.
+            conn.candidates += 1;
+            if conn.candidates > MAX_CANDIDATES {
+                return Ok(());
+            }
             if conn.remote_set {
                 let _ = conn.pc.add_ice_candidate(init).await;
             } else {
@@ -1361,7 +1378,22 @@ impl Engine {
                 }
             }
             PcEvent::Track(peer, generation, track) => {
-                if self.peers.get(&peer).map(|c| c.generation) == Some(generation) {
+                let Some(conn) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                if conn.generation != generation {
+                    return;
+                }
+                // One camera and one microphone per peer: further tracks (a renegotiating
+                // peer adding m-lines) are not decoded.
+                let video = track.kind().await == RtpCodecKind::Video;
+                let slot = if video {
+                    &mut conn.tracks.0
+                } else {
+                    &mut conn.tracks.1
+                };
+                if !*slot {
+                    *slot = true;
                     tokio::spawn(receive(peer, track, self.shared.clone()));
                 }
             }
@@ -1628,11 +1660,23 @@ impl PeerConnectionEventHandler for Handler {
 
 fn spawn_channel(peer: String, channel: Arc<dyn DataChannel>, tx: mpsc::UnboundedSender<PcEvent>) {
     tokio::spawn(async move {
+        let (mut window, mut lines) = (Instant::now(), 0u32);
         while let Some(event) = channel.poll().await {
             match event {
                 DataChannelEvent::OnMessage(msg) => {
-                    // The join page's chat: `{"text": "…"}`, at most 2,000 characters shown.
+                    // The join page's chat: `{"text": "…"}`, at most 2,000 characters shown,
+                    // and at most 5 lines a second from one peer (the rest are dropped: the
+                    // service's rate limit does not see peer-to-peer chat).
                     if msg.data.len() > 20_000 {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now.duration_since(window) >= Duration::from_secs(1) {
+                        window = now;
+                        lines = 0;
+                    }
+                    lines += 1;
+                    if lines > 5 {
                         continue;
                     }
                     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&msg.data) else {

@@ -112,18 +112,43 @@ impl DemoVisit {
             .port();
         let room = Arc::new(Mutex::new(Room::default()));
         let visit_id = visit.to_owned();
+        // Only this process's engines know the path: another local program cannot join.
+        let secret = format!("{:032x}", rand::random::<u128>());
+        let path = format!("/v1/ws/{secret}");
+        let wanted = path.clone();
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let room = room.clone();
                 let visit = visit_id.clone();
+                let wanted = wanted.clone();
                 tokio::spawn(async move {
-                    if let Ok(socket) = tokio_tungstenite::accept_async(stream).await {
+                    // The callback's type is tungstenite's (a whole HTTP response as its error).
+                    #[allow(clippy::result_large_err, reason = "tungstenite's callback signature")]
+                    let check =
+                        |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                            if req.uri().path() == wanted {
+                                Ok(resp)
+                            } else {
+                                let mut refused = tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(None);
+                                *refused.status_mut() =
+                                    tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+                                Err(refused)
+                            }
+                        };
+                    let config =
+                        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                            .max_message_size(Some(64 * 1024))
+                            .max_frame_size(Some(64 * 1024));
+                    if let Ok(socket) =
+                        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
+                            .await
+                    {
                         serve(socket, room, visit).await;
                     }
                 });
             }
         });
-        let ws_url = format!("ws://127.0.0.1:{port}/v1/ws");
+        let ws_url = format!("ws://127.0.0.1:{port}{path}");
         let patient = Call::start(
             Entry::Join {
                 ws_url: ws_url.clone(),

@@ -169,8 +169,14 @@ pub fn read_stamp(width: u32, luma: impl Fn(u32, u32) -> u8) -> Option<Stamp> {
 /// Reads the stamp of an I420 picture that is the pattern (at any scale).
 pub fn read_i420(frame: &I420) -> Option<Stamp> {
     let w = frame.width;
+    // The two rows of blocks must fit: a wide, short picture has no stamp.
+    if f64::from(frame.height) < 2.0 * f64::from(w) / f64::from(COLUMNS) {
+        return None;
+    }
     let y = frame.y();
-    read_stamp(w, |x, row| y[(row * w + x) as usize])
+    read_stamp(w, |x, row| {
+        y.get((row * w + x) as usize).copied().unwrap_or(0)
+    })
 }
 
 /// Reads the stamp from RGBA pixels (a screenshot of the pane) of the region
@@ -255,6 +261,9 @@ mod tests {
     #[test]
     fn a_picture_without_a_stamp_reads_as_none() {
         assert_eq!(read_i420(&I420::grey(640, 480)), None);
+        // Too short for the two rows of blocks: none, never a panic.
+        assert_eq!(read_i420(&I420::grey(640, 16)), None);
+        assert_eq!(read_i420(&I420::grey(1920, 64)), None);
         let mut f = Pattern::new(640, 480).draw(Stamp {
             frame: 7,
             sent_ms: 9,

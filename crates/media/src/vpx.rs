@@ -201,6 +201,10 @@ impl Drop for Vp8Encoder {
     }
 }
 
+/// The largest picture decoded from a peer (1080p, the most a call's camera sends).
+pub const MAX_WIDTH: u32 = 1920;
+pub const MAX_HEIGHT: u32 = 1088;
+
 /// A VP8 decoder.
 pub struct Vp8Decoder {
     ctx: Box<vpx::vpx_codec_ctx_t>,
@@ -239,6 +243,28 @@ impl Vp8Decoder {
         }
         let len =
             c_uint::try_from(data.len()).map_err(|_| MediaError::BadFrame("frame too large"))?;
+        // A key frame says its size: refuse one larger than a call needs before libvpx
+        // allocates for it (a peer could send 16384×16384).
+        if data[0] & 1 == 0 {
+            // SAFETY: zeroed plain-data struct whose `sz` is set as the API requires.
+            let mut info: vpx::vpx_codec_stream_info_t =
+                unsafe { MaybeUninit::zeroed().assume_init() };
+            info.sz = std::mem::size_of::<vpx::vpx_codec_stream_info_t>() as c_uint;
+            // SAFETY: data is a valid slice; info is a valid out pointer.
+            let peeked = unsafe {
+                vpx::vpx_codec_peek_stream_info(
+                    vpx::vpx_codec_vp8_dx(),
+                    data.as_ptr(),
+                    len,
+                    &mut info,
+                )
+            };
+            if peeked == vpx::vpx_codec_err_t::VPX_CODEC_OK
+                && (info.w > MAX_WIDTH || info.h > MAX_HEIGHT)
+            {
+                return Err(MediaError::BadFrame("a key frame larger than 1920×1088"));
+            }
+        }
         // SAFETY: data is a valid slice for the call; libvpx copies what it keeps.
         check("decode", unsafe {
             vpx::vpx_codec_decode(&mut *self.ctx, data.as_ptr(), len, ptr::null_mut(), 0)
@@ -274,10 +300,18 @@ fn copy_image(img: &vpx::vpx_image_t) -> Result<I420, MediaError> {
         return Err(MediaError::BadFrame("decoded picture is not I420"));
     }
     let (w, h) = (img.d_w as usize, img.d_h as usize);
+    if img.d_w > MAX_WIDTH || img.d_h > MAX_HEIGHT {
+        return Err(MediaError::BadFrame("a picture larger than 1920×1088"));
+    }
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let mut data = Vec::with_capacity(w * h + 2 * cw * ch);
     for (plane, pw, ph) in [(0usize, w, h), (1, cw, ch), (2, cw, ch)] {
-        let stride = img.stride[plane] as usize;
+        let stride = usize::try_from(img.stride[plane]).unwrap_or(0);
+        if stride < pw || img.planes[plane].is_null() {
+            return Err(MediaError::BadFrame(
+                "a decoded plane narrower than its picture",
+            ));
+        }
         for row in 0..ph {
             // SAFETY: libvpx's plane pointers cover `stride × rows` bytes of each plane.
             let line =

@@ -4,7 +4,7 @@
 use super::{check_id, no_visit_service, EncounterRecord, Workstation};
 use crate::call::{CallDesk, FrameFeed};
 use crate::CoreError;
-use hearth_ipc::{CallStartRequest, CallView};
+use hearth_ipc::{CallDevices, CallStartRequest, CallView};
 use std::sync::Arc;
 
 impl Workstation {
@@ -60,6 +60,47 @@ impl Workstation {
         }
     }
 
+    /// The pre-call device check: the cameras, microphones and speakers this computer has
+    /// (listed off the async runtime: the OS calls block), and what the call will use.
+    pub async fn call_devices(&self) -> Result<CallDevices, CoreError> {
+        self.call_desk()?;
+        let lists = tokio::task::spawn_blocking(|| {
+            use hearth_media::devices::{cameras, microphones, speakers};
+            [cameras(), microphones(), speakers()]
+        })
+        .await
+        .map_err(|_| CoreError::Media("the device check stopped".into()))?;
+        let mut problems = Vec::new();
+        let mut names = |r: Result<Vec<hearth_media::devices::Device>, _>| match r {
+            Ok(list) => list.into_iter().map(|d| d.name).collect(),
+            Err(e) => {
+                problems.push(format!("{e}"));
+                Vec::new()
+            }
+        };
+        let [c, m, s] = lists;
+        let (cameras, microphones, speakers) = (names(c), names(m), names(s));
+        let devices = self.call_desk()?.uses_devices();
+        let using = if devices && !cameras.is_empty() {
+            format!("The call uses {}.", cameras[0])
+        } else if devices {
+            "No camera here: the call sends a moving test pattern (and a tone where there is no \
+             microphone)."
+                .into()
+        } else {
+            "This workstation sends a moving test pattern and a tone (its configuration selects \
+             synthetic sources)."
+                .into()
+        };
+        Ok(CallDevices {
+            cameras,
+            microphones,
+            speakers,
+            using,
+            problems,
+        })
+    }
+
     /// Lets a participant waiting for the call in.
     pub fn call_admit(&self, participant_id: &str) -> Result<(), CoreError> {
         check_id(participant_id)?;
@@ -107,6 +148,24 @@ impl Workstation {
             Some(calls) => calls.view(),
             None => CallView::idle(),
         })
+    }
+
+    /// The next frame for the pane; `None` when the call is over or the window may no longer
+    /// show it (locked, signed out).
+    pub async fn next_call_frame(
+        &self,
+        feed: &mut FrameFeed,
+        encoding: hearth_ipc::FrameEncoding,
+    ) -> Option<Vec<u8>> {
+        let frame = feed.next(encoding).await?;
+        self.open_for_phi().ok()?;
+        Some(frame)
+    }
+
+    /// The pane painted (or dropped) frames up to `seq`.
+    pub fn call_frame_ack(&self, seq: u32) -> Result<(), CoreError> {
+        self.call_desk()?.ack_frame(seq);
+        Ok(())
     }
 
     /// The call's frames, packed for the pane; `None` without a call.
