@@ -87,23 +87,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn open_call(app: &Desktop) -> Result<()> {
-    let row = wait_until(WAIT, "a virtual visit in the demo schedule", || async {
-        let id = app
-            .client
-            .execute(
-                "const b = Array.from(document.querySelectorAll('[data-appointment-id]')).find((e) => e.textContent.includes('Virtual')); return b ? b.dataset.appointmentId : null;",
-                vec![],
-            )
-            .await?;
-        Ok(id.as_str().map(str::to_owned))
-    })
-    .await?;
-    app.click_in_view(&format!("[data-appointment-id='{row}']"))
-        .await?;
-    Ok(())
-}
-
 async fn run() -> Result<()> {
     let seconds: u64 = std::env::var("HEARTH_FRAME_BENCH_SECONDS")
         .ok()
@@ -112,7 +95,7 @@ async fn run() -> Result<()> {
     let app = Desktop::launch("frame-path-bench").await?;
     let needle = app.profile_dir().display().to_string();
     let outcome = async {
-        open_call(&app).await?;
+        app.open_a_virtual_visit().await?;
         app.click_in_view("#call-start").await?;
         wait_until(WAIT, "the simulated patient waiting", || async {
             app.client
@@ -130,7 +113,7 @@ async fn run() -> Result<()> {
                 vec![],
             )
             .await?;
-        open_call(&app).await?;
+        app.open_a_virtual_visit().await?;
         let rgba = measure(&app, seconds, &needle).await.context("RGBA path")?;
         println!("\nFrame path to the pane (640×480 at 30 fps from the engine; {seconds} s each; release app under Xvfb)");
         println!("{:<34} {:>10} {:>10} {:>12} {:>12} {:>10}", "path", "fps p50", "fps min", "latency p50", "latency p95", "app CPU");

@@ -358,6 +358,23 @@ impl Desktop {
         ))
     }
 
+    /// Opens the first virtual visit of the schedule shown (demo mode's clinic has some).
+    pub async fn open_a_virtual_visit(&self) -> Result<()> {
+        let row = wait_until(STARTUP_TIMEOUT, "a virtual visit in the schedule", || async {
+            let id = self
+                .client
+                .execute(
+                    "const b = Array.from(document.querySelectorAll('[data-appointment-id]')).find((e) => e.textContent.includes('Virtual')); return b ? b.dataset.appointmentId : null;",
+                    vec![],
+                )
+                .await?;
+            Ok(id.as_str().map(str::to_owned))
+        })
+        .await?;
+        self.click_in_view(&format!("[data-appointment-id='{row}']"))
+            .await
+    }
+
     /// Saves a PNG of the window as `<artifacts>/<test>-<label>.png` and returns its path.
     pub async fn screenshot(&self, label: &str) -> Result<PathBuf> {
         let png = self.client.screenshot().await?;

@@ -54,16 +54,7 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
     let (_service, spec) = hearth_e2e::with_visit_service(&ehr, &url_file, &[&appointment]).await?;
     // The patient's fake devices: the pattern (frame numbers in pixels) and a tone.
     let devices = tempfile::tempdir()?;
-    let y4m = devices.path().join("pattern.y4m");
-    let wav = devices.path().join("tone.wav");
-    pattern::write_y4m(
-        &mut std::io::BufWriter::new(std::fs::File::create(&y4m)?),
-        640,
-        480,
-        30,
-        60,
-    )?;
-    pattern::write_wav(&mut std::fs::File::create(&wav)?, 660.0, 3)?;
+    let flags = pattern::write_fake_devices(devices.path())?;
     let chrome = tokio::task::spawn_blocking(ChromeDriver::start).await?;
     let app = Desktop::launch_with("call", spec).await?;
     let outcome = async {
@@ -99,10 +90,6 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
             Ok(input.prop("value").await?.filter(|v| v.contains("/join#")))
         })
         .await?;
-        let flags = vec![
-            format!("--use-file-for-fake-video-capture={}", y4m.display()),
-            format!("--use-file-for-fake-audio-capture={}", wav.display()),
-        ];
         let page = browser::Browser::open_with(&chrome, "patient", &link, &flags).await;
         page.join_as("Ana Lopez").await;
 
@@ -199,28 +186,23 @@ async fn a_video_call_in_hearths_window_with_a_patient_in_chromium() -> Result<(
 async fn demo_mode_offers_a_simulated_patient_for_a_live_call() -> Result<()> {
     let app = Desktop::launch("demo-call").await?;
     let outcome = async {
-        let row = wait_until(WAIT, "a virtual visit in the demo schedule", || async {
-            let id = app
-                .client
-                .execute(
-                    "const b = Array.from(document.querySelectorAll('[data-appointment-id]')).find((e) => e.textContent.includes('Virtual')); return b ? b.dataset.appointmentId : null;",
-                    vec![],
-                )
-                .await?;
-            Ok(id.as_str().map(str::to_owned))
-        })
-        .await?;
-        app.click_in_view(&format!("[data-appointment-id='{row}']")).await?;
+        app.open_a_virtual_visit().await?;
         app.click_in_view("#call-start").await?;
         wait_until(WAIT, "the simulated patient waiting", || async {
-            app.client.find_optional(Locator::Css(".call-admit-button")).await
+            app.client
+                .find_optional(Locator::Css(".call-admit-button"))
+                .await
         })
         .await?;
         app.click_in_view(".call-admit-button").await?;
-        wait_until(WAIT, "the pane to paint 30 of the simulated patient's frames", || async {
-            let n = app.number_attr("#tile-1", "data-frames").await?;
-            Ok((n >= 30.0).then_some(()))
-        })
+        wait_until(
+            WAIT,
+            "the pane to paint 30 of the simulated patient's frames",
+            || async {
+                let n = app.number_attr("#tile-1", "data-frames").await?;
+                Ok((n >= 30.0).then_some(()))
+            },
+        )
         .await?;
         let stamp = wait_until(WAIT, "the pattern's stamp in a screenshot", || async {
             app.stamp_on_screen("#tile-1").await

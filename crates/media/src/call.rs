@@ -1102,36 +1102,14 @@ impl Engine {
             audio: None,
         };
         if self.options.video != VideoInput::None {
-            let ssrc = rand_ssrc();
-            let track = Arc::new(
-                TrackLocalStaticSample::new(
-                    Instant::now(),
-                    local_track(RtpCodecKind::Video, ssrc, vp8_codec().rtp_codec),
-                )
-                .map_err(rtc_err)?,
-            );
-            let sender = conn
-                .pc
-                .add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(rtc_err)?;
+            let (track, ssrc, sender) =
+                add_local(&conn.pc, RtpCodecKind::Video, vp8_codec().rtp_codec).await?;
             conn.video_sender = Some(sender);
             out.video = Some((track, ssrc, None));
         }
         if self.options.audio != AudioInput::None {
-            let ssrc = rand_ssrc();
-            let track = Arc::new(
-                TrackLocalStaticSample::new(
-                    Instant::now(),
-                    local_track(RtpCodecKind::Audio, ssrc, opus_codec().rtp_codec),
-                )
-                .map_err(rtc_err)?,
-            );
-            let sender = conn
-                .pc
-                .add_track(track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .map_err(rtc_err)?;
+            let (track, ssrc, sender) =
+                add_local(&conn.pc, RtpCodecKind::Audio, opus_codec().rtp_codec).await?;
             conn.audio_sender = Some(sender);
             out.audio = Some((track, ssrc, None));
         }
@@ -1527,6 +1505,24 @@ async fn resolve_payload_types(peer: &str, conn: &PeerConn, shared: &Shared) {
             a.2 = audio;
         }
     }
+}
+
+/// A local track of `kind` added to a connection: the track, its SSRC and its sender.
+async fn add_local(
+    pc: &Arc<dyn PeerConnection>,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<(Arc<TrackLocalStaticSample>, u32, Arc<dyn RtpSender>), MediaError> {
+    let ssrc = rand_ssrc();
+    let track = Arc::new(
+        TrackLocalStaticSample::new(Instant::now(), local_track(kind, ssrc, codec))
+            .map_err(rtc_err)?,
+    );
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(rtc_err)?;
+    Ok((track, ssrc, sender))
 }
 
 fn rand_ssrc() -> u32 {

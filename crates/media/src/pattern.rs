@@ -236,6 +236,22 @@ pub fn write_wav(out: &mut impl Write, hz: f32, seconds: u32) -> std::io::Result
     Ok(())
 }
 
+/// Writes the pattern (640×480, 30 fps, 60 frames) and a 660 Hz tone into `dir` for
+/// Chromium's fake camera and microphone; returns the Chromium flags that play them (test
+/// peers and benchmarks: a patient whose frames carry their numbers).
+pub fn write_fake_devices(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let y4m = dir.join("pattern.y4m");
+    let wav = dir.join("tone.wav");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&y4m)?);
+    write_y4m(&mut out, 640, 480, 30, 60)?;
+    out.flush()?;
+    write_wav(&mut std::fs::File::create(&wav)?, 660.0, 3)?;
+    Ok(vec![
+        format!("--use-file-for-fake-video-capture={}", y4m.display()),
+        format!("--use-file-for-fake-audio-capture={}", wav.display()),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

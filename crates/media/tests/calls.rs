@@ -36,34 +36,21 @@ impl ServiceTokens for Fixed {
     }
 }
 
-/// What the browsers' fake devices play: the pattern (frame numbers in pixels) and a tone.
+/// What the browsers' fake devices play: the pattern and a tone.
 struct FakeDevices {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    flags: Vec<String>,
 }
 
 impl FakeDevices {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut y4m =
-            std::io::BufWriter::new(std::fs::File::create(dir.path().join("pattern.y4m")).unwrap());
-        pattern::write_y4m(&mut y4m, 640, 480, 30, 60).unwrap();
-        drop(y4m);
-        let mut wav = std::fs::File::create(dir.path().join("tone.wav")).unwrap();
-        pattern::write_wav(&mut wav, 660.0, 3).unwrap();
-        Self { dir }
+        let flags = pattern::write_fake_devices(dir.path()).unwrap();
+        Self { _dir: dir, flags }
     }
 
     fn flags(&self) -> Vec<String> {
-        vec![
-            format!(
-                "--use-file-for-fake-video-capture={}",
-                self.dir.path().join("pattern.y4m").display()
-            ),
-            format!(
-                "--use-file-for-fake-audio-capture={}",
-                self.dir.path().join("tone.wav").display()
-            ),
-        ]
+        self.flags.clone()
     }
 }
 
