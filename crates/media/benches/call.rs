@@ -23,9 +23,12 @@
 
 #[path = "../../visit-server/tests/common/mod.rs"]
 mod common;
+#[path = "../tests/support/fake_devices.rs"]
+mod fake_devices;
 
 use common::browser::{Browser, WAIT};
 use common::*;
+use fake_devices::FakeDevices;
 use hearth_media::{pattern, Call, CallEvent, CallOptions, Entry};
 use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::ChromeDriver;
@@ -156,24 +159,6 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 // ------------------------------------------------------------------ peers and calls
-
-/// What the browsers' fake devices play: the pattern and a tone.
-struct FakeDevices {
-    _dir: tempfile::TempDir,
-    flags: Vec<String>,
-}
-
-impl FakeDevices {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let flags = pattern::write_fake_devices(dir.path()).unwrap();
-        Self { _dir: dir, flags }
-    }
-
-    fn flags(&self) -> Vec<String> {
-        self.flags.clone()
-    }
-}
 
 struct Peers {
     _idp: SmartEhr,

@@ -275,8 +275,8 @@ struct Shared {
 
 #[derive(Clone)]
 struct Outgoing {
-    video: Option<(Arc<TrackLocalStaticSample>, u32, Option<u8>)>,
-    audio: Option<(Arc<TrackLocalStaticSample>, u32, Option<u8>)>,
+    video: Option<Sending>,
+    audio: Option<Sending>,
 }
 
 fn now_ms() -> u64 {
@@ -600,13 +600,7 @@ fn video_loop(
     while !shared.stop.load(Ordering::Relaxed) {
         let rung = LADDER[shared.rung.load(Ordering::Relaxed).min(LADDER.len() - 1)];
         let period = Duration::from_micros(1_000_000 / u64::from(rung.fps.max(1)));
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
+        pace(&mut next, period);
         let sent_ms = now_ms();
         if let Some(other) = lock(&shared.next_camera).take() {
             camera.replace(other);
@@ -654,25 +648,56 @@ fn video_loop(
             shared
                 .encoded_bytes
                 .fetch_add(packet.data.len() as u64, Ordering::Relaxed);
-            let targets: Vec<_> = lock(&shared.outgoing)
-                .values()
-                .filter_map(|o| o.video.clone())
-                .collect();
-            let data = Bytes::from(packet.data);
-            rt.block_on(async {
-                for (track, ssrc, pt) in targets {
-                    if let Some(pt) = pt {
-                        let sample = Sample {
-                            data: data.clone(),
-                            duration: period,
-                            ..Sample::new(Instant::now())
-                        };
-                        let _ = track.write_sample(ssrc, pt, &sample, &[]).await;
-                    }
-                }
-            });
+            send_to_peers(
+                &shared,
+                &rt,
+                |o| o.video.clone(),
+                Bytes::from(packet.data),
+                period,
+            );
         }
     }
+}
+
+/// Waits for the next tick of a source `period` apart (a late tick restarts the count:
+/// never a burst to catch up).
+fn pace(next: &mut Instant, period: Duration) {
+    *next += period;
+    let now = Instant::now();
+    if *next > now {
+        std::thread::sleep(*next - now);
+    } else {
+        *next = now;
+    }
+}
+
+type Sending = (Arc<TrackLocalStaticSample>, u32, Option<u8>);
+
+/// One encoded frame (or audio packet) to every connected peer's track of its kind.
+fn send_to_peers(
+    shared: &Shared,
+    rt: &tokio::runtime::Handle,
+    track_of: impl Fn(&Outgoing) -> Option<Sending>,
+    data: Bytes,
+    period: Duration,
+) {
+    let targets: Vec<_> = lock(&shared.outgoing)
+        .values()
+        .filter_map(track_of)
+        .collect();
+    rt.block_on(async {
+        // A peer whose payload type is not negotiated yet gets nothing.
+        for (track, ssrc, pt) in targets {
+            if let Some(pt) = pt {
+                let sample = Sample {
+                    data: data.clone(),
+                    duration: period,
+                    ..Sample::new(Instant::now())
+                };
+                let _ = track.write_sample(ssrc, pt, &sample, &[]).await;
+            }
+        }
+    });
 }
 
 fn audio_loop(
@@ -686,13 +711,7 @@ fn audio_loop(
     let period = Duration::from_millis(20);
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
+        pace(&mut next, period);
         if let Some(other) = lock(&shared.next_microphone).take() {
             microphone.replace(other);
         }
@@ -711,23 +730,13 @@ fn audio_loop(
             continue;
         };
         lock(&shared.sent).audio_frames += 1;
-        let targets: Vec<_> = lock(&shared.outgoing)
-            .values()
-            .filter_map(|o| o.audio.clone())
-            .collect();
-        let data = Bytes::from(packet);
-        rt.block_on(async {
-            for (track, ssrc, pt) in targets {
-                if let Some(pt) = pt {
-                    let sample = Sample {
-                        data: data.clone(),
-                        duration: period,
-                        ..Sample::new(Instant::now())
-                    };
-                    let _ = track.write_sample(ssrc, pt, &sample, &[]).await;
-                }
-            }
-        });
+        send_to_peers(
+            &shared,
+            &rt,
+            |o| o.audio.clone(),
+            Bytes::from(packet),
+            period,
+        );
     }
 }
 
@@ -739,13 +748,7 @@ fn speaker_loop(shared: Arc<Shared>, mut speaker: Feed<dyn SoundSink>) {
     let period = Duration::from_millis(20);
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
+        pace(&mut next, period);
         let pcm = mixer.pull(audio::FRAME_SAMPLES);
         if let Polled::Lost(e) = speaker.poll(|s| s.play(&pcm)) {
             shared.device_lost(&e);

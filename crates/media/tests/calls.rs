@@ -8,12 +8,15 @@
 
 #[path = "../../visit-server/tests/common/mod.rs"]
 mod common;
+#[path = "support/fake_devices.rs"]
+mod fake_devices;
 
 use common::browser::{Browser, WAIT};
 use common::*;
+use fake_devices::FakeDevices;
 use fantoccini::Locator;
 use hearth_media::quality::Quality;
-use hearth_media::{pattern, Call, CallEvent, CallOptions, Entry, PeerMedia};
+use hearth_media::{Call, CallEvent, CallOptions, Entry, PeerMedia};
 use hearth_testkit::impair::Impairment;
 use hearth_testkit::smart::SmartEhr;
 use hearth_testkit::visit::{ChromeDriver, Coturn};
@@ -33,24 +36,6 @@ impl ServiceTokens for Fixed {
     fn token<'a>(&'a self, _resource: &'a str) -> TokenFuture<'a> {
         let token = Secret::new(self.0.clone());
         Box::pin(async move { Ok(token) })
-    }
-}
-
-/// What the browsers' fake devices play: the pattern and a tone.
-struct FakeDevices {
-    _dir: tempfile::TempDir,
-    flags: Vec<String>,
-}
-
-impl FakeDevices {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let flags = pattern::write_fake_devices(dir.path()).unwrap();
-        Self { _dir: dir, flags }
-    }
-
-    fn flags(&self) -> Vec<String> {
-        self.flags.clone()
     }
 }
 
