@@ -6,8 +6,8 @@ use crate::store::ClinicalStore;
 use crate::CoreError;
 use chrono::{Datelike, NaiveDate};
 use hearth_ipc::{
-    Allergy, Chart, EncounterRow, LabFlag, LabResult, Medication, Modality, PatientBanner, Problem,
-    VitalPoint, VitalSeries,
+    Allergy, Chart, EncounterRow, LabFlag, LabResult, Medication, Modality, NoteRow, PatientBanner,
+    Problem, VitalPoint, VitalSeries,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -82,6 +82,15 @@ pub fn chart(
     let mut encounters = gather(store, patient_id, "Encounter", &mut issues, &mut encounter)?;
     encounters.sort_by(|a, b| b.date.cmp(&a.date));
 
+    let mut notes = gather(
+        store,
+        patient_id,
+        "DocumentReference",
+        &mut issues,
+        &mut document,
+    )?;
+    notes.sort_by(|a, b| b.date.cmp(&a.date));
+
     let banner = banner(&patient, &allergies, today, &mut issues)?;
     Ok(Chart {
         banner,
@@ -91,6 +100,7 @@ pub fn chart(
         vitals,
         labs,
         encounters,
+        notes,
         data_issues: issues,
     })
 }
@@ -374,6 +384,54 @@ fn encounter(r: &Resource<'_>) -> Result<Option<EncounterRow>, CoreError> {
         } else {
             Modality::InPerson
         },
+    }))
+}
+
+/// A DocumentReference as a note in the chart: its text when it carries a `text/plain`
+/// attachment (inline `data`, base64), else only its title. Superseded and voided documents
+/// are left out (their replacement shows); drafts are not the chart's.
+fn document(r: &Resource<'_>) -> Result<Option<NoteRow>, CoreError> {
+    let status = r.str("status").unwrap_or("current");
+    if matches!(status, "superseded" | "entered-in-error")
+        || matches!(r.str("docStatus"), Some("preliminary" | "entered-in-error"))
+    {
+        return Ok(None);
+    }
+    let date = r
+        .str("date")
+        .or_else(|| r.str("context.period.start"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    let mut text = None;
+    if let Some(content) = r.get("content").and_then(Value::as_array) {
+        for c in content {
+            let attachment = &c["attachment"];
+            let plain = attachment["contentType"]
+                .as_str()
+                .is_some_and(|t| t.trim_start().starts_with("text/plain"));
+            if let (true, Some(data)) = (plain, attachment["data"].as_str()) {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .map_err(|_| r.error("content.attachment.data", "is not base64"))?;
+                text = Some(String::from_utf8_lossy(&bytes).into_owned());
+                break;
+            }
+        }
+    }
+    let amended = r
+        .get("relatesTo")
+        .and_then(Value::as_array)
+        .is_some_and(|rel| rel.iter().any(|x| x["code"] == "replaces"));
+    Ok(Some(NoteRow {
+        date,
+        title: concept_text(r.get("type"))
+            .or_else(|| r.str("description").map(str::to_string))
+            .unwrap_or_else(|| "Note".into()),
+        author: r.str("author.0.display").map(str::to_string),
+        text,
+        status: if amended { "amended" } else { "final" }.into(),
+        document_id: r.str("id").map(str::to_string),
     }))
 }
 

@@ -93,6 +93,23 @@ pub struct EncounterRow {
     pub modality: super::Modality,
 }
 
+/// A clinical note in the chart (a DocumentReference, or a note signed here on its way).
+/// PHI: its `Debug` shows the document id and status only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteRow {
+    /// RFC 3339 (or a date) the note was written.
+    pub date: String,
+    /// Its kind (the DocumentReference's type), e.g. "Progress note".
+    pub title: String,
+    pub author: Option<String>,
+    /// The readable text (text/plain content), when the note carries one.
+    pub text: Option<String>,
+    /// "final", "amended", "superseded", or "signed, waiting to reach the EHR".
+    pub status: String,
+    /// The DocumentReference id at the EHR, when there is one.
+    pub document_id: Option<String>,
+}
+
 /// A patient's chart as the centre region shows it. PHI: its `Debug` shows only the patient
 /// id and how many entries each section has.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +123,9 @@ pub struct Chart {
     pub labs: Vec<LabResult>,
     /// Most recent first.
     pub encounters: Vec<EncounterRow>,
+    /// Clinical notes, most recent first.
+    #[serde(default)]
+    pub notes: Vec<NoteRow>,
     /// Records that could not be shown, each naming the resource and field at fault.
     pub data_issues: Vec<String>,
 }
@@ -114,6 +134,15 @@ impl fmt::Debug for PatientBanner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PatientBanner")
             .field("patient_id", &self.patient_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for NoteRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoteRow")
+            .field("document_id", &self.document_id)
+            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +157,7 @@ impl fmt::Debug for Chart {
             .field("vitals", &self.vitals.len())
             .field("labs", &self.labs.len())
             .field("encounters", &self.encounters.len())
+            .field("notes", &self.notes.len())
             .field("data_issues", &self.data_issues)
             .finish()
     }

@@ -9,6 +9,7 @@
 pub mod call;
 pub mod chart;
 pub mod error;
+pub mod note;
 pub mod schedule;
 pub mod status;
 pub mod sync;
@@ -17,6 +18,7 @@ pub mod visit;
 pub use call::*;
 pub use chart::*;
 pub use error::*;
+pub use note::*;
 pub use schedule::*;
 pub use status::*;
 pub use sync::*;
@@ -65,6 +67,12 @@ pub mod command {
     /// Subscribes the window to the call's video frames ([`crate::CallFramesRequest`]):
     /// binary messages, each a [`crate::FrameHeader`] and the picture.
     pub const WATCH_CALL_FRAMES: &str = "watch_call_frames";
+    pub const NOTE_OPEN: &str = "note_open";
+    pub const NOTE_SAVE: &str = "note_save";
+    pub const NOTE_SIGN: &str = "note_sign";
+    pub const NOTE_AMEND: &str = "note_amend";
+    pub const CHARGE_CORRECT: &str = "charge_correct";
+    pub const CODE_SEARCH: &str = "code_search";
     /// All commands, in the order they are registered.
     pub const ALL: &[&str] = &[
         APP_STATUS,
@@ -93,5 +101,11 @@ pub mod command {
         CALL_END,
         WATCH_CALL,
         WATCH_CALL_FRAMES,
+        NOTE_OPEN,
+        NOTE_SAVE,
+        NOTE_SIGN,
+        NOTE_AMEND,
+        CHARGE_CORRECT,
+        CODE_SEARCH,
     ];
 }
