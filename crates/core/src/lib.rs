@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod chart;
+pub mod codes;
 pub mod config;
 pub mod encounter;
 pub mod error;
