@@ -2,6 +2,7 @@
 //!
 //! - [`FhirServer`]: a real FHIR R4 server (sekmet-fhir, installed by `scripts/setup`) on a
 //!   loopback port of its own, with its own data folder, so tests run in parallel.
+//! - [`billing::BillingPeer`]: a strict HL7 v2.5.1 billing receiver (hl7apy) over MLLP.
 //! - [`sample_data`]: the shared synthetic data sets, checked against the manifest in the
 //!   repository; a reported skip naming what is missing (a failure when `CI` is set).
 //! - [`wait_until`]: wait on a condition with a timeout (never a bare sleep).
@@ -17,6 +18,7 @@
     reason = "test helpers: a failed expectation is the test failing, with its message"
 )]
 
+pub mod billing;
 pub mod bulk;
 pub mod clinic;
 pub mod faulty;
