@@ -28,6 +28,82 @@ pub struct MachineConfig {
     pub clinic: ClinicConfig,
     /// The telehealth visit service (hearth-visit). Absent: no video visits from Hearth.
     pub visit: Option<VisitConfig>,
+    /// The visit note: templates and code tables.
+    #[serde(default)]
+    pub notes: NotesConfig,
+    /// The billing system's HL7 v2 interface (DFT^P03 over MLLP). Absent: charges are kept
+    /// (and go to the EHR as ChargeItems) but no message is sent.
+    pub billing: Option<BillingConfig>,
+}
+
+/// `[notes]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotesConfig {
+    /// Templates by visit type: the key is the Appointment's `appointmentType` code or text
+    /// (else `virtual` / `in_person` for every visit of that modality).
+    #[serde(default)]
+    pub templates: std::collections::BTreeMap<String, crate::note::NoteTemplate>,
+    /// The ICD-10-CM table (TSV: code, description) the diagnosis picker searches. Absent:
+    /// a short built-in list of common codes.
+    pub diagnosis_codes_file: Option<PathBuf>,
+    /// The site's descriptions of service codes (TSV: code, description), e.g. CPT's, which
+    /// are licensed and do not ship with Hearth.
+    pub service_descriptions_file: Option<PathBuf>,
+}
+
+/// `[billing]`: where charges go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// The MLLP listener, `host:port`.
+    pub mllp_address: String,
+    /// MSH-3 / MSH-4 (this system) and MSH-5 / MSH-6 (the billing system).
+    #[serde(default = "default_sending_application")]
+    pub sending_application: String,
+    #[serde(default)]
+    pub sending_facility: String,
+    #[serde(default)]
+    pub receiving_application: String,
+    #[serde(default)]
+    pub receiving_facility: String,
+    /// MSH-11: `P` production, `T` training, `D` debugging.
+    #[serde(default = "default_processing_id")]
+    pub processing_id: String,
+    /// The assigning authority of the MRN (PID-3.4).
+    #[serde(default)]
+    pub mrn_authority: String,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u32,
+    /// How long to wait for billing's acknowledgement.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_seconds: u32,
+}
+
+impl BillingConfig {
+    /// What the sync engine needs to send charges.
+    pub fn target(&self) -> hearth_model::settings::BillingTarget {
+        hearth_model::settings::BillingTarget {
+            address: self.mllp_address.clone(),
+            connect_timeout: std::time::Duration::from_secs(u64::from(
+                self.connect_timeout_seconds,
+            )),
+            ack_timeout: std::time::Duration::from_secs(u64::from(self.ack_timeout_seconds)),
+        }
+    }
+}
+
+fn default_sending_application() -> String {
+    "HEARTH".into()
+}
+fn default_processing_id() -> String {
+    "P".into()
+}
+fn default_connect_timeout() -> u32 {
+    5
+}
+fn default_ack_timeout() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -224,6 +300,14 @@ impl MachineConfig {
                 "`session.idle_lock_minutes` may not be longer than the machine's {}",
                 machine.session.idle_lock_minutes
             ));
+        }
+        // A user's file may not send charges elsewhere, nor stop sending them.
+        if self.billing != machine.billing
+            && (self.billing.is_some() || (self.ehr.is_some() && machine.billing.is_some()))
+        {
+            out.push(
+                "`[billing]` must be the machine's (charges carry patients' names to it)".into(),
+            );
         }
         match (&self.visit, &machine.visit) {
             (None, _) => {}

@@ -45,7 +45,6 @@ use hearth_model::fhir::{reference_id, HEARTH_WRITE_SYSTEM};
 use hearth_model::row::owning_patient;
 use hearth_visit_protocol::{Role, VisitSnapshot};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 /// `Encounter.class`: v3-ActCode.
 pub const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
@@ -67,22 +66,9 @@ pub struct Clinician<'a> {
 /// once (the create is conditional on `urn:hearth:write|<key>`). A name-based UUIDv8 (RFC
 /// 9562 §5.8 and Appendix B.2: SHA-256 of the name, version and variant bits set).
 pub fn encounter_key(appointment_id: &str) -> String {
-    let digest = Sha256::digest(format!(
+    hearth_model::writes::name_key(&format!(
         "urn:hearth:visit-encounter:Appointment/{appointment_id}"
-    ));
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&digest[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    ))
 }
 
 /// Whether `encounter` names `Appointment/<appointment_id>` in its `appointment` list.

@@ -7,6 +7,7 @@
 //!   [`store::MemoryStore`] holds the resources.
 //! - [`clock::Clock`] injects time, so schedules and ages are testable without waiting.
 
+pub mod billing;
 pub mod call;
 pub mod chart;
 pub mod codes;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod encounter;
 pub mod error;
 pub mod launch;
+pub mod note;
 #[cfg(target_os = "linux")]
 pub mod os_lock;
 pub mod profile;

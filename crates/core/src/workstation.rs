@@ -3,6 +3,7 @@ mod feeds;
 pub use feeds::{ArrivalFeed, CallFeed, RoomFeed, StatusFeed};
 
 mod calls;
+mod notes;
 
 use crate::clock::{Clock, Zone};
 use crate::config::MachineConfig;
@@ -48,6 +49,11 @@ struct Ready {
     calls: Option<Arc<crate::call::CallDesk>>,
     /// EHR mode: the views shown (who saw which chart or schedule, when) go to the audit log.
     views: Option<ViewAudit>,
+    /// `[notes]`: templates and code tables.
+    notes: crate::config::NotesConfig,
+    codes: crate::billing::CodeTables,
+    /// `[billing]`: the MLLP interface charges go to.
+    billing: Option<crate::config::BillingConfig>,
 }
 
 /// Writes the audit entries of views on a thread of its own: a view never waits for the
@@ -268,6 +274,9 @@ impl Workstation {
                 visit_link_to_appointment: false,
                 calls: None,
                 views: None,
+                notes: Default::default(),
+                codes: crate::billing::CodeTables::new(&Default::default()),
+                billing: None,
             }),
             sync: OnceLock::new(),
         }
@@ -506,6 +515,12 @@ impl Workstation {
         if !snapshot.ended {
             return Err(CoreError::VisitNotEnded { appointment: what });
         }
+        // The visit's end, for the KPIs (visit end -> note signed -> charge acknowledged).
+        let ended_at = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        ehr.store.visit_ended(appointment_id, &ended_at)?;
         let user = ready.signon.as_ref().and_then(|s| s.user());
         let clinician = user.as_ref().and_then(|u| {
             u.fhir_user
@@ -527,7 +542,12 @@ impl Workstation {
         if request.patient_id.trim().is_empty() {
             return Err(CoreError::InvalidInput("patient_id is empty".into()));
         }
-        let chart = chart::chart(ready.store.as_ref(), &request.patient_id, self.today())?;
+        let mut chart = chart::chart(ready.store.as_ref(), &request.patient_id, self.today())?;
+        // Notes signed here still on their way to the EHR show at once.
+        chart
+            .notes
+            .extend(self.waiting_notes(ready, &request.patient_id)?);
+        chart.notes.sort_by(|a, b| b.date.cmp(&a.date));
         self.audit_view(
             ready,
             "view-chart",
@@ -629,6 +649,10 @@ impl Ready {
                     sync: config.sync.clone(),
                     clock: clock.clone(),
                     zone,
+                    billing: config
+                        .billing
+                        .as_ref()
+                        .map(crate::config::BillingConfig::target),
                 }),
                 signon,
                 visits,
@@ -638,6 +662,9 @@ impl Ready {
                     .as_ref()
                     .is_some_and(|v| v.link_to_appointment),
                 views,
+                notes: config.notes.clone(),
+                codes: crate::billing::CodeTables::new(&config.notes),
+                billing: config.billing.clone(),
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -667,6 +694,9 @@ impl Ready {
                 },
             ))),
             views: None,
+            notes: config.notes.clone(),
+            codes: crate::billing::CodeTables::new(&config.notes),
+            billing: None,
         })
     }
 }

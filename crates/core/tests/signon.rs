@@ -266,6 +266,7 @@ struct BusyEngine {
 const BUSY_WORDS: &str = "3 changes waiting for the EHR";
 
 impl hearth_core::sync_link::SyncLink for BusyEngine {
+    fn nudge(&self) {}
     fn subscribe(&self) -> tokio::sync::watch::Receiver<hearth_core::sync_link::SyncPulse> {
         self.pulse.subscribe()
     }

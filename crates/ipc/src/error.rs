@@ -140,6 +140,14 @@ mod tests {
             vitals: vec![],
             labs: vec![],
             encounters: vec![],
+            notes: vec![crate::NoteRow {
+                date: "2026-03-10".into(),
+                title: "Progress note".into(),
+                author: Some("Dr. Okafor".into()),
+                text: Some("Chest pain since Ada's birthday".into()),
+                status: "final".into(),
+                document_id: Some("doc1".into()),
+            }],
             data_issues: vec![],
         };
         for text in [

@@ -14,6 +14,7 @@ pub mod fhir;
 pub mod row;
 pub mod settings;
 pub mod sync_link;
+pub mod writes;
 
 pub use error::ModelError;
 

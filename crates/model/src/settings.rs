@@ -43,3 +43,13 @@ pub enum PatientScope {
     Schedule,
     All,
 }
+
+/// Where the sync engine sends charges: the billing system's HL7 v2 MLLP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillingTarget {
+    /// `host:port`.
+    pub address: String,
+    pub connect_timeout: std::time::Duration,
+    /// How long to wait for the acknowledgement.
+    pub ack_timeout: std::time::Duration,
+}

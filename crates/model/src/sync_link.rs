@@ -48,6 +48,10 @@ pub trait SyncLink: Send + Sync {
         resource: serde_json::Value,
         actor: &str,
     ) -> Result<QueuedOnce, ModelError>;
+    /// The caller queued writes or charges straight into the store (several in one
+    /// transaction, see `Store::sign_note`): listeners learn the records changed, and the
+    /// engine runs a round now instead of at its next poll.
+    fn nudge(&self);
 }
 
 /// What [`SyncLink::queue_once`] did.
@@ -68,4 +72,6 @@ pub struct EhrLink {
     /// The workstation's clock and the clinic's time zone (the schedule window's days).
     pub clock: std::sync::Arc<dyn Clock>,
     pub zone: Zone,
+    /// `[billing]`: where charges go.
+    pub billing: Option<crate::settings::BillingTarget>,
 }

@@ -17,6 +17,7 @@ mod cursors;
 mod key;
 mod keychain;
 pub mod migrations;
+mod notes;
 mod outbox;
 mod rejected;
 mod resources;
@@ -27,6 +28,9 @@ pub use binding::ProfileBinding;
 pub use conflicts::{Conflict, Resolution};
 pub use key::{AuditKey, DbKey};
 pub use keychain::Keychain;
+pub use notes::{
+    ChargeRow, ChargeRowState, NoteDraftRow, NoteVersionRow, Signed, Signing, VisitMilestones,
+};
 pub use outbox::{Method, OutboxEntry, OutboxState, OutboxSummary, OutboxWrite};
 pub use rejected::{Rejected, REJECTED_LIMIT};
 use resources::put_rows;
@@ -58,6 +62,8 @@ pub enum StoreError {
     AuditTampered { seq: i64 },
     #[error("no outbox entry {seq}")]
     NoSuchOutboxEntry { seq: i64 },
+    #[error("{0}")]
+    InvalidCharge(String),
     #[error("no open conflict {id}")]
     NoSuchConflict { id: i64 },
     #[error("cannot generate a database key: {0}")]

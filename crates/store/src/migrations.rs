@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("../migrations/0005_audit_sent.sql")),
     (6, include_str!("../migrations/0006_profile_binding.sql")),
     (7, include_str!("../migrations/0007_audit_keyed.sql")),
+    (8, include_str!("../migrations/0008_notes_charges.sql")),
 ];
 
 /// The newest schema this build knows.

@@ -149,60 +149,7 @@ impl Store {
         write: &OutboxWrite,
         actor: &str,
     ) -> Result<i64> {
-        self.durably(|tx| {
-            let existing: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM outbox WHERE idempotency_key = ?1",
-                    params![write.idempotency_key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(seq) = existing {
-                return Ok(seq);
-            }
-            let after_seq: Option<i64> = match &write.resource_id {
-                None => None,
-                Some(id) => tx
-                    .query_row(
-                        "SELECT max(seq) FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
-                         AND state IN ('pending', 'conflict')",
-                        params![write.resource_type, id],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten(),
-            };
-            tx.execute(
-                "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at, after_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    write.idempotency_key,
-                    write.resource_type,
-                    write.resource_id,
-                    write.method.as_str(),
-                    write.if_match,
-                    write.body,
-                    now(),
-                    after_seq
-                ],
-            )?;
-            let seq = tx.last_insert_rowid();
-            if let Some(row) = local {
-                put_rows(tx, std::iter::once(row))?;
-            }
-            let entity = match &write.resource_id {
-                Some(id) => format!("{}/{id}", write.resource_type),
-                None => write.resource_type.clone(),
-            };
-            append_audit(
-                tx,
-                &self.audit_key,
-                actor,
-                &format!("queue-{}", write.method.as_str()),
-                &entity,
-            )?;
-            Ok(seq)
-        })
+        self.durably(|tx| queue_in(tx, &self.audit_key, local, write, actor))
     }
 
     /// Writes still to send, oldest first.
@@ -420,4 +367,67 @@ impl Store {
         let state = state.ok_or(StoreError::NoSuchOutboxEntry { seq })?;
         Ok(OutboxState::parse(&state)?)
     }
+}
+
+/// Queues `write` (and puts `local`) inside the caller's transaction, with its audit entry:
+/// the same idempotency key again returns the first entry's number.
+pub(crate) fn queue_in(
+    tx: &rusqlite::Transaction<'_>,
+    audit_key: &AuditKey,
+    local: Option<&ResourceRow>,
+    write: &OutboxWrite,
+    actor: &str,
+) -> Result<i64> {
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM outbox WHERE idempotency_key = ?1",
+            params![write.idempotency_key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(seq) = existing {
+        return Ok(seq);
+    }
+    let after_seq: Option<i64> = match &write.resource_id {
+        None => None,
+        Some(id) => tx
+            .query_row(
+                "SELECT max(seq) FROM outbox WHERE resource_type = ?1 AND resource_id = ?2
+                     AND state IN ('pending', 'conflict')",
+                params![write.resource_type, id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten(),
+    };
+    tx.execute(
+            "INSERT INTO outbox (idempotency_key, resource_type, resource_id, method, if_match, body, created_at, after_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                write.idempotency_key,
+                write.resource_type,
+                write.resource_id,
+                write.method.as_str(),
+                write.if_match,
+                write.body,
+                now(),
+                after_seq
+            ],
+        )?;
+    let seq = tx.last_insert_rowid();
+    if let Some(row) = local {
+        put_rows(tx, std::iter::once(row))?;
+    }
+    let entity = match &write.resource_id {
+        Some(id) => format!("{}/{id}", write.resource_type),
+        None => write.resource_type.clone(),
+    };
+    append_audit(
+        tx,
+        audit_key,
+        actor,
+        &format!("queue-{}", write.method.as_str()),
+        &entity,
+    )?;
+    Ok(seq)
 }

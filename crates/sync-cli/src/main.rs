@@ -177,6 +177,10 @@ async fn run(
         store.clone(),
         EngineConfig {
             zone: config.zone(),
+            billing: config
+                .billing
+                .as_ref()
+                .map(hearth_core::config::BillingConfig::target),
             ..EngineConfig::from_settings(&settings)
         },
     );
@@ -189,8 +193,9 @@ async fn run(
         };
         match &result {
             Ok(r) => println!(
-                "round: stored {} deleted {} sent {} replayed {} conflicts {} failed {} unreadable {}",
-                r.stored, r.deleted, r.sent, r.replayed, r.conflicts, r.failed, r.unreadable
+                "round: stored {} deleted {} sent {} replayed {} conflicts {} failed {} unreadable {} billed {} billing_refused {} billing_retries {}",
+                r.stored, r.deleted, r.sent, r.replayed, r.conflicts, r.failed, r.unreadable,
+                r.billed, r.billing_refused, r.billing_retries
             ),
             Err(e) => println!("round failed: {}", e.for_people()),
         }

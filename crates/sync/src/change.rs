@@ -1,11 +1,9 @@
 //! The user's changes: applied to the local copy at once and queued for the EHR in one
 //! durable transaction.
 
-use crate::engine::{SyncHandle, HEARTH_WRITE_SYSTEM};
+use crate::engine::SyncHandle;
 use crate::Result;
-use hearth_model::row::resource_row;
 use hearth_model::ModelError;
-use hearth_store::{Method, OutboxWrite};
 use serde_json::{json, Value};
 
 /// A write saved in the outbox.
@@ -48,15 +46,6 @@ pub(crate) fn new_key() -> Result<String> {
         &h[16..20],
         &h[20..32]
     ))
-}
-
-fn stamp_source(resource: &mut Value, key: &str) {
-    if let Some(obj) = resource.as_object_mut() {
-        let meta = obj.entry("meta").or_insert_with(|| json!({}));
-        if let Some(meta) = meta.as_object_mut() {
-            meta.insert("source".into(), Value::String(format!("urn:uuid:{key}")));
-        }
-    }
 }
 
 impl SyncHandle {
@@ -149,31 +138,8 @@ impl SyncHandle {
 
     /// Queues `value` (a resource with an id, as stored and then edited) as an update under
     /// `key`: the local copy at once, `If-Match` on the `meta.versionId` it was made from.
-    fn queue_update(&self, key: &str, mut value: Value, actor: &str) -> Result<QueuedWrite> {
-        let resource_type = value
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?
-            .to_string();
-        let id = value
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ModelError::invalid_data(&resource_type, "id", "is missing"))?
-            .to_string();
-        let version = value
-            .pointer("/meta/versionId")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        stamp_source(&mut value, key);
-        let local = resource_row(&value)?;
-        let write = OutboxWrite {
-            idempotency_key: key.to_string(),
-            resource_type,
-            resource_id: Some(id),
-            method: Method::Update,
-            if_match: version.map(|v| format!("W/\"{v}\"")),
-            body: Some(value.to_string()),
-        };
+    fn queue_update(&self, key: &str, value: Value, actor: &str) -> Result<QueuedWrite> {
+        let (local, write) = hearth_model::writes::update_write(key, value)?;
         let seq = self
             .store
             .record_local_change(Some(&local), &write, actor)?;
@@ -191,41 +157,8 @@ impl SyncHandle {
         self.queue_create_keyed(&new_key()?, resource, actor)
     }
 
-    fn queue_create_keyed(
-        &self,
-        key: &str,
-        mut resource: Value,
-        actor: &str,
-    ) -> Result<QueuedWrite> {
-        let resource_type = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ModelError::invalid_data("resource", "resourceType", "is missing"))?
-            .to_string();
-        stamp_source(&mut resource, key);
-        if let Some(obj) = resource.as_object_mut() {
-            obj.remove("id");
-            let ids = obj.entry("identifier").or_insert_with(|| json!([]));
-            match ids.as_array_mut() {
-                Some(ids) => ids.push(json!({"system": HEARTH_WRITE_SYSTEM, "value": key})),
-                None => {
-                    return Err(ModelError::invalid_data(
-                        &resource_type,
-                        "identifier",
-                        "is not a list",
-                    )
-                    .into())
-                }
-            }
-        }
-        let write = OutboxWrite {
-            idempotency_key: key.to_string(),
-            resource_type,
-            resource_id: None,
-            method: Method::Create,
-            if_match: None,
-            body: Some(resource.to_string()),
-        };
+    fn queue_create_keyed(&self, key: &str, resource: Value, actor: &str) -> Result<QueuedWrite> {
+        let write = hearth_model::writes::create_write(key, resource)?;
         let seq = self.store.record_local_change(None, &write, actor)?;
         self.changed_locally();
         Ok(QueuedWrite {
@@ -279,6 +212,8 @@ fn is_uuid(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearth_model::row::resource_row;
+    use hearth_store::Method;
 
     #[test]
     fn keys_are_version_4_uuids_and_differ() {
@@ -357,7 +292,7 @@ mod tests {
     #[test]
     fn the_source_stamp_keeps_the_rest_of_meta() {
         let mut r = json!({"resourceType": "Appointment", "meta": {"versionId": "3", "tag": [{"code": "x"}]}});
-        stamp_source(&mut r, "k");
+        hearth_model::writes::stamp_source(&mut r, "k");
         assert_eq!(r["meta"]["source"], "urn:uuid:k");
         assert_eq!(r["meta"]["tag"][0]["code"], "x");
     }

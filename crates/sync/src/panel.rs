@@ -137,6 +137,10 @@ impl SyncHandle {
 }
 
 impl SyncLink for SyncHandle {
+    fn nudge(&self) {
+        self.changed_locally();
+    }
+
     fn subscribe(&self) -> tokio::sync::watch::Receiver<hearth_model::sync_link::SyncPulse> {
         SyncHandle::subscribe(self)
     }

@@ -316,6 +316,8 @@ mod tests {
     }
 
     impl SyncLink for Engine {
+        fn nudge(&self) {}
+
         fn subscribe(&self) -> watch::Receiver<SyncPulse> {
             self.pulse.subscribe()
         }

@@ -1,6 +1,7 @@
 //! The sync engine: initial sync, push of the outbox, pull of changes, the audit log sent.
 
 mod audit;
+mod bill;
 mod initial;
 mod pull;
 mod push;
@@ -70,6 +71,8 @@ pub struct EngineConfig {
     pub clock: Arc<dyn Clock>,
     /// The clinic's time zone: the schedule window's days.
     pub zone: Zone,
+    /// Where charges go (HL7 v2 over MLLP); none: charges wait.
+    pub billing: Option<hearth_model::settings::BillingTarget>,
 }
 
 /// How the engine asks the EHR what changed.
@@ -118,6 +121,7 @@ impl EngineConfig {
             pull: PullMode::Auto,
             clock: Arc::new(SystemClock),
             zone: Zone::system(),
+            billing: None,
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Round {
     pub replayed: usize,
     /// Audit entries sent to the EHR as AuditEvents.
     pub audit_sent: usize,
+    /// Charges billing accepted, refused, and sends that got no answer (tried again later).
+    pub billed: usize,
+    pub billing_refused: usize,
+    pub billing_retries: usize,
 }
 
 impl Round {
@@ -151,6 +159,7 @@ impl Round {
             != Round {
                 unreadable: self.unreadable,
                 audit_sent: self.audit_sent,
+                billing_retries: self.billing_retries,
                 ..Round::default()
             }
     }
@@ -262,6 +271,7 @@ impl Engine {
         let config = EngineConfig {
             clock: link.clock.clone(),
             zone: link.zone,
+            billing: link.billing.clone(),
             ..EngineConfig::from_settings(&link.sync)
         };
         Ok(Self::new(client, link.store.clone(), config))
@@ -333,6 +343,9 @@ impl Engine {
 
     async fn round_inner(&self) -> Result<Round> {
         let mut round = Round::default();
+        // Billing first: an EHR that cannot be reached stops the stages after it, and a
+        // billing system that cannot be reached stops only this one.
+        self.bill(&mut round).await?;
         if self.store().cursor(CURSOR_INITIAL)?.is_none() {
             self.initial_sync(&mut round).await?;
         }

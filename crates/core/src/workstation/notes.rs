@@ -1,0 +1,700 @@
+//! The visit note's workflow: open (a draft from the visit type's template), autosave, sign
+//! (the note, the finished Encounter, the ChargeItems and the billing charge queued in one
+//! durable transaction), amend, and correct a charge billing refused.
+
+use super::{actor_of, check_id, Ready, Workstation};
+use crate::billing::{self, DftContext};
+use crate::fhir::Resource;
+use crate::note::{self, Author, NoteBody, Visit};
+use crate::{encounter, schedule, CoreError};
+use hearth_ipc::{
+    AmendNoteRequest, ChargeState, ChargeView, CodeOption, CodeSearchRequest, CorrectChargeRequest,
+    Modality, NoteDelivery, NoteDiagnosis, NoteDraft, NoteInserts, NoteRequest, NoteRow, NoteSaved,
+    NoteState, NoteVersion, NoteView, SaveNoteRequest, ServiceLine, SignNoteRequest,
+};
+use hearth_model::writes::{create_write, name_key, update_write};
+use hearth_store::{
+    ChargeRow, ChargeRowState, NoteVersionRow, OutboxState, OutboxWrite, ResourceRow, Signing,
+    Store,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// What a charge row's body holds (the view's lines and diagnoses).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChargeBody {
+    lines: Vec<ServiceLine>,
+    diagnoses: Vec<NoteDiagnosis>,
+    place_of_service: String,
+}
+
+/// A visit as the note needs it, read from the store.
+struct VisitRecord {
+    visit: Visit,
+    patient: Value,
+    /// The EHR's Encounter for the appointment, when stored here.
+    encounter: Option<Value>,
+    visit_type: Option<String>,
+}
+
+fn document_key(appointment_id: &str, version: u32) -> String {
+    name_key(&format!(
+        "urn:hearth:visit-note:Appointment/{appointment_id}/{version}"
+    ))
+}
+
+fn json_error(what: &str, e: &serde_json::Error) -> CoreError {
+    CoreError::Store(format!("the stored {what} cannot be read: {e}"))
+}
+
+impl Workstation {
+    /// The EHR-mode pieces the note needs; demo mode keeps no notes.
+    fn note_desk(&self) -> Result<(&Ready, Arc<Store>), CoreError> {
+        let ready = self.open_for_phi()?;
+        let ehr = ready.ehr.as_ref().ok_or_else(|| {
+            CoreError::Unavailable("visit notes (demo mode has no EHR to sign them into)".into())
+        })?;
+        Ok((ready, ehr.store.clone()))
+    }
+
+    fn visit_record(&self, ready: &Ready, appointment_id: &str) -> Result<VisitRecord, CoreError> {
+        check_id(appointment_id)?;
+        let what = format!("Appointment/{appointment_id}");
+        let appointment = ready
+            .store
+            .get("Appointment", appointment_id)?
+            .ok_or(CoreError::NotFound { what })?;
+        let patient_id = encounter::patient_of(&appointment)?;
+        let patient =
+            ready
+                .store
+                .get("Patient", &patient_id)?
+                .ok_or_else(|| CoreError::NotFound {
+                    what: format!("Patient/{patient_id}"),
+                })?;
+        let r = Resource::new(&appointment)?;
+        let modality = if schedule::is_virtual(&r) {
+            Modality::Virtual
+        } else {
+            Modality::InPerson
+        };
+        let key = encounter::encounter_key(appointment_id);
+        let encounters = ready.store.for_patient("Encounter", &patient_id)?;
+        let stored = encounter::stored_for_appointment(&encounters, appointment_id, &key).cloned();
+        let visit_type = r
+            .str("appointmentType.coding.0.code")
+            .or_else(|| r.str("appointmentType.text"))
+            .map(str::to_string);
+        Ok(VisitRecord {
+            visit: Visit {
+                appointment_id: appointment_id.to_string(),
+                patient_id,
+                modality,
+                start: r.str("start").map(str::to_string),
+                end: r.str("end").map(str::to_string),
+                encounter: stored
+                    .as_ref()
+                    .and_then(|e| e.get("id"))
+                    .and_then(Value::as_str)
+                    .map(|id| format!("Encounter/{id}")),
+                encounter_key: key,
+            },
+            patient,
+            encounter: stored,
+            visit_type,
+        })
+    }
+
+    fn author(&self, ready: &Ready) -> Author {
+        match ready.signon.as_ref().and_then(|s| s.user()) {
+            Some(u) => Author {
+                reference: u.fhir_user,
+                display: u.display_name,
+            },
+            None => Author {
+                reference: None,
+                display: "Hearth (no sign-in)".into(),
+            },
+        }
+    }
+
+    /// The template for a visit: by its type, else by its modality, else empty sections.
+    fn template_for(&self, ready: &Ready, record: &VisitRecord) -> (String, note::NoteTemplate) {
+        let by_modality = match record.visit.modality {
+            Modality::Virtual => "virtual",
+            Modality::InPerson => "in_person",
+        };
+        for name in record
+            .visit_type
+            .iter()
+            .map(String::as_str)
+            .chain([by_modality])
+        {
+            if let Some(t) = ready.notes.templates.get(name) {
+                return (name.to_string(), t.clone());
+            }
+        }
+        ("SOAP".into(), note::NoteTemplate::default())
+    }
+
+    /// Opens the visit's note: the draft being written (made from the template on first
+    /// open), or the signed note, with its versions, charges and what can be inserted.
+    pub fn note_open(&self, request: &NoteRequest) -> Result<NoteView, CoreError> {
+        let (ready, store) = self.note_desk()?;
+        let record = self.visit_record(ready, &request.appointment_id)?;
+        self.note_view(ready, &store, &record)
+    }
+
+    fn note_view(
+        &self,
+        ready: &Ready,
+        store: &Store,
+        record: &VisitRecord,
+    ) -> Result<NoteView, CoreError> {
+        let appointment_id = &record.visit.appointment_id;
+        let versions = store.note_versions(appointment_id)?;
+        let draft = store.note_draft(appointment_id)?;
+        let (state, body, saved_at) = match (&draft, versions.last()) {
+            (Some(d), _) => {
+                let body: NoteBody =
+                    serde_json::from_str(&d.body).map_err(|e| json_error("note draft", &e))?;
+                let state = if body.amends.is_some() {
+                    NoteState::Amending
+                } else {
+                    NoteState::Draft
+                };
+                (state, body, Some(d.saved_at.clone()))
+            }
+            (None, Some(v)) => {
+                let body: NoteBody =
+                    serde_json::from_str(&v.body).map_err(|e| json_error("signed note", &e))?;
+                (NoteState::Signed, body, None)
+            }
+            (None, None) => {
+                let (name, template) = self.template_for(ready, record);
+                let body = NoteBody {
+                    draft: NoteDraft {
+                        appointment_id: appointment_id.clone(),
+                        sections: template.sections(),
+                        patient_at_home: true,
+                        ..NoteDraft::default()
+                    },
+                    template: name,
+                    amends: None,
+                };
+                (NoteState::Draft, body, None)
+            }
+        };
+        let (modifiers, place) =
+            billing::visit_billing(record.visit.modality, body.draft.patient_at_home);
+        let documents = ready
+            .store
+            .for_patient("DocumentReference", &record.visit.patient_id)?;
+        let versions = versions
+            .iter()
+            .map(|v| {
+                Ok(NoteVersion {
+                    version: v.version,
+                    signed_at: v.signed_at.clone(),
+                    signed_by: v.signed_by.clone(),
+                    delivery: delivery(store, &documents, &v.write_key)?,
+                })
+            })
+            .collect::<Result<Vec<_>, CoreError>>()?;
+        let charges = store
+            .charges_for(appointment_id)?
+            .into_iter()
+            .map(charge_view)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(NoteView {
+            appointment_id: appointment_id.clone(),
+            patient_id: record.visit.patient_id.clone(),
+            modality: record.visit.modality,
+            template: body.template,
+            state,
+            draft: body.draft,
+            visit_modifiers: modifiers.iter().map(|m| (*m).to_string()).collect(),
+            place_of_service: place.to_string(),
+            versions,
+            charges,
+            inserts: self.inserts(ready, &record.visit.patient_id)?,
+            saved_at,
+            billing_configured: ready.billing.is_some(),
+        })
+    }
+
+    /// The chart lines a clinician can insert: the latest of each vital sign, the active
+    /// problems, the active medications.
+    fn inserts(&self, ready: &Ready, patient_id: &str) -> Result<NoteInserts, CoreError> {
+        let chart = crate::chart::chart(ready.store.as_ref(), patient_id, self.today())?;
+        Ok(NoteInserts {
+            vitals: chart
+                .vitals
+                .iter()
+                .filter_map(|s| {
+                    let p = s.points.last()?;
+                    Some(format!(
+                        "{}: {} {} ({})",
+                        s.label,
+                        round(p.value),
+                        s.unit,
+                        p.date
+                    ))
+                })
+                .collect(),
+            problems: chart
+                .problems
+                .iter()
+                .map(|p| match &p.code {
+                    Some(code) => format!("{} ({code})", p.display),
+                    None => p.display.clone(),
+                })
+                .collect(),
+            medications: chart
+                .medications
+                .iter()
+                .map(|m| match &m.dosage {
+                    Some(d) => format!("{}: {d}", m.display),
+                    None => m.display.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Saves the draft (every pause of the editor): durable before the answer; an older
+    /// revision than the one stored changes nothing. A signed note is not a draft: amend it.
+    pub fn note_save(&self, request: &SaveNoteRequest) -> Result<NoteSaved, CoreError> {
+        let (ready, store) = self.note_desk()?;
+        let draft = &request.draft;
+        check_id(&draft.appointment_id)?;
+        let existing = store.note_draft(&draft.appointment_id)?;
+        let (template, amends) = match &existing {
+            Some(d) => {
+                let body: NoteBody =
+                    serde_json::from_str(&d.body).map_err(|e| json_error("note draft", &e))?;
+                (body.template, body.amends)
+            }
+            None => {
+                if !store.note_versions(&draft.appointment_id)?.is_empty() {
+                    return Err(CoreError::InvalidInput(
+                        "the note is signed: amend it to change it".into(),
+                    ));
+                }
+                let record = self.visit_record(ready, &draft.appointment_id)?;
+                (self.template_for(ready, &record).0, None)
+            }
+        };
+        let body = NoteBody {
+            draft: draft.clone(),
+            template,
+            amends,
+        };
+        let text = serde_json::to_string(&body).map_err(|e| json_error("note draft", &e))?;
+        let revision = i64::try_from(draft.revision)
+            .map_err(|_| CoreError::InvalidInput("the draft's revision is out of range".into()))?;
+        let saved = store.save_note_draft(&draft.appointment_id, revision, &text)?;
+        Ok(NoteSaved {
+            saved_at: saved.saved_at,
+            revision: u64::try_from(saved.revision).unwrap_or_default(),
+        })
+    }
+
+    /// Starts an amendment: a draft from the signed note's text, signed as the next version.
+    pub fn note_amend(&self, request: &AmendNoteRequest) -> Result<NoteView, CoreError> {
+        let (ready, store) = self.note_desk()?;
+        let record = self.visit_record(ready, &request.appointment_id)?;
+        let versions = store.note_versions(&request.appointment_id)?;
+        let last = versions.last().ok_or_else(|| {
+            CoreError::InvalidInput("the note is not signed yet: there is nothing to amend".into())
+        })?;
+        if store.note_draft(&request.appointment_id)?.is_none() {
+            let mut body: NoteBody =
+                serde_json::from_str(&last.body).map_err(|e| json_error("signed note", &e))?;
+            body.amends = Some(last.version);
+            body.draft.revision = 0;
+            let text = serde_json::to_string(&body).map_err(|e| json_error("note draft", &e))?;
+            store.save_note_draft(&request.appointment_id, 0, &text)?;
+        }
+        self.note_view(ready, &store, &record)
+    }
+
+    /// Signs the note (or its amendment). Refused without the author's attestation. The
+    /// DocumentReference, for the first version the finished Encounter, one ChargeItem per
+    /// service line and the charge for billing, and for an amendment the earlier version
+    /// marked superseded, are queued with the signed version in one durable transaction,
+    /// each write under a key derived from the visit and version: signing again, or after a
+    /// crash, makes nothing twice. Works offline; the sync engine sends them.
+    pub fn note_sign(&self, request: &SignNoteRequest) -> Result<NoteView, CoreError> {
+        let (ready, store) = self.note_desk()?;
+        if !request.attest {
+            return Err(CoreError::InvalidInput(
+                "signing needs your attestation that the note is accurate and complete".into(),
+            ));
+        }
+        let mut draft = request.draft.clone();
+        let record = self.visit_record(ready, &draft.appointment_id)?;
+        let appointment_id = record.visit.appointment_id.clone();
+        let versions = store.note_versions(&appointment_id)?;
+        let stored = store.note_draft(&appointment_id)?;
+        let amends = match &stored {
+            Some(d) => {
+                serde_json::from_str::<NoteBody>(&d.body)
+                    .map_err(|e| json_error("note draft", &e))?
+                    .amends
+            }
+            None => None,
+        };
+        if let (Some(last), None) = (versions.last(), amends) {
+            // Signed already: the same text again is the same signature (a second click).
+            let body: NoteBody =
+                serde_json::from_str(&last.body).map_err(|e| json_error("signed note", &e))?;
+            if body.draft.sections == draft.sections && body.draft.diagnoses == draft.diagnoses {
+                return self.note_view(ready, &store, &record);
+            }
+            return Err(CoreError::InvalidInput(
+                "the note is signed: amend it to change it".into(),
+            ));
+        }
+        let (modifiers, place) =
+            billing::visit_billing(record.visit.modality, draft.patient_at_home);
+        billing::check_note(&mut draft, &modifiers)?;
+        if note::render_text(&draft).trim().is_empty() {
+            return Err(CoreError::InvalidInput("the note is empty".into()));
+        }
+        let version = u32::try_from(versions.len() + 1).unwrap_or(u32::MAX);
+        let author = self.author(ready);
+        let signed_at = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let doc_key = document_key(&appointment_id, version);
+        let mut writes: Vec<(Option<ResourceRow>, OutboxWrite)> = Vec::new();
+        let mut replaces = None;
+        if let Some(prev) = amends.and_then(|v| versions.iter().find(|x| x.version == v)) {
+            let documents = ready
+                .store
+                .for_patient("DocumentReference", &record.visit.patient_id)?;
+            let Some(earlier) = documents
+                .iter()
+                .find(|d| encounter::written_with(d, &prev.write_key))
+            else {
+                return Err(CoreError::InvalidInput(format!(
+                    "version {} of the note has not reached the EHR yet (it is queued): amend it \
+                     once it has, so that the EHR can mark it superseded",
+                    prev.version
+                )));
+            };
+            let mut superseded = earlier.clone();
+            superseded["status"] = Value::String("superseded".into());
+            let key = name_key(&format!(
+                "urn:hearth:visit-note-superseded:Appointment/{appointment_id}/{}",
+                prev.version
+            ));
+            let (row, write) = update_write(&key, superseded)?;
+            writes.push((Some(row), write));
+            replaces = Some((
+                earlier
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                prev.write_key.clone(),
+            ));
+        }
+        let document = note::document_reference(
+            &draft,
+            &record.visit,
+            &author,
+            &signed_at,
+            replaces
+                .as_ref()
+                .map(|(id, key)| (id.as_deref(), key.as_str())),
+        );
+        writes.push((None, create_write(&doc_key, document)?));
+        let mut charge = None;
+        if version == 1 {
+            match &record.encounter {
+                Some(e) if e.get("status").and_then(Value::as_str) != Some("finished") => {
+                    let key = name_key(&format!(
+                        "urn:hearth:visit-note-encounter:Appointment/{appointment_id}"
+                    ));
+                    let finished = note::finished_encounter(Some(e), &record.visit, &author);
+                    let (row, write) = update_write(&key, finished)?;
+                    writes.push((Some(row), write));
+                }
+                Some(_) => {}
+                None => {
+                    let made = note::finished_encounter(None, &record.visit, &author);
+                    writes.push((None, create_write(&record.visit.encounter_key, made)?));
+                }
+            }
+            for (i, line) in draft.lines.iter().enumerate() {
+                let key = name_key(&format!(
+                    "urn:hearth:charge-item:Appointment/{appointment_id}/{i}"
+                ));
+                let item = note::charge_item(
+                    line,
+                    &draft.diagnoses,
+                    place,
+                    &record.visit,
+                    &author,
+                    &signed_at,
+                );
+                writes.push((None, create_write(&key, item)?));
+            }
+            if !draft.lines.is_empty() {
+                let charge_id =
+                    name_key(&format!("urn:hearth:charge:Appointment/{appointment_id}/1"));
+                charge = Some(self.charge_row(
+                    ready,
+                    &record,
+                    &author,
+                    charge_id,
+                    None,
+                    &draft.lines,
+                    &draft.diagnoses,
+                    place,
+                )?);
+            }
+        }
+        let body = NoteBody {
+            draft,
+            template: self.template_for(ready, &record).0,
+            amends,
+        };
+        let version_row = NoteVersionRow {
+            appointment_id: appointment_id.clone(),
+            version,
+            patient_id: record.visit.patient_id.clone(),
+            body: serde_json::to_string(&body).map_err(|e| json_error("signed note", &e))?,
+            signed_at,
+            signed_by: author.display.clone(),
+            write_key: doc_key,
+        };
+        store.sign_note(&Signing {
+            version: &version_row,
+            writes: &writes,
+            charge: charge.as_ref(),
+            actor: &actor_of(ready),
+        })?;
+        if let Some(sync) = self.sync.get() {
+            sync.nudge();
+        }
+        self.note_view(ready, &store, &record)
+    }
+
+    /// A charge row: the DFT^P03 built now (its bytes and control id fixed for every retry),
+    /// or, without a billing interface, kept as not sent.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per kind of charge"
+    )]
+    fn charge_row(
+        &self,
+        ready: &Ready,
+        record: &VisitRecord,
+        author: &Author,
+        charge_id: String,
+        replaces: Option<String>,
+        lines: &[ServiceLine],
+        diagnoses: &[NoteDiagnosis],
+        place: &str,
+    ) -> Result<ChargeRow, CoreError> {
+        let control_id = billing::control_id(&charge_id);
+        let now = self.clock.now();
+        let (message, state) = match &ready.billing {
+            Some(config) => {
+                let practitioner = author
+                    .reference
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("Practitioner/"))
+                    .and_then(|id| ready.store.get("Practitioner", id).ok().flatten());
+                let message = billing::dft_message(&DftContext {
+                    config,
+                    control_id: &control_id,
+                    at: now,
+                    zone: self.zone,
+                    patient: &note::billing_patient(&record.patient)?,
+                    visit: &record.visit,
+                    author,
+                    practitioner: practitioner.as_ref(),
+                    lines,
+                    diagnoses,
+                    place_of_service: place,
+                })?;
+                (message, ChargeRowState::Queued)
+            }
+            None => (String::new(), ChargeRowState::NotSent),
+        };
+        let body = ChargeBody {
+            lines: lines.to_vec(),
+            diagnoses: diagnoses.to_vec(),
+            place_of_service: place.to_string(),
+        };
+        Ok(ChargeRow {
+            charge_id,
+            appointment_id: record.visit.appointment_id.clone(),
+            control_id,
+            body: serde_json::to_string(&body).map_err(|e| json_error("charge", &e))?,
+            message,
+            state,
+            attempts: 0,
+            next_attempt_ms: 0,
+            reason: None,
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            acked_at: None,
+            replaces,
+        })
+    }
+
+    /// A charge billing refused, corrected: sent again as a new message (a new control id);
+    /// the refused one is kept, marked corrected.
+    pub fn charge_correct(&self, request: &CorrectChargeRequest) -> Result<NoteView, CoreError> {
+        let (ready, store) = self.note_desk()?;
+        let record = self.visit_record(ready, &request.appointment_id)?;
+        let old = store
+            .charge(&request.charge_id)?
+            .filter(|c| c.appointment_id == request.appointment_id)
+            .ok_or_else(|| CoreError::NotFound {
+                what: format!("charge {}", request.charge_id),
+            })?;
+        if old.state != ChargeRowState::Refused {
+            return Err(CoreError::InvalidInput(
+                "only a charge billing refused can be corrected".into(),
+            ));
+        }
+        let body: ChargeBody =
+            serde_json::from_str(&old.body).map_err(|e| json_error("charge", &e))?;
+        let patient_at_home = body.place_of_service != "02";
+        let (modifiers, place) = billing::visit_billing(record.visit.modality, patient_at_home);
+        let mut draft = NoteDraft {
+            appointment_id: request.appointment_id.clone(),
+            diagnoses: request.diagnoses.clone(),
+            lines: request.lines.clone(),
+            patient_at_home,
+            ..NoteDraft::default()
+        };
+        billing::check_note(&mut draft, &modifiers)?;
+        if draft.lines.is_empty() {
+            return Err(CoreError::InvalidInput(
+                "a charge needs at least one service".into(),
+            ));
+        }
+        let author = self.author(ready);
+        let charge_id = name_key(&format!("urn:hearth:charge-correction:{}", old.charge_id));
+        let corrected = self.charge_row(
+            ready,
+            &record,
+            &author,
+            charge_id,
+            Some(old.charge_id.clone()),
+            &draft.lines,
+            &draft.diagnoses,
+            place,
+        )?;
+        store.correct_charge(&corrected, &actor_of(ready))?;
+        if let Some(sync) = self.sync.get() {
+            sync.nudge();
+        }
+        self.note_view(ready, &store, &record)
+    }
+
+    /// Searches the diagnosis (ICD-10-CM) or service code tables.
+    pub fn code_search(&self, request: &CodeSearchRequest) -> Result<Vec<CodeOption>, CoreError> {
+        let ready = self.open_for_phi()?;
+        let limit = request.limit.clamp(1, 100) as usize;
+        ready.codes.search(request.kind, &request.query, limit)
+    }
+
+    /// Signed notes of this patient not yet in the EHR's chart (the chart shows them at once).
+    pub(super) fn waiting_notes(
+        &self,
+        ready: &Ready,
+        patient_id: &str,
+    ) -> Result<Vec<NoteRow>, CoreError> {
+        let Some(ehr) = &ready.ehr else {
+            return Ok(Vec::new());
+        };
+        let mut rows = Vec::new();
+        let versions = ehr.store.patient_note_versions(patient_id)?;
+        for v in &versions {
+            // A later version of the same note replaces this one.
+            if versions
+                .iter()
+                .any(|o| o.appointment_id == v.appointment_id && o.version > v.version)
+            {
+                continue;
+            }
+            let sent = ehr
+                .store
+                .outbox_entry_by_key(&v.write_key)?
+                .is_some_and(|e| e.state == OutboxState::Sent);
+            if sent {
+                continue;
+            }
+            let body: NoteBody =
+                serde_json::from_str(&v.body).map_err(|e| json_error("signed note", &e))?;
+            rows.push(NoteRow {
+                date: v.signed_at.clone(),
+                title: "Progress note".into(),
+                author: Some(v.signed_by.clone()),
+                text: Some(note::render_text(&body.draft)),
+                status: "signed, waiting to reach the EHR".into(),
+                document_id: None,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// Where a signed version is: in the EHR's chart (its DocumentReference stored here, made
+/// by this write), refused by the EHR, or queued.
+fn delivery(store: &Store, documents: &[Value], key: &str) -> Result<NoteDelivery, CoreError> {
+    if let Some(doc) = documents.iter().find(|d| encounter::written_with(d, key)) {
+        return Ok(NoteDelivery::InChart {
+            document_id: doc
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+    Ok(match store.outbox_entry_by_key(key)? {
+        Some(e) if e.state == OutboxState::Failed => NoteDelivery::Refused {
+            reason: e
+                .last_error
+                .unwrap_or_else(|| "the EHR refused the note".into()),
+        },
+        _ => NoteDelivery::Queued,
+    })
+}
+
+fn charge_view(c: ChargeRow) -> Result<ChargeView, CoreError> {
+    let body: ChargeBody = serde_json::from_str(&c.body).map_err(|e| json_error("charge", &e))?;
+    Ok(ChargeView {
+        charge_id: c.charge_id,
+        control_id: c.control_id,
+        lines: body.lines,
+        diagnoses: body.diagnoses,
+        place_of_service: body.place_of_service,
+        state: match c.state {
+            ChargeRowState::Queued => ChargeState::Queued,
+            ChargeRowState::Accepted => ChargeState::Accepted,
+            ChargeRowState::Refused => ChargeState::Refused,
+            ChargeRowState::Corrected => ChargeState::Corrected,
+            ChargeRowState::NotSent => ChargeState::NotSent,
+        },
+        reason: c.reason,
+        attempts: c.attempts,
+        acknowledged_at: c.acked_at,
+    })
+}
+
+/// A vital sign's value as a clinician reads it: whole numbers whole, else one decimal.
+fn round(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
