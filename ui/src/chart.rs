@@ -1,9 +1,9 @@
 //! The chart region: banner, problems, medications, allergies, vital-sign trends, labs with
-//! reference ranges, and encounters.
+//! reference ranges, encounters, and the clinical notes.
 
 use crate::schedule::modality_label;
 use crate::{error_notice, Load};
-use hearth_ipc::{Chart, LabFlag, LabResult, VitalPoint, VitalSeries};
+use hearth_ipc::{Chart, LabFlag, LabResult, NoteRow, VitalPoint, VitalSeries};
 use yew::prelude::*;
 
 #[derive(Properties, PartialEq)]
@@ -114,6 +114,73 @@ fn chart(c: &Chart) -> Html {
                     }) }</tbody>
                 </table>
             </section>
+            <section class="card" aria-labelledby="notes-h">
+                <h3 id="notes-h">{ "Notes" }</h3>
+                if c.notes.is_empty() {
+                    <p class="muted" id="chart-notes-none">{ "No notes." }</p>
+                } else {
+                    <ul id="chart-notes" class="chart-notes">
+                        { for c.notes.iter().enumerate().map(|(i, n)| note_row(i, n)) }
+                    </ul>
+                }
+            </section>
+        </>
+    }
+}
+
+/// One note of the chart: when, what, who, where it stands, and its text as written.
+fn note_row(index: usize, n: &NoteRow) -> Html {
+    // A date, or the date of an RFC 3339 instant.
+    let date = n.date.split('T').next().unwrap_or(&n.date).to_string();
+    html! {
+        <li class="chart-note" data-document-id={n.document_id.clone()}>
+            <div class="chart-note-head">
+                <span class="chart-note-date">{ date }</span>
+                <strong class="chart-note-title">{ format!(" {}", n.title) }</strong>
+                if let Some(author) = &n.author {
+                    <span class="muted">{ format!(" · {author}") }</span>
+                }
+                <span class="badge note-status">{ &n.status }</span>
+            </div>
+            if let Some(text) = &n.text {
+                <NoteText id={format!("chart-note-text-{index}")} text={text.clone()} />
+            } else {
+                <p class="muted small">{ "No readable text in this note." }</p>
+            }
+        </li>
+    }
+}
+
+/// Longer than this (characters or lines), a note's text shows its start until expanded.
+const LONG_NOTE_CHARS: usize = 600;
+const LONG_NOTE_LINES: usize = 10;
+
+#[derive(Properties, PartialEq)]
+struct NoteTextProps {
+    id: AttrValue,
+    text: AttrValue,
+}
+
+/// A note's text with its line breaks; a long one is collapsed behind "Show all".
+#[function_component(NoteText)]
+fn note_text(props: &NoteTextProps) -> Html {
+    let expanded = use_state(|| false);
+    let long = props.text.chars().count() > LONG_NOTE_CHARS
+        || props.text.lines().count() > LONG_NOTE_LINES;
+    let toggle = {
+        let expanded = expanded.clone();
+        Callback::from(move |_: MouseEvent| expanded.set(!*expanded))
+    };
+    let collapsed = long && !*expanded;
+    html! {
+        <>
+            <div id={props.id.clone()} class={classes!("note-text", collapsed.then_some("collapsed"))}>{ props.text.clone() }</div>
+            if long {
+                <button type="button" class="note-toggle" aria-expanded={(*expanded).to_string()}
+                    aria-controls={props.id.clone()} onclick={toggle}>
+                    { if *expanded { "Show less" } else { "Show all" } }
+                </button>
+            }
         </>
     }
 }

@@ -6,6 +6,7 @@ mod bridge;
 mod call;
 mod chart;
 mod keyboard;
+mod note;
 mod schedule;
 mod signon;
 mod sync;
@@ -217,7 +218,7 @@ fn app() -> Html {
                     <chart::ChartView chart={(*chart).clone()} />
                 </section>
                 <section id="region-visit" class="region visit" tabindex="-1" aria-labelledby="visit-heading" aria-keyshortcuts="Alt+3">
-                    <visit::VisitPane appointment={(*selected).clone()} />
+                    <visit::VisitPane appointment={(*selected).clone()} generation={sync_generation} />
                 </section>
             </div>
         </div>

@@ -1,5 +1,5 @@
 //! The visit region: the selected visit's details. Video for virtual visits runs in this
-//! pane once the visit service is connected.
+//! pane once the visit service is connected; the visit note is below.
 
 use crate::schedule::{modality_label, status_label};
 use crate::{bridge, error_notice};
@@ -16,6 +16,8 @@ use yew::prelude::*;
 #[derive(Properties, PartialEq)]
 pub struct VisitProps {
     pub appointment: Option<AppointmentRow>,
+    /// Changes when what the core holds may have changed (the note is read again).
+    pub generation: u64,
 }
 
 #[function_component(VisitPane)]
@@ -54,6 +56,7 @@ pub fn visit_pane(props: &VisitProps) -> Html {
                 if a.modality == Modality::Virtual {
                     <RoomView appointment_id={a.appointment_id.clone()} />
                 }
+                <crate::note::NotePane appointment_id={a.appointment_id.clone()} generation={props.generation} />
                 </>
             }
         }
