@@ -4,6 +4,10 @@
 
 use hearth_core::{CoreError, Workstation};
 use hearth_ipc::{
+    AmendNoteRequest, CodeOption, CodeSearchRequest, CorrectChargeRequest, NoteRequest, NoteSaved,
+    NoteView, SaveNoteRequest, SignNoteRequest,
+};
+use hearth_ipc::{
     AppStatus, CallAdmitRequest, CallChatRequest, CallDevices, CallFrameAck, CallFramesRequest,
     CallStartRequest, CallToggleRequest, CallView, Chart, ChartRequest, IpcError,
     ResolveConflictRequest, ScheduleDay, ScheduleRequest, SettleFailedWriteRequest, SyncPanel,
@@ -220,4 +224,52 @@ pub async fn watch_call_frames(
 /// A core error as the UI receives it: the stable code and the message.
 fn ipc(e: CoreError) -> IpcError {
     IpcError::new(e.code(), e.to_string())
+}
+
+#[tauri::command]
+pub async fn note_open(
+    workstation: State<'_, Workstation>,
+    request: NoteRequest,
+) -> Result<NoteView, IpcError> {
+    workstation.note_open(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn note_save(
+    workstation: State<'_, Workstation>,
+    request: SaveNoteRequest,
+) -> Result<NoteSaved, IpcError> {
+    workstation.note_save(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn note_sign(
+    workstation: State<'_, Workstation>,
+    request: SignNoteRequest,
+) -> Result<NoteView, IpcError> {
+    workstation.note_sign(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn note_amend(
+    workstation: State<'_, Workstation>,
+    request: AmendNoteRequest,
+) -> Result<NoteView, IpcError> {
+    workstation.note_amend(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn charge_correct(
+    workstation: State<'_, Workstation>,
+    request: CorrectChargeRequest,
+) -> Result<NoteView, IpcError> {
+    workstation.charge_correct(&request).map_err(ipc)
+}
+
+#[tauri::command]
+pub async fn code_search(
+    workstation: State<'_, Workstation>,
+    request: CodeSearchRequest,
+) -> Result<Vec<CodeOption>, IpcError> {
+    workstation.code_search(&request).map_err(ipc)
 }

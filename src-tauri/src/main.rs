@@ -52,6 +52,12 @@ fn main() -> ExitCode {
             commands::call_end,
             commands::watch_call,
             commands::watch_call_frames,
+            commands::note_open,
+            commands::note_save,
+            commands::note_sign,
+            commands::note_amend,
+            commands::charge_correct,
+            commands::code_search,
         ])
         .setup(move |app| {
             let data_dir = match options.data_dir.clone() {
