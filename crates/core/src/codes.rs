@@ -560,7 +560,7 @@ impl Table {
         lists
     }
 
-    /// The first `limit` entries (in rank order, none of `exclude`, which is short) whose
+    /// The first `limit` entries (in rank order, none of `exclude`, which is ascending) whose
     /// description has every token inside one of its words. The token with the fewest
     /// candidate entries (by the vocabulary) chooses them; the others are checked on the text.
     fn word_hits(&self, tokens: &[&str], limit: usize, exclude: &[u32]) -> Vec<u32> {
@@ -582,7 +582,8 @@ impl Table {
                 let i = (block * 64) as u32 + bits.trailing_zeros();
                 bits &= bits - 1;
                 let text = &self.folded[i as usize];
-                if !exclude.contains(&i) && tokens.iter().all(|t| *t == chosen || text.contains(t))
+                if exclude.binary_search(&i).is_err()
+                    && tokens.iter().all(|t| *t == chosen || text.contains(t))
                 {
                     hits.push(i);
                     if hits.len() == limit {
