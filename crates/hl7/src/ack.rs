@@ -85,10 +85,14 @@ pub fn parse_ack(text: &str) -> Result<Ack, Hl7Error> {
 pub fn ack_of(msg: &Message) -> Result<Ack, Hl7Error> {
     let kind = msg.at("MSH-9-1").unwrap_or_default();
     if kind != "ACK" {
+        // The code is named only when it looks like one (a reply is not trusted to hold
+        // no patient data).
         return Err(Hl7Error::NotAck(if kind.is_empty() {
             "MSH-9 is empty".to_string()
-        } else {
+        } else if kind.len() == 3 && kind.bytes().all(|c| c.is_ascii_uppercase()) {
             format!("MSH-9 is {kind}, not ACK")
+        } else {
+            "MSH-9 is not ACK".to_string()
         }));
     }
     let msa = msg
