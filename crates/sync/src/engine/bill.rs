@@ -93,7 +93,8 @@ impl Engine {
                     }
                 }
             }
-            self.handle.status_changed();
+            // The note's view shows the charge's state: it reloads on a records bump.
+            self.handle.records_changed();
         }
         Ok(())
     }

@@ -314,7 +314,20 @@ impl Engine {
     /// One round: the initial sync if not done yet, then push, then pull. The state the top
     /// bar shows is updated either way.
     pub async fn round(&self) -> Result<Round> {
-        let result = self.round_inner().await;
+        // Billing beside the EHR's stages: an EHR that cannot be reached stops those, a
+        // billing system that cannot be reached (or answers slowly) stops only billing, and
+        // neither delays the other's writes.
+        let mut billing = Round::default();
+        let (result, billed) = tokio::join!(self.round_inner(), self.bill(&mut billing));
+        let result = match (result, billed) {
+            (Ok(mut r), Ok(())) => {
+                r.billed = billing.billed;
+                r.billing_refused = billing.billing_refused;
+                r.billing_retries = billing.billing_retries;
+                Ok(r)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
         let mut st = self.handle.state();
         match &result {
             Ok(_) => {
@@ -343,9 +356,6 @@ impl Engine {
 
     async fn round_inner(&self) -> Result<Round> {
         let mut round = Round::default();
-        // Billing first: an EHR that cannot be reached stops the stages after it, and a
-        // billing system that cannot be reached stops only this one.
-        self.bill(&mut round).await?;
         if self.store().cursor(CURSOR_INITIAL)?.is_none() {
             self.initial_sync(&mut round).await?;
         }
