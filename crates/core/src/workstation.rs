@@ -54,6 +54,10 @@ struct Ready {
     codes: crate::billing::CodeTables,
     /// `[billing]`: the MLLP interface charges go to.
     billing: Option<crate::config::BillingConfig>,
+    /// Demo mode: the notes written on the demo clinic, in an encrypted store of their own
+    /// (a random key held in memory only) in a temporary folder removed at exit. Made on the
+    /// first note opened.
+    demo_notes: OnceLock<Result<(tempfile::TempDir, Arc<hearth_store::Store>), CoreError>>,
 }
 
 /// Writes the audit entries of views on a thread of its own: a view never waits for the
@@ -277,6 +281,7 @@ impl Workstation {
                 notes: Default::default(),
                 codes: crate::billing::CodeTables::new(&Default::default()),
                 billing: None,
+                demo_notes: OnceLock::new(),
             }),
             sync: OnceLock::new(),
         }
@@ -665,6 +670,7 @@ impl Ready {
                 notes: config.notes.clone(),
                 codes: crate::billing::CodeTables::new(&config.notes),
                 billing: config.billing.clone(),
+                demo_notes: OnceLock::new(),
             });
         }
         let store: Arc<dyn ClinicalStore> = Arc::new(MemoryStore::new());
@@ -697,6 +703,7 @@ impl Ready {
             notes: config.notes.clone(),
             codes: crate::billing::CodeTables::new(&config.notes),
             billing: None,
+            demo_notes: OnceLock::new(),
         })
     }
 }

@@ -49,13 +49,29 @@ fn json_error(what: &str, e: &serde_json::Error) -> CoreError {
 }
 
 impl Workstation {
-    /// The EHR-mode pieces the note needs; demo mode keeps no notes.
+    /// The store the notes are kept in: the encrypted profile store with an EHR; in demo
+    /// mode a throwaway encrypted store (nothing is sent anywhere).
     fn note_desk(&self) -> Result<(&Ready, Arc<Store>), CoreError> {
         let ready = self.open_for_phi()?;
-        let ehr = ready.ehr.as_ref().ok_or_else(|| {
-            CoreError::Unavailable("visit notes (demo mode has no EHR to sign them into)".into())
-        })?;
-        Ok((ready, ehr.store.clone()))
+        if let Some(ehr) = &ready.ehr {
+            return Ok((ready, ehr.store.clone()));
+        }
+        let (_, store) = ready
+            .demo_notes
+            .get_or_init(|| {
+                let dir = tempfile::Builder::new()
+                    .prefix("hearth-demo-notes-")
+                    .tempdir()
+                    .map_err(|e| {
+                        CoreError::Store(format!("cannot make the demo's notes folder: {e}"))
+                    })?;
+                let key = hearth_store::DbKey::generate()?;
+                let store = Store::open(&dir.path().join("notes.db"), &key)?;
+                Ok((dir, Arc::new(store)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        Ok((ready, store.clone()))
     }
 
     fn visit_record(&self, ready: &Ready, appointment_id: &str) -> Result<VisitRecord, CoreError> {
@@ -612,11 +628,15 @@ impl Workstation {
         ready: &Ready,
         patient_id: &str,
     ) -> Result<Vec<NoteRow>, CoreError> {
-        let Some(ehr) = &ready.ehr else {
-            return Ok(Vec::new());
+        let (store, waiting) = match (&ready.ehr, ready.demo_notes.get()) {
+            (Some(ehr), _) => (ehr.store.clone(), "signed, waiting to reach the EHR"),
+            (None, Some(Ok((_, store)))) => {
+                (store.clone(), "signed (demo: kept on this computer only)")
+            }
+            _ => return Ok(Vec::new()),
         };
         let mut rows = Vec::new();
-        let versions = ehr.store.patient_note_versions(patient_id)?;
+        let versions = store.patient_note_versions(patient_id)?;
         for v in &versions {
             // A later version of the same note replaces this one.
             if versions
@@ -625,8 +645,7 @@ impl Workstation {
             {
                 continue;
             }
-            let sent = ehr
-                .store
+            let sent = store
                 .outbox_entry_by_key(&v.write_key)?
                 .is_some_and(|e| e.state == OutboxState::Sent);
             if sent {
@@ -639,7 +658,7 @@ impl Workstation {
                 title: "Progress note".into(),
                 author: Some(v.signed_by.clone()),
                 text: Some(note::render_text(&body.draft)),
-                status: "signed, waiting to reach the EHR".into(),
+                status: waiting.into(),
                 document_id: None,
             });
         }
