@@ -403,3 +403,46 @@ impl CloneErr for Result<()> {
         }
     }
 }
+
+/// Demo mode (no EHR, no billing): a note is written and signed on a demo visit, shows in the
+/// chart as kept on this computer, and its charge is kept, not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_mode_signs_a_note_kept_on_this_computer() -> Result<()> {
+    let app = Desktop::launch("note-demo").await?;
+    let outcome = async {
+        app.open_a_virtual_visit().await?;
+        wait_until(WAIT, "the note's draft", || async {
+            let Some(pane) = app.client.find_optional(Locator::Css("#note-pane")).await? else {
+                return Ok(None);
+            };
+            Ok((pane.attr("data-state").await?.as_deref() == Some("draft")).then_some(()))
+        })
+        .await?;
+        app.type_text("#note-assessment", "Demo: seasonal allergies.")
+            .await?;
+        pick(&app, "note-dx", "J06.9").await?;
+        pick(&app, "note-svc", "98005").await?;
+        app.click_in_view("#note-attest").await?;
+        app.click_in_view("#note-sign").await?;
+        wait_until(WAIT, "the note signed", || async {
+            let pane = app.client.find(Locator::Css("#note-pane")).await?;
+            Ok((pane.attr("data-state").await?.as_deref() == Some("signed")).then_some(()))
+        })
+        .await?;
+        wait_until(WAIT, "the charge kept, not sent", || async {
+            app.client
+                .find_optional(Locator::Css(
+                    "#note-charges li.charge[data-state='not_sent']",
+                ))
+                .await
+        })
+        .await?;
+        app.text_when("#chart-notes .chart-note", "the note in the chart", |t| {
+            t.contains("kept on this computer only")
+        })
+        .await?;
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}

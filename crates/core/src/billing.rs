@@ -283,7 +283,13 @@ impl CodeTables {
         Self {
             diagnoses: std::sync::OnceLock::new(),
             services: std::sync::OnceLock::new(),
-            diagnosis_file: config.diagnosis_codes_file.clone(),
+            // IT's table, else the one `scripts/codes` made for this checkout (demo, tests),
+            // else the built-in short list.
+            diagnosis_file: config.diagnosis_codes_file.clone().or_else(|| {
+                std::env::var_os("HEARTH_ICD10CM_FILE")
+                    .map(std::path::PathBuf::from)
+                    .filter(|p| p.is_file())
+            }),
             service_file: config.service_descriptions_file.clone(),
         }
     }
@@ -314,6 +320,26 @@ impl CodeTables {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// With a full ICD-10-CM table, each diagnosis must be one of its billable codes (a
+    /// header such as `E11`, or a code that does not exist, is refused, naming it); a missing
+    /// description is taken from the table. The built-in short list checks nothing more than
+    /// the code's shape.
+    pub fn check_diagnoses(&self, diagnoses: &mut [NoteDiagnosis]) -> Result<(), CoreError> {
+        if self.diagnosis_file.is_none() {
+            return Ok(());
+        }
+        let table = self.diagnoses()?;
+        for d in diagnoses {
+            let entry = table.get(&d.code).ok_or_else(|| {
+                CoreError::InvalidInput(format!("{:?} is not a billable ICD-10-CM code", d.code))
+            })?;
+            if d.description.is_none() {
+                d.description = entry.description.clone();
+            }
+        }
+        Ok(())
     }
 
     pub fn search(

@@ -32,6 +32,9 @@ pub struct Workstation {
     zone: Zone,
     state: Result<Ready, CoreError>,
     sync: OnceLock<Arc<dyn SyncLink>>,
+    /// Bumped when a note is signed, amended or a charge corrected here: the views reload
+    /// (the chart's notes), in demo mode too, where no sync engine tells them.
+    notes_pulse: tokio::sync::watch::Sender<u64>,
 }
 
 struct Ready {
@@ -120,6 +123,7 @@ impl Workstation {
             zone,
             state,
             sync: OnceLock::new(),
+            notes_pulse: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -284,6 +288,7 @@ impl Workstation {
                 demo_notes: OnceLock::new(),
             }),
             sync: OnceLock::new(),
+            notes_pulse: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -367,7 +372,9 @@ impl Workstation {
             .ok()
             .and_then(|r| r.visits.as_ref())
             .map_or(0, |desk| *desk.subscribe().borrow());
-        records.wrapping_add(rooms)
+        records
+            .wrapping_add(rooms)
+            .wrapping_add(*self.notes_pulse.borrow())
     }
 
     /// Records that the user saw `entity` (`view-chart` of `Patient/<id>`, `view-schedule`

@@ -425,9 +425,15 @@ impl Store {
     }
 
     /// A refused charge, corrected: `corrected` (a new message, a new control id) is queued
-    /// and the refused one marked `corrected`, in one durable transaction, with its audit
-    /// entry. Refused unless the charge it replaces is `refused`.
-    pub fn correct_charge(&self, corrected: &ChargeRow, actor: &str) -> Result<()> {
+    /// and the refused one marked `corrected`, with `writes` (the EHR's ChargeItems made to
+    /// agree), in one durable transaction, with its audit entry. Refused unless the charge it
+    /// replaces is `refused`.
+    pub fn correct_charge(
+        &self,
+        corrected: &ChargeRow,
+        writes: &[(Option<ResourceRow>, OutboxWrite)],
+        actor: &str,
+    ) -> Result<()> {
         self.durably(|tx| {
             let old = corrected.replaces.as_deref().ok_or_else(|| {
                 StoreError::InvalidCharge("a correction names the charge it replaces".into())
@@ -442,6 +448,9 @@ impl Store {
                 )));
             }
             insert_charge(tx, corrected)?;
+            for (local, write) in writes {
+                queue_in(tx, &self.audit_key, local.as_ref(), write, actor)?;
+            }
             append_audit(
                 tx,
                 &self.audit_key,

@@ -29,6 +29,7 @@ pub struct StatusFeed {
     /// The access token's renewals (a session whose token ran out is healthy again).
     renewals: Option<watch::Receiver<u64>>,
     rooms: Option<watch::Receiver<u64>>,
+    notes: watch::Receiver<u64>,
     last: Option<AppStatus>,
 }
 
@@ -126,6 +127,7 @@ impl Workstation {
             session: self.session_pulse(),
             renewals: self.signon().map(|s| s.renewals()),
             rooms: self.rooms_pulse(),
+            notes: self.notes_pulse.subscribe(),
             last: None,
         })
     }
@@ -141,6 +143,7 @@ impl Workstation {
             seen(&mut feed.session);
             seen(&mut feed.renewals);
             seen(&mut feed.rooms);
+            feed.notes.borrow_and_update();
             let status = self.status().ok()?;
             if feed.last.as_ref() != Some(&status) {
                 feed.last = Some(status.clone());
@@ -152,6 +155,7 @@ impl Workstation {
                 () = changed(&mut feed.session) => {}
                 () = changed(&mut feed.renewals) => {}
                 () = changed(&mut feed.rooms) => {}
+                _ = feed.notes.changed() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }

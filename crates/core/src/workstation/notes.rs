@@ -375,6 +375,7 @@ impl Workstation {
         let (modifiers, place) =
             billing::visit_billing(record.visit.modality, draft.patient_at_home);
         billing::check_note(&mut draft, &modifiers)?;
+        ready.codes.check_diagnoses(&mut draft.diagnoses)?;
         if note::render_text(&draft).trim().is_empty() {
             return Err(CoreError::InvalidInput("the note is empty".into()));
         }
@@ -445,9 +446,7 @@ impl Workstation {
                 }
             }
             for (i, line) in draft.lines.iter().enumerate() {
-                let key = name_key(&format!(
-                    "urn:hearth:charge-item:Appointment/{appointment_id}/{i}"
-                ));
+                let key = first_item_key(&appointment_id, i);
                 let item = note::charge_item(
                     line,
                     &draft.diagnoses,
@@ -496,6 +495,7 @@ impl Workstation {
         if let Some(sync) = self.sync.get() {
             sync.nudge();
         }
+        self.notes_pulse.send_modify(|n| *n += 1);
         self.note_view(ready, &store, &record)
     }
 
@@ -591,6 +591,7 @@ impl Workstation {
             ..NoteDraft::default()
         };
         billing::check_note(&mut draft, &modifiers)?;
+        ready.codes.check_diagnoses(&mut draft.diagnoses)?;
         if draft.lines.is_empty() {
             return Err(CoreError::InvalidInput(
                 "a charge needs at least one service".into(),
@@ -598,6 +599,46 @@ impl Workstation {
         }
         let author = self.author(ready);
         let charge_id = name_key(&format!("urn:hearth:charge-correction:{}", old.charge_id));
+        // The EHR's ChargeItems follow billing: those of the refused charge become
+        // entered-in-error (R4 ChargeItemStatus: "the charge item has been entered in error
+        // and should not be processed for billing"), the corrected lines new ones.
+        let items = ready
+            .store
+            .for_patient("ChargeItem", &record.visit.patient_id)?;
+        let mut writes: Vec<(Option<ResourceRow>, OutboxWrite)> = Vec::new();
+        for i in 0..body.lines.len() {
+            let key = charge_item_key(&request.appointment_id, &old, i);
+            let Some(item) = items.iter().find(|x| encounter::written_with(x, &key)) else {
+                return Err(CoreError::InvalidInput(
+                    "the EHR has not received this charge's items yet: correct it once the \
+                     visit's records are sent"
+                        .into(),
+                ));
+            };
+            let mut voided = item.clone();
+            voided["status"] = Value::String("entered-in-error".into());
+            let (row, write) = update_write(
+                &name_key(&format!("urn:hearth:charge-item-void:{key}")),
+                voided,
+            )?;
+            writes.push((Some(row), write));
+        }
+        let signed_at = self
+            .clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for (i, line) in draft.lines.iter().enumerate() {
+            let key = name_key(&format!("urn:hearth:charge-item:{charge_id}/{i}"));
+            let item = note::charge_item(
+                line,
+                &draft.diagnoses,
+                place,
+                &record.visit,
+                &author,
+                &signed_at,
+            );
+            writes.push((None, create_write(&key, item)?));
+        }
         let corrected = self.charge_row(
             ready,
             &record,
@@ -608,10 +649,11 @@ impl Workstation {
             &draft.diagnoses,
             place,
         )?;
-        store.correct_charge(&corrected, &actor_of(ready))?;
+        store.correct_charge(&corrected, &writes, &actor_of(ready))?;
         if let Some(sync) = self.sync.get() {
             sync.nudge();
         }
+        self.notes_pulse.send_modify(|n| *n += 1);
         self.note_view(ready, &store, &record)
     }
 
@@ -663,6 +705,21 @@ impl Workstation {
             });
         }
         Ok(rows)
+    }
+}
+
+/// The idempotency key of the ChargeItem of line `i` of the visit's first charge.
+fn first_item_key(appointment_id: &str, i: usize) -> String {
+    name_key(&format!(
+        "urn:hearth:charge-item:Appointment/{appointment_id}/{i}"
+    ))
+}
+
+/// The key of the ChargeItem of line `i` of `charge` (the first charge's, or a correction's).
+fn charge_item_key(appointment_id: &str, charge: &ChargeRow, i: usize) -> String {
+    match &charge.replaces {
+        None => first_item_key(appointment_id, i),
+        Some(_) => name_key(&format!("urn:hearth:charge-item:{}/{i}", charge.charge_id)),
     }
 }
 
