@@ -359,6 +359,25 @@ impl MachineConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(b) = &self.billing {
+            let port = b
+                .mllp_address
+                .rsplit_once(':')
+                .and_then(|(host, port)| (!host.is_empty()).then_some(port))
+                .and_then(|p| p.parse::<u16>().ok());
+            if port.is_none_or(|p| p == 0) {
+                return Err(format!(
+                    "key `billing.mllp_address` must be host:port, not {:?}",
+                    b.mllp_address
+                ));
+            }
+            if !matches!(b.processing_id.as_str(), "P" | "T") {
+                return Err("key `billing.processing_id` must be \"P\" or \"T\"".into());
+            }
+            if b.connect_timeout_seconds == 0 || b.ack_timeout_seconds == 0 {
+                return Err("keys `billing.*_timeout_seconds` must be at least 1".into());
+            }
+        }
         if let Some(name) = &self.clinic.time_zone {
             if Zone::named(name).is_none() {
                 return Err(format!(
@@ -560,10 +579,70 @@ mod tests {
     }
 
     #[test]
+    fn notes_and_billing_are_read_and_checked_and_a_user_may_not_change_billing() {
+        let ehr = "[ehr]\nfhir_base_url = \"http://127.0.0.1:8080/fhir\"\n";
+        let billing = "[billing]\nmllp_address = \"127.0.0.1:2575\"\nsending_facility = \"C\"\n";
+        let notes = "[notes.templates.virtual]\nobjective = \"Video visit.\"\n";
+        let cfg = MachineConfig::parse(&format!("{ehr}{billing}{notes}")).unwrap();
+        let b = cfg.billing.clone().unwrap();
+        assert_eq!((b.processing_id.as_str(), b.ack_timeout_seconds), ("P", 30));
+        assert_eq!(cfg.notes.templates["virtual"].objective, "Video visit.");
+        for bad in [
+            "[billing]\nmllp_address = \"billing\"\n",
+            "[billing]\nmllp_address = \":2575\"\n",
+            "[billing]\nmllp_address = \"h:2575\"\nprocessing_id = \"D\"\n",
+            "[billing]\nmllp_address = \"h:2575\"\nfoo = 1\n",
+        ] {
+            assert!(
+                MachineConfig::parse(&format!("{ehr}{bad}")).is_err(),
+                "{bad}"
+            );
+        }
+        // A user's file: the machine's billing, or none with no EHR; not another, not dropped.
+        let machine = cfg;
+        let moved = MachineConfig::parse(&format!(
+            "{ehr}[billing]\nmllp_address = \"10.0.0.9:2575\"\n"
+        ))
+        .unwrap();
+        assert!(!moved.weakenings(&machine).is_empty());
+        let dropped = MachineConfig::parse(ehr).unwrap();
+        assert!(!dropped.weakenings(&machine).is_empty());
+        assert!(MachineConfig::parse("")
+            .unwrap()
+            .weakenings(&machine)
+            .is_empty());
+        assert!(machine.weakenings(&machine).is_empty());
+    }
+
+    #[test]
     fn the_example_configuration_parses() {
         let text = include_str!("../../../installers/config.example.toml");
         let cfg = MachineConfig::parse(text).unwrap();
         assert!(cfg.ehr.is_some() && cfg.identity.is_some());
+        // Its [billing] and [notes] examples, uncommented, are valid keys and values.
+        let mut on = text.to_string();
+        for key in [
+            "[billing]",
+            "mllp_address =",
+            "sending_application =",
+            "sending_facility =",
+            "receiving_application =",
+            "receiving_facility =",
+            "processing_id =",
+            "mrn_authority =",
+            "connect_timeout_seconds =",
+            "ack_timeout_seconds =",
+            "[notes]",
+            "service_descriptions_file =",
+            "diagnosis_codes_file =",
+            "[notes.templates.virtual]",
+            "subjective =",
+            "objective =",
+        ] {
+            on = on.replace(&format!("# {key}"), key);
+        }
+        let cfg = MachineConfig::parse(&on).unwrap();
+        assert!(cfg.billing.is_some() && cfg.notes.templates.contains_key("virtual"));
         let zone = text.replace("# time_zone =", "time_zone =");
         assert_eq!(
             MachineConfig::parse(&zone).unwrap().zone().name(),
