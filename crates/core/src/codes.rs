@@ -1128,9 +1128,8 @@ mod tests {
 
     // The full table that scripts/codes builds from CMS's tabular list.
 
-    /// The table at `$HEARTH_ICD10CM_FILE`, loaded once per test binary, or `None` after
-    /// reporting the skip (stderr and a line in `$HEARTH_SKIP_LOG`, as hearth_testkit's sample
-    /// data does). With `CI` set a missing table fails the test instead.
+    /// The table at `$HEARTH_ICD10CM_FILE`, loaded once per test binary; missing, the test
+    /// fails naming the command that makes it.
     fn full_table(test: &str) -> Option<&'static DiagnosisCodes> {
         static TABLE: OnceLock<Result<DiagnosisCodes, String>> = OnceLock::new();
         let loaded = TABLE.get_or_init(|| {
@@ -1148,25 +1147,9 @@ mod tests {
         });
         match loaded {
             Ok(table) => Some(table),
-            Err(why) if hearth_testkit::sample::ci() => {
-                panic!("{test}: the ICD-10-CM table: {why}. CI is set: a run without it fails")
-            }
-            Err(why) => {
-                let line = format!("SKIP {test}: the ICD-10-CM table: {why}");
-                eprintln!("{line}");
-                if let Some(log) = std::env::var_os("HEARTH_SKIP_LOG") {
-                    use std::io::Write;
-                    if let Ok(mut f) = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(log)
-                    {
-                        // One write per line: tests running in parallel append to the same file.
-                        let _ = f.write_all(format!("{line}\n").as_bytes());
-                    }
-                }
-                None
-            }
+            // The project makes this table itself (scripts/setup runs scripts/codes): it is
+            // not sample data, so its absence fails the test rather than skipping it.
+            Err(why) => panic!("{test}: the ICD-10-CM table: {why}"),
         }
     }
 
