@@ -10,30 +10,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
+#[path = "common/notes.rs"]
+mod note_desk;
 
 use base64::Engine as _;
-use common::{sign_in, Desk};
-use hearth_core::clock::ManualClock;
-use hearth_core::launch::LaunchOptions;
 use hearth_core::Workstation;
 use hearth_ipc::{
     AmendNoteRequest, ChargeState, ChartRequest, CorrectChargeRequest, ErrorCode, Modality,
-    NoteDelivery, NoteDiagnosis, NoteDraft, NoteRequest, NoteSections, NoteState, NoteView,
-    SaveNoteRequest, ServiceCodeSystem, ServiceLine, SignNoteRequest,
+    NoteDelivery, NoteDraft, NoteSections, NoteState, NoteView, SaveNoteRequest, ServiceCodeSystem,
+    SignNoteRequest,
 };
-use hearth_store::Store;
-use hearth_sync::{Engine, Round};
+use hearth_sync::Round;
 use hearth_testkit::billing::{BillingPeer, Received};
 use hearth_testkit::isolated;
 use hearth_testkit::smart::{SmartEhr, USER_FHIR};
-use serde_json::{json, Value};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use note_desk::{
+    billing_to, dx, hearth, open, put_patient, put_visit, round, runtime, service, sign, written,
+    Hearth, ROUND_LIMIT,
+};
+use serde_json::Value;
+use std::time::Instant;
 
 const ISOLATED: &str = "HEARTH_CORE_NOTES_HOME";
-/// How long one sync round may take before the test calls it hung.
-const ROUND_LIMIT: Duration = Duration::from_secs(120);
 const HEARTH_WRITE: &str = "urn:hearth:write";
 const CPT: &str = "http://www.ama-assn.org/go/cpt";
 const HCPCS: &str = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets";
@@ -42,54 +40,7 @@ const POS_EXT: &str = "https://hearth.dev/fhir/StructureDefinition/charge-item-p
 const WAITING: &str = "signed, waiting to reach the EHR";
 
 // ---------------------------------------------------------------------------------------
-// The EHR's data, put at the FHIR server directly.
-
-fn put(ehr: &SmartEhr, path: &str, body: &Value) {
-    let (status, text) = ehr
-        .fhir
-        .as_ref()
-        .unwrap()
-        .request("PUT", path, Some(&body.to_string()))
-        .unwrap();
-    assert!(
-        status == 200 || status == 201,
-        "PUT {path}: {status} {text}"
-    );
-}
-
-/// A patient with an MRN (identifier of type v2-0203 MR) and an official name.
-fn put_patient(ehr: &SmartEhr, id: &str, family: &str, given: &[&str], mrn: &str) {
-    put(
-        ehr,
-        &format!("/fhir/Patient/{id}"),
-        &json!({"resourceType": "Patient", "id": id,
-            "identifier": [
-                {"system": "urn:example:other", "value": format!("X-{mrn}")},
-                {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                      "code": "MR"}]},
-                 "system": "urn:oid:2.16.840.1.113883.19.5", "value": mrn}],
-            "name": [{"use": "official", "family": family, "given": given}],
-            "gender": "female", "birthDate": "1970-06-15"}),
-    );
-}
-
-/// A booked visit from now for half an hour, the signed-in clinician and `patient` on it;
-/// virtual ones typed as such (serviceType v3-ActCode VR).
-fn put_visit(ehr: &SmartEhr, id: &str, patient: &str, virtual_visit: bool) {
-    let now = chrono::Utc::now();
-    let mut appt = json!({"resourceType": "Appointment", "id": id, "status": "booked",
-        "start": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "end": (now + chrono::Duration::minutes(30))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "participant": [
-            {"actor": {"reference": USER_FHIR}, "status": "accepted"},
-            {"actor": {"reference": format!("Patient/{patient}")}, "status": "accepted"}]});
-    if virtual_visit {
-        appt["serviceType"] = json!([{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}]}]);
-    }
-    put(ehr, &format!("/fhir/Appointment/{id}"), &appt);
-}
+// The EHR's data, read at the FHIR server directly (`note_desk` puts it there).
 
 /// Every resource of `ty` at the FHIR server (read there directly, one page).
 fn at_server(ehr: &SmartEhr, ty: &str) -> Vec<Value> {
@@ -163,103 +114,7 @@ fn attachment_text(doc: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hearth.
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Hearth {
-    desk: Desk,
-    /// The workstation's clock (the sync engine's too): moved by hand.
-    clock: Arc<ManualClock>,
-    engine: Engine,
-    store: Arc<Store>,
-}
-
-impl Hearth {
-    fn ws(&self) -> &Workstation {
-        &self.desk.ws
-    }
-}
-
-/// `common::desk_with`, keeping the workstation's clock at hand (billing retries are timed
-/// on it).
-fn desk_and_clock(home: &Path, ehr: &SmartEhr, extra: &str) -> (Desk, Arc<ManualClock>) {
-    std::fs::create_dir_all(home).unwrap();
-    let url_file = home.join("sign-in-url.txt");
-    let config = home.join("config.toml");
-    std::fs::write(
-        &config,
-        ehr.machine_config(
-            &url_file,
-            &format!("[session]\nidle_lock_minutes = 10\n{extra}"),
-        ),
-    )
-    .unwrap();
-    let data_dir = home.join("profile");
-    let options = LaunchOptions {
-        data_dir: Some(data_dir.clone()),
-        config_path: config,
-        ..LaunchOptions::default()
-    };
-    let idle = Arc::new(hearth_auth::ManualClock::starting_at(
-        std::time::SystemTime::now() - Duration::from_secs(3600),
-    ));
-    let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
-    let ws = Arc::new(Workstation::start_with_idle_clock(
-        &options,
-        clock.clone(),
-        idle.clone(),
-    ));
-    let desk = Desk {
-        ws,
-        idle,
-        url_file,
-        data_dir,
-    };
-    (desk, clock)
-}
-
-/// `[billing]` sending to `peer`, timeouts short (loopback).
-fn billing_to(peer: &BillingPeer) -> String {
-    format!(
-        "[billing]\nmllp_address = \"{}\"\nsending_facility = \"HEARTH-CLINIC\"\n\
-         receiving_application = \"BILLING\"\nmrn_authority = \"HOSP\"\n\
-         connect_timeout_seconds = 3\nack_timeout_seconds = 15\n",
-        peer.addr()
-    )
-}
-
-/// Hearth signed in, its sync engine attached and a first round run (the schedule and its
-/// patients' records are in its store).
-async fn hearth(home: &Path, ehr: &SmartEhr, extra: &str) -> Hearth {
-    let (desk, clock) = desk_and_clock(home, ehr, extra);
-    let user = sign_in(&desk).await.unwrap();
-    assert_eq!(user.fhir_user.as_deref(), Some(USER_FHIR));
-    let link = desk.ws.ehr_link().unwrap();
-    let engine = Engine::for_workstation(&link, desk.ws.token_source()).unwrap();
-    desk.ws.attach_sync(Arc::new(engine.handle()));
-    round(&engine).await;
-    Hearth {
-        desk,
-        clock,
-        engine,
-        store: link.store,
-    }
-}
-
-/// One sync round, bounded, that must succeed.
-async fn round(engine: &Engine) -> Round {
-    tokio::time::timeout(ROUND_LIMIT, engine.round())
-        .await
-        .expect("a sync round hung")
-        .expect("a sync round failed")
-}
+// Hearth (signed in and its commands: `note_desk`).
 
 /// Rounds until one changes nothing and sends nothing (at most 8); all of them, in order.
 async fn settle(h: &Hearth) -> Vec<Round> {
@@ -278,63 +133,6 @@ async fn settle(h: &Hearth) -> Vec<Round> {
         }
     }
     panic!("the sync engine did not settle in 8 rounds: {rounds:#?}");
-}
-
-fn open(ws: &Workstation, visit: &str) -> NoteView {
-    ws.note_open(&NoteRequest {
-        appointment_id: visit.into(),
-    })
-    .unwrap()
-}
-
-fn dx(code: &str, description: &str) -> NoteDiagnosis {
-    NoteDiagnosis {
-        code: code.into(),
-        description: Some(description.into()),
-    }
-}
-
-fn service(
-    code: &str,
-    system: ServiceCodeSystem,
-    modifiers: &[&str],
-    units: u32,
-    description: Option<&str>,
-) -> ServiceLine {
-    ServiceLine {
-        code: code.into(),
-        system,
-        description: description.map(str::to_string),
-        modifiers: modifiers.iter().map(|m| (*m).to_string()).collect(),
-        units,
-    }
-}
-
-/// A draft from the view's, with what the clinician wrote.
-fn written(
-    view: &NoteView,
-    sections: NoteSections,
-    diagnoses: Vec<NoteDiagnosis>,
-    lines: Vec<ServiceLine>,
-    patient_at_home: bool,
-    revision: u64,
-) -> NoteDraft {
-    NoteDraft {
-        sections,
-        diagnoses,
-        lines,
-        patient_at_home,
-        revision,
-        ..view.draft.clone()
-    }
-}
-
-fn sign(ws: &Workstation, draft: &NoteDraft) -> NoteView {
-    ws.note_sign(&SignNoteRequest {
-        draft: draft.clone(),
-        attest: true,
-    })
-    .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -918,6 +716,15 @@ fn a_charge_billing_refuses_is_corrected_and_accepted_once() {
             .charge_acked_at
             .is_none());
 
+        // The refused charge's ChargeItems at the EHR, billable until corrected.
+        let refused_items = of_patient(&ehr, "ChargeItem", "pt-ae");
+        assert_eq!(refused_items.len(), 2, "{refused_items:#?}");
+        assert!(refused_items.iter().all(|i| i["status"] == "billable"));
+        let refused_item_ids: std::collections::BTreeSet<String> = refused_items
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+
         // Corrected: a new message, a new control id, accepted; the old one corrected.
         let corrected = ws
             .charge_correct(&CorrectChargeRequest {
@@ -951,6 +758,38 @@ fn a_charge_billing_refuses_is_corrected_and_accepted_once() {
         };
         assert_eq!(state_of(&refused_id), ChargeState::Corrected);
         assert_eq!(state_of(&new_id), ChargeState::Accepted);
+
+        // The EHR's ChargeItems set straight: the refused charge's (99214, G2211) entered in
+        // error, the corrected lines (99213, G2211) billable once each, nothing duplicated.
+        let items = of_patient(&ehr, "ChargeItem", "pt-ae");
+        let with = |code: &str, status: &str| -> Vec<&Value> {
+            items
+                .iter()
+                .filter(|i| i["code"]["coding"][0]["code"] == code && i["status"] == status)
+                .collect()
+        };
+        assert_eq!(with("99214", "entered-in-error").len(), 1, "{items:#?}");
+        assert_eq!(with("99213", "billable").len(), 1, "{items:#?}");
+        assert_eq!(with("G2211", "entered-in-error").len(), 1, "{items:#?}");
+        assert_eq!(with("G2211", "billable").len(), 1, "{items:#?}");
+        assert!(with("99214", "billable").is_empty(), "{items:#?}");
+        assert_eq!(items.len(), 4, "{items:#?}");
+        let corrected_item = with("99213", "billable")[0];
+        assert_eq!(corrected_item["code"]["coding"][0]["system"], CPT);
+        let reasons: Vec<&str> = corrected_item["reason"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["coding"][0]["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(reasons, ["M54.50"], "{corrected_item:#}");
+        // The voided ones are the refused charge's own resources (updated, not copied).
+        let voided_ids: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter(|i| i["status"] == "entered-in-error")
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(voided_ids, refused_item_ids, "{items:#?}");
         // A charge that is not refused is not corrected again.
         let again = ws
             .charge_correct(&CorrectChargeRequest {

@@ -421,6 +421,38 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
     None
 }
 
+/// For a `harness = false` binary (a bench): runs the current executable again, with the same
+/// arguments, inside its own session bus with an unlocked GNOME Keyring (a real Secret
+/// Service) and its own temporary HOME, as [`isolated`] does for a test, and returns `None`
+/// once that run has passed (its output goes straight to this process's); inside that run,
+/// returns the run's private folder. `env` names the variable marking the inner run. Panics
+/// when the inner run fails.
+pub fn isolated_bench(env: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(env) {
+        return Some(dir.into());
+    }
+    let home = tempfile::tempdir().expect("temp dir");
+    let script = "printf hearth-test | gnome-keyring-daemon --unlock --components=secrets \
+                  >/dev/null || exit 90; exec \"$0\" \"$@\"";
+    let status = Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", script])
+        .arg(std::env::current_exe().expect("bench binary"))
+        .args(std::env::args_os().skip(1))
+        .env(env, home.path())
+        // Found before HOME moves.
+        .env("HEARTH_SEKMET", sekmet_binary())
+        .env("HEARTH_PEERS", peers_dir())
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_RUNTIME_DIR", home.path())
+        .status()
+        .expect(
+            "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
+        );
+    assert!(status.success(), "the isolated run failed ({status})");
+    None
+}
+
 /// Checks libtest's report of a run (its stdout) says exactly one test ran and passed:
 /// `running 1 test` and a `test result: ok. 1 passed; ...` line. An `--exact` filter naming
 /// no test runs nothing and succeeds, which must not pass for the test it was meant to run.
