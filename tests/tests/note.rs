@@ -102,6 +102,8 @@ async fn a_note_signed_in_the_window_is_in_the_ehr_at_once_and_its_charge_in_bil
     let url_file = home.join("sign-in-url.txt");
     let appointment = clinic.appointments[0].clone();
     let patient = patient_of(&ehr, &appointment)?;
+    // Only a clinician of the visit writes its note: the signed-in user is on it.
+    ehr.add_participant(&appointment, hearth_testkit::smart::USER_FHIR);
     let spec = LaunchSpec {
         config: Some(signon_config(
             &ehr,
@@ -322,6 +324,7 @@ async fn killed_while_typing_the_note_loses_at_most_what_followed_the_last_pause
     };
     let url_file = home.join("sign-in-url.txt");
     let appointment = clinic.appointments[1].clone();
+    ehr.add_participant(&appointment, hearth_testkit::smart::USER_FHIR);
     let profile = home.join("profile");
     let spec = || LaunchSpec {
         config: Some(signon_config(&ehr, &url_file, "")),

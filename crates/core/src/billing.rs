@@ -117,18 +117,17 @@ pub fn check_note(draft: &mut NoteDraft, visit_modifiers: &[&str]) -> Result<(),
                 i + 1
             )));
         }
-        if visit_modifiers.is_empty() {
-            l.modifiers.retain(|m| m != "95");
-        }
-        for m in visit_modifiers {
-            if !l.modifiers.iter().any(|x| x == m) {
-                l.modifiers.push((*m).to_string());
+        // Normalised first, so that " 95" is 95 for the rules below.
+        let mut modifiers: Vec<String> = Vec::new();
+        let given = l.modifiers.iter().map(|m| m.trim().to_ascii_uppercase());
+        for m in given.chain(visit_modifiers.iter().map(|m| (*m).to_string())) {
+            // In person, never the telehealth modifier; each modifier once.
+            if m.is_empty() || (visit_modifiers.is_empty() && m == "95") || modifiers.contains(&m) {
+                continue;
             }
+            modifiers.push(m);
         }
-        for m in &mut l.modifiers {
-            *m = m.trim().to_ascii_uppercase();
-        }
-        l.modifiers.dedup();
+        l.modifiers = modifiers;
         if l.modifiers.len() > 4
             || l.modifiers
                 .iter()
@@ -272,37 +271,65 @@ pub fn dft_message(c: &DftContext<'_>) -> Result<String, CoreError> {
 /// The code tables: the configured ICD-10-CM table (loaded on the first search), else the
 /// built-in list; the service codes with the site's descriptions when configured.
 pub struct CodeTables {
-    diagnoses: std::sync::OnceLock<Result<DiagnosisCodes, CoreError>>,
+    /// Shared with the thread that loads a full table when the first note is opened (0.5 s
+    /// for CMS's 75k codes in a release build): the first search or signature does not wait.
+    diagnoses: std::sync::Arc<std::sync::OnceLock<Result<DiagnosisCodes, CoreError>>>,
+    preloading: std::sync::atomic::AtomicBool,
     services: std::sync::OnceLock<Result<ServiceCodes, CoreError>>,
     diagnosis_file: Option<std::path::PathBuf>,
     service_file: Option<std::path::PathBuf>,
 }
 
+fn load_diagnoses(path: Option<&std::path::Path>) -> Result<DiagnosisCodes, CoreError> {
+    match path {
+        Some(path) => DiagnosisCodes::load(path).map_err(|e| CoreError::Configuration {
+            source_name: "notes.diagnosis_codes_file".into(),
+            problem: e.to_string(),
+        }),
+        None => Ok(DiagnosisCodes::builtin()),
+    }
+}
+
 impl CodeTables {
     pub fn new(config: &crate::config::NotesConfig) -> Self {
+        // IT's table, else the one `scripts/codes` made for this checkout (demo, tests),
+        // else the built-in short list.
+        let diagnosis_file = config.diagnosis_codes_file.clone().or_else(|| {
+            std::env::var_os("HEARTH_ICD10CM_FILE")
+                .map(std::path::PathBuf::from)
+                .filter(|p| p.is_file())
+        });
         Self {
-            diagnoses: std::sync::OnceLock::new(),
+            diagnoses: std::sync::Arc::new(std::sync::OnceLock::new()),
+            preloading: std::sync::atomic::AtomicBool::new(false),
             services: std::sync::OnceLock::new(),
-            // IT's table, else the one `scripts/codes` made for this checkout (demo, tests),
-            // else the built-in short list.
-            diagnosis_file: config.diagnosis_codes_file.clone().or_else(|| {
-                std::env::var_os("HEARTH_ICD10CM_FILE")
-                    .map(std::path::PathBuf::from)
-                    .filter(|p| p.is_file())
-            }),
+            diagnosis_file,
             service_file: config.service_descriptions_file.clone(),
         }
     }
 
+    /// Starts loading the diagnosis table on a thread of its own, once (a note was opened:
+    /// searches and a signature will follow).
+    pub fn preload(&self) {
+        if self
+            .preloading
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let table = self.diagnoses.clone();
+        let path = self.diagnosis_file.clone();
+        // Without the thread the table loads on first use instead.
+        let _ = std::thread::Builder::new()
+            .name("hearth-codes".into())
+            .spawn(move || {
+                table.get_or_init(|| load_diagnoses(path.as_deref()));
+            });
+    }
+
     fn diagnoses(&self) -> Result<&DiagnosisCodes, CoreError> {
         self.diagnoses
-            .get_or_init(|| match &self.diagnosis_file {
-                Some(path) => DiagnosisCodes::load(path).map_err(|e| CoreError::Configuration {
-                    source_name: "notes.diagnosis_codes_file".into(),
-                    problem: e.to_string(),
-                }),
-                None => Ok(DiagnosisCodes::builtin()),
-            })
+            .get_or_init(|| load_diagnoses(self.diagnosis_file.as_deref()))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -323,21 +350,32 @@ impl CodeTables {
     }
 
     /// With a full ICD-10-CM table, each diagnosis must be one of its billable codes (a
-    /// header such as `E11`, or a code that does not exist, is refused, naming it); a missing
-    /// description is taken from the table. The built-in short list checks nothing more than
-    /// the code's shape.
-    pub fn check_diagnoses(&self, diagnoses: &mut [NoteDiagnosis]) -> Result<(), CoreError> {
-        if self.diagnosis_file.is_none() {
-            return Ok(());
-        }
+    /// header such as `E11`, or a code that does not exist, is refused, naming it). Every
+    /// description sent on comes from the tables, never from the window: the ICD-10-CM
+    /// table's (or the built-in list's), the service codes' (none for a CPT code whose
+    /// description the site has not loaded).
+    pub fn check_codes(
+        &self,
+        diagnoses: &mut [NoteDiagnosis],
+        lines: &mut [ServiceLine],
+    ) -> Result<(), CoreError> {
+        let full = self.diagnosis_file.is_some();
         let table = self.diagnoses()?;
         for d in diagnoses {
-            let entry = table.get(&d.code).ok_or_else(|| {
-                CoreError::InvalidInput(format!("{:?} is not a billable ICD-10-CM code", d.code))
-            })?;
-            if d.description.is_none() {
-                d.description = entry.description.clone();
+            match table.get(&d.code) {
+                Some(entry) => d.description = entry.description.clone(),
+                None if full => {
+                    return Err(CoreError::InvalidInput(format!(
+                        "{:?} is not a billable ICD-10-CM code",
+                        d.code
+                    )))
+                }
+                None => d.description = None,
             }
+        }
+        let services = self.services()?;
+        for l in lines {
+            l.description = services.get(&l.code).and_then(|e| e.description.clone());
         }
         Ok(())
     }
@@ -447,6 +485,13 @@ mod tests {
         assert_eq!(draft.diagnoses[0].code, "J06.9");
         check_note(&mut draft, &[]).unwrap();
         assert_eq!(draft.lines[0].modifiers, ["25"]);
+        // Spaces and case do not get past the rules, and no modifier comes twice.
+        draft.lines[0].modifiers = vec![" 95".into(), "25".into(), "gt".into(), "25 ".into()];
+        check_note(&mut draft, &[]).unwrap();
+        assert_eq!(draft.lines[0].modifiers, ["25", "GT"]);
+        draft.lines[0].modifiers = vec!["95 ".into(), "25".into()];
+        check_note(&mut draft, &["95"]).unwrap();
+        assert_eq!(draft.lines[0].modifiers, ["95", "25"]);
         draft.diagnoses.clear();
         assert!(check_note(&mut draft, &[]).is_err());
     }

@@ -73,6 +73,9 @@ pub struct BillingConfig {
     /// The assigning authority of the MRN (PID-3.4).
     #[serde(default)]
     pub mrn_authority: String,
+    /// The FHIR identifier system of the organisation's MRN (the Patient identifier sent as
+    /// the MRN). Absent: the first identifier of type MR.
+    pub mrn_system: Option<String>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u32,
     /// How long to wait for billing's acknowledgement.

@@ -334,8 +334,13 @@ impl std::fmt::Debug for BillingPatient {
 }
 
 /// Reads a Patient for billing: the official (else first) name's family and given names,
-/// the MRN (identifier of type v2-0203 `MR`), birth date, and sex mapped to HL7 v2 table 0001.
-pub fn billing_patient(patient: &Value) -> Result<BillingPatient, CoreError> {
+/// the MRN, birth date, and sex mapped to HL7 v2 table 0001. The MRN is the identifier of
+/// `mrn_system` when IT names the organisation's MRN system (another facility's MR is not
+/// ours), else the first of type v2-0203 `MR`.
+pub fn billing_patient(
+    patient: &Value,
+    mrn_system: Option<&str>,
+) -> Result<BillingPatient, CoreError> {
     let r = Resource::new(patient)?;
     let id = r.str("id").unwrap_or_default().to_string();
     let names = r.get("name").and_then(Value::as_array);
@@ -362,10 +367,12 @@ pub fn billing_patient(patient: &Value) -> Result<BillingPatient, CoreError> {
         .get("identifier")
         .and_then(Value::as_array)
         .and_then(|ids| {
-            ids.iter().find(|i| {
-                i.pointer("/type/coding")
+            ids.iter().find(|i| match mrn_system {
+                Some(system) => i["system"] == system,
+                None => i
+                    .pointer("/type/coding")
                     .and_then(Value::as_array)
-                    .is_some_and(|c| c.iter().any(|c| c["code"] == "MR"))
+                    .is_some_and(|c| c.iter().any(|c| c["code"] == "MR")),
             })
         })
         .and_then(|i| i["value"].as_str())
@@ -518,11 +525,23 @@ mod tests {
                      {"use": "official", "family": "O'Brien|Smith", "given": ["Mary", "Ann"]}],
             "identifier": [{"value": "x"},
                 {"type": {"coding": [{"code": "MR"}]}, "value": "MRN-7"}]});
-        let b = billing_patient(&p).unwrap();
+        let b = billing_patient(&p, None).unwrap();
         assert_eq!(b.family, "O'Brien|Smith");
         assert_eq!(b.given, ["Mary", "Ann"]);
         assert_eq!(b.mrn.as_deref(), Some("MRN-7"));
         assert_eq!(b.sex.as_deref(), Some("F"));
         assert!(!format!("{b:?}").contains("Brien"));
+        // IT's MRN system picks its own identifier, not another facility's MR.
+        let mut p = p;
+        p["identifier"][0] = json!({"system": "urn:oid:1.2.3", "value": "OURS-1",
+            "type": {"coding": [{"code": "XX"}]}});
+        p["identifier"][1]["system"] = json!("urn:other-facility");
+        assert_eq!(
+            billing_patient(&p, Some("urn:oid:1.2.3"))
+                .unwrap()
+                .mrn
+                .as_deref(),
+            Some("OURS-1")
+        );
     }
 }

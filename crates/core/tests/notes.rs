@@ -17,16 +17,16 @@ use base64::Engine as _;
 use hearth_core::Workstation;
 use hearth_ipc::{
     AmendNoteRequest, ChargeState, ChartRequest, CorrectChargeRequest, ErrorCode, Modality,
-    NoteDelivery, NoteDraft, NoteSections, NoteState, NoteView, SaveNoteRequest, ServiceCodeSystem,
-    SignNoteRequest,
+    NoteDelivery, NoteDraft, NoteRequest, NoteSections, NoteState, NoteView, SaveNoteRequest,
+    ServiceCodeSystem, SignNoteRequest,
 };
 use hearth_sync::Round;
 use hearth_testkit::billing::{BillingPeer, Received};
 use hearth_testkit::isolated;
 use hearth_testkit::smart::{SmartEhr, USER_FHIR};
 use note_desk::{
-    billing_to, dx, hearth, open, put_patient, put_visit, round, runtime, service, sign, written,
-    Hearth, ROUND_LIMIT,
+    billing_to, dx, hearth, open, put, put_patient, put_visit, round, runtime, service, sign,
+    written, Hearth, ROUND_LIMIT,
 };
 use serde_json::Value;
 use std::time::Instant;
@@ -404,7 +404,21 @@ fn signed_notes_reach_the_chart_the_encounter_the_charge_items_and_billing_once(
     put_visit(&ehr, "appt-office", "pt-office", false);
     let peer = BillingPeer::start(&[]);
     runtime().block_on(async {
-        let h = hearth(&home, &ehr, &billing_to(&peer)).await;
+        // The site's service descriptions (CPT's are licensed: a site loads its own): what
+        // the note and billing carry for each service.
+        let site = home.join("services.tsv");
+        std::fs::write(
+            &site,
+            "99213\tOffice visit, established, low\n99214\tOffice visit, established, moderate\n\
+             G2211\tComplexity add-on (site text)\n",
+        )
+        .unwrap();
+        let extra = format!(
+            "{}[notes]\nservice_descriptions_file = \"{}\"\n",
+            billing_to(&peer),
+            site.display()
+        );
+        let h = hearth(&home, &ehr, &extra).await;
         let ws = h.ws();
 
         // The virtual visit: opened, a draft saved, signed.
@@ -453,7 +467,8 @@ fn signed_notes_reach_the_chart_the_encounter_the_charge_items_and_billing_once(
             Plan\nFluids, rest.\nReturn if worse.\n\n\
             Diagnoses (ICD-10-CM)\nJ06.9 Acute upper respiratory infection, unspecified\n\
             I10 Essential (primary) hypertension\n\n\
-            Services\n99213-95 Office visit, established, low\nG2211-95";
+            Services\n99213-95 Office visit, established, low\n\
+            G2211-95 Complexity add-on (site text)";
         let signing = Instant::now();
         let signed = sign(ws, &draft);
         assert_eq!(signed.state, NoteState::Signed);
@@ -491,6 +506,7 @@ fn signed_notes_reach_the_chart_the_encounter_the_charge_items_and_billing_once(
                 1,
                 Some("Office visit, established, moderate"),
             ),
+            // Not among Hearth's service codes: a description from the window is not sent on.
             service("93000", ServiceCodeSystem::Cpt, &[], 1, Some("ECG")),
             service("36415", ServiceCodeSystem::Cpt, &[], 2, None),
         ];
@@ -516,7 +532,7 @@ fn signed_notes_reach_the_chart_the_encounter_the_charge_items_and_billing_once(
             Plan\nContinue metformin.\n\n\
             Diagnoses (ICD-10-CM)\nE11.9 Type 2 diabetes mellitus without complications\n\
             R00.2 Palpitations\n\n\
-            Services\n99214-25 Office visit, established, moderate\n93000 ECG\n36415 x2";
+            Services\n99214-25 Office visit, established, moderate\n93000\n36415 x2";
         settle(&h).await;
 
         let virtual_visit = Expected {
@@ -1027,6 +1043,21 @@ fn signing_and_saving_refuse_what_they_must() {
     let ehr = SmartEhr::start();
     put_patient(&ehr, "pt-rules", "Rules", &["Ona"], "MRN-5001");
     put_visit(&ehr, "appt-rules", "pt-rules", false);
+    // A colleague's visit of the same day (in the offline copy: the schedule window holds
+    // the clinic's appointments), on which the signed-in clinician is not a participant.
+    put(
+        &ehr,
+        "/fhir/Appointment/appt-colleague",
+        &serde_json::json!({"resourceType": "Appointment", "id": "appt-colleague",
+            "status": "booked",
+            "start": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "end": (chrono::Utc::now() + chrono::Duration::minutes(20))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "participant": [
+                {"actor": {"reference": "Practitioner/a-colleague"}, "status": "accepted"},
+                {"actor": {"reference": "Patient/pt-rules"}, "status": "accepted"},
+                {"actor": {"reference": USER_FHIR}, "status": "declined"}]}),
+    );
     runtime().block_on(async {
         // No [billing]: charges are kept, not sent.
         let h = hearth(&home, &ehr, "").await;
@@ -1037,6 +1068,35 @@ fn signing_and_saving_refuse_what_they_must() {
             assert_eq!(e.code(), ErrorCode::InvalidInput, "{e}");
             e.to_string()
         };
+        // Not on the visit (a declined participant does not count): no note, no bill.
+        assert!(ws
+            .ehr_link()
+            .unwrap()
+            .store
+            .resource("Appointment", "appt-colleague")
+            .unwrap()
+            .is_some());
+        let theirs = NoteRequest {
+            appointment_id: "appt-colleague".into(),
+        };
+        let why = invalid(ws.note_open(&theirs).unwrap_err());
+        assert!(why.contains("clinician of this visit"), "{why}");
+        let mut colleague_draft = view.draft.clone();
+        colleague_draft.appointment_id = "appt-colleague".into();
+        colleague_draft.sections.plan = "Bill it under my name.".into();
+        invalid(
+            ws.note_save(&SaveNoteRequest {
+                draft: colleague_draft.clone(),
+            })
+            .unwrap_err(),
+        );
+        invalid(
+            ws.note_sign(&SignNoteRequest {
+                draft: colleague_draft,
+                attest: true,
+            })
+            .unwrap_err(),
+        );
         // Nothing to amend yet.
         invalid(
             ws.note_amend(&AmendNoteRequest {

@@ -311,7 +311,10 @@ impl DftP03 {
                 .with(9, Field::components(["DFT", "P03", "DFT_P03"]))
                 .with(10, Field::text(&self.control_id))
                 .with(11, Field::text(&self.processing_id))
-                .with(12, Field::text("2.5.1")),
+                .with(12, Field::text("2.5.1"))
+                // MSH-18: the character set (table 0211). Without it a message is ASCII
+                // (§2.15.9.18); names and ICD-10-CM descriptions are not.
+                .with(18, Field::text("UNICODE UTF-8")),
         );
         m.push(
             Segment::new("EVN")

@@ -2,7 +2,9 @@
 //!
 //! Written by [`escape`]: `\F\` field separator, `\S\` component separator, `\T\`
 //! subcomponent separator, `\R\` repetition separator, `\E\` escape character (§2.7.1-2.7.4),
-//! and a carriage return or line feed as hexadecimal data, `\X0D\` and `\X0A\` (§2.7.5).
+//! and a carriage return or line feed as hexadecimal data, `\X0D\` and `\X0A\` (§2.7.5), as
+//! is every other control character (NUL, the MLLP framing bytes 0x0B and 0x1C, DEL, C1),
+//! by its UTF-8 bytes.
 //! CR and LF must be escaped: CR ends a segment, and the parser also accepts LF there. Hex
 //! is chosen over the formatting command `\.br\` because formatting commands have meaning only
 //! in FT fields (§2.7.6), while names, descriptions and identifiers are ST/ID/XPN.
@@ -33,6 +35,17 @@ pub fn escape(text: &str, d: &Delimiters) -> String {
             "X0D"
         } else if c == '\n' {
             "X0A"
+        } else if c.is_control() {
+            // Any other control character (NUL, MLLP's 0x0B and 0x1C framing bytes, DEL, C1)
+            // as hexadecimal data too: never raw inside a message or its frame.
+            let mut buf = [0u8; 4];
+            out.push(e);
+            out.push('X');
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("{b:02X}"));
+            }
+            out.push(e);
+            continue;
         } else {
             out.push(c);
             continue;
@@ -165,6 +178,12 @@ mod tests {
             "O'Brien\\F\\Ann\\S\\B\\R\\C\\E\\D\\T\\E"
         );
         assert_eq!(escape("a\r\nb", &d), "a\\X0D\\\\X0A\\b");
+        // Every other control character as hex data: never raw in a message or its frame.
+        let controls = "n\u{0}u\u{b}l\u{1c}\u{7f}\u{85}";
+        let escaped = escape(controls, &d);
+        assert_eq!(escaped, "n\\X00\\u\\X0B\\l\\X1C\\\\X7F\\\\XC285\\");
+        assert!(!escaped.chars().any(char::is_control));
+        assert_eq!(unescape(&escaped, &d), controls);
         assert_eq!(unescape("a\\X0D0A\\b", &d), "a\r\nb");
         assert_eq!(unescape("caf\\XC3A9\\", &d), "café");
         // Kept as written: formatting, highlighting, unterminated, odd or non-UTF-8 hex.

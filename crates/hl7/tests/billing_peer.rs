@@ -287,10 +287,27 @@ async fn the_peer_is_strict_about_order_and_lengths() {
     assert_ne!(bad_nm, text);
     let ack = client.send(&bad_nm).await.expect("acknowledged");
     assert_eq!(ack.code, AckCode::ApplicationReject);
+    // A raw control character inside a field (the builder writes \Xhh\): NUL, MLLP's 0x0B.
+    for raw in ["\u{0}", "\u{b}"] {
+        let spoiled = text.replacen("PID|", &format!("PID|{raw}"), 1);
+        let ack = client.send(&spoiled).await.expect("acknowledged");
+        assert_eq!(ack.code, AckCode::ApplicationReject, "{raw:?}");
+    }
+    // Non-ASCII text without MSH-18 saying UNICODE UTF-8 (else a message is ASCII).
+    let ascii_only = text
+        .replacen("|UNICODE UTF-8", "", 1)
+        .replacen("PID|", "PID|é", 1);
+    assert_ne!(ascii_only, text);
+    let ack = client.send(&ascii_only).await.expect("acknowledged");
+    assert_eq!(ack.code, AckCode::ApplicationReject);
     assert!(peer.accepted_control_ids().is_empty());
     // The same message as built is accepted.
     let ack = client.send(&text).await.expect("acknowledged");
     assert_eq!(ack.code, AckCode::ApplicationAccept);
+    // Its control id on another message is no resend: refused.
+    let other = text.replacen("|1||||||11|", "|2||||||11|", 1);
+    let ack = client.send(&other).await.expect("acknowledged");
+    assert_eq!(ack.code, AckCode::ApplicationReject);
 }
 
 #[tokio::test]

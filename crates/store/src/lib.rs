@@ -64,6 +64,8 @@ pub enum StoreError {
     NoSuchOutboxEntry { seq: i64 },
     #[error("{0}")]
     InvalidCharge(String),
+    #[error("the note is signed: only an amendment of its latest version is a draft")]
+    NoteSigned,
     #[error("no open conflict {id}")]
     NoSuchConflict { id: i64 },
     #[error("cannot generate a database key: {0}")]

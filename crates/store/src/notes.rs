@@ -218,14 +218,26 @@ const VERSION_COLUMNS: &str =
     "appointment_id, version, patient_id, body, signed_at, signed_by, write_key";
 
 impl Store {
-    /// Saves a draft durably, unless a newer revision is stored. Answers what is stored.
+    /// Saves a draft durably, unless a newer revision is stored. Answers what is stored. Once
+    /// a version is signed, only an amendment of the latest (`amends`) is a draft: anything
+    /// else is refused ([`StoreError::NoteSigned`]), so a save that raced the signature never
+    /// brings back a draft beside it.
     pub fn save_note_draft(
         &self,
         appointment_id: &str,
         revision: i64,
         body: &str,
+        amends: Option<u32>,
     ) -> Result<NoteDraftRow> {
         self.durably(|tx| {
+            let latest: Option<u32> = tx.query_row(
+                "SELECT max(version) FROM note_version WHERE appointment_id = ?1",
+                params![appointment_id],
+                |r| r.get(0),
+            )?;
+            if latest.is_some() && latest != amends {
+                return Err(StoreError::NoteSigned);
+            }
             tx.execute(
                 "INSERT INTO note_draft (appointment_id, revision, body, saved_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (appointment_id) DO UPDATE SET revision = excluded.revision,

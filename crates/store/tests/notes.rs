@@ -61,17 +61,17 @@ fn version(v: u32, key: &str) -> NoteVersionRow {
 fn a_draft_never_goes_back_to_an_older_revision() {
     let (_dir, s) = store();
     assert!(s.note_draft("a1").unwrap().is_none());
-    s.save_note_draft("a1", 2, "two").unwrap();
-    let kept = s.save_note_draft("a1", 1, "one").unwrap();
+    s.save_note_draft("a1", 2, "two", None).unwrap();
+    let kept = s.save_note_draft("a1", 1, "one", None).unwrap();
     assert_eq!((kept.revision, kept.body.as_str()), (2, "two"));
-    s.save_note_draft("a1", 3, "three").unwrap();
+    s.save_note_draft("a1", 3, "three", None).unwrap();
     assert_eq!(s.note_draft("a1").unwrap().unwrap().body, "three");
 }
 
 #[test]
 fn signing_is_whole_and_once() {
     let (_dir, s) = store();
-    s.save_note_draft("a1", 4, "draft").unwrap();
+    s.save_note_draft("a1", 4, "draft", None).unwrap();
     let v1 = version(1, "k-doc-1");
     let writes = vec![(None, create("k-doc-1")), (None, create("k-item-0"))];
     let c = charge("c1", "CTRL1", None);
@@ -89,6 +89,16 @@ fn signing_is_whole_and_once() {
     assert!(s.note_draft("a1").unwrap().is_none());
     assert_eq!(s.note_versions("a1").unwrap(), vec![v1.clone()]);
     assert_eq!(s.patient_note_versions("p1").unwrap().len(), 1);
+    // A save that raced the signature brings no draft back; an amendment of v1 may be saved.
+    assert!(matches!(
+        s.save_note_draft("a1", 5, "late", None),
+        Err(hearth_store::StoreError::NoteSigned)
+    ));
+    assert!(s.note_draft("a1").unwrap().is_none());
+    s.save_note_draft("a1", 0, "amending", Some(1)).unwrap();
+    assert!(s.save_note_draft("a1", 1, "amending v0?", Some(0)).is_err());
+    s.save_note_draft("a1", 1, "amending more", Some(1))
+        .unwrap();
     let m = s.visit_milestones("a1").unwrap();
     assert_eq!(m.note_signed_at.as_deref(), Some(v1.signed_at.as_str()));
     // A signature whose charge collides (same control id) leaves nothing behind.

@@ -20,6 +20,7 @@ Hearth's).
 """
 
 import argparse
+import hashlib
 import asyncio
 import datetime
 import json
@@ -133,11 +134,24 @@ class Peer:
     def __init__(self, log_path, refuse):
         self.log_path = log_path
         self.refuse = refuse
-        self.accepted = set()
+        self.accepted = {}
         self.acks = 0
 
     def check(self, text, segments, seps):
         field_sep, comp = seps[0], seps[1]
+        # Data never holds a raw control character (CR ends a segment; the rest are escaped
+        # as \Xhh\, HL7 v2.5.1 2.7.5): NUL or MLLP's framing bytes inside a field are refused.
+        for seg in segments:
+            bad = [c for c in seg if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+            if bad:
+                raise Refused("AR", "%s holds a raw control character (0x%02X)" % (seg[:3], ord(bad[0])),
+                              error_code="102^Data type error^HL70357")
+        # Without MSH-18 a message is ASCII (2.15.9.18); anything else must say UNICODE UTF-8.
+        msh18 = raw_fields(segments[0], field_sep)
+        msh18 = msh18[18] if len(msh18) > 18 else ""
+        if any(ord(c) > 0x7F for c in text) and msh18 != "UNICODE UTF-8":
+            raise Refused("AR", "non-ASCII text without MSH-18 UNICODE UTF-8",
+                          location="MSH^1^18", error_code="102^Data type error^HL70357")
         ids = [s[:3] for s in segments]
         if not DFT_P03.fullmatch("".join(i + "\n" for i in ids)):
             raise Refused("AR", "segment sequence is not a DFT^P03 (v2.5.1): " + " ".join(ids),
@@ -181,12 +195,17 @@ class Peer:
             msh = raw_fields(segments[0], seps[0])
             control_id = msh[10] if len(msh) > 10 else ""
             decoded_segments = decoded(segments, seps, hl7.parse("MSH" + "".join(seps[:5]) + "\r"))
-            # Dedupe on MSH-10: a resent message that was accepted is not processed again.
+            # Dedupe on MSH-10: a resent message that was accepted is not processed again;
+            # the same control id on a different message is refused (it is not a resend).
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             duplicate = control_id in self.accepted
+            if duplicate and self.accepted[control_id] != digest:
+                raise Refused("AR", "MSH-10 %s was accepted for a different message" % control_id,
+                              location="MSH^1^10", error_code="207^Application internal error^HL70357")
             if not duplicate:
                 self.check(text, segments, seps)
             ack, reason, location, error_code = "AA", "", "", ""
-            self.accepted.add(control_id)
+            self.accepted[control_id] = digest
         except Refused as r:
             ack, reason, location, error_code = r.ack, r.reason, r.location, r.error_code
         with open(self.log_path, "a", encoding="utf-8") as log:
@@ -232,7 +251,12 @@ async def serve_connection(peer, reader, writer):
                         raise ConnectionError("frame over %d bytes" % MAX_FRAME)
                     break
                 frame, buf = buf[start + 1:end], buf[end + 2:]
-                reply = peer.handle(frame.decode("utf-8", errors="replace"))
+                try:
+                    text = frame.decode("utf-8")
+                except UnicodeDecodeError:
+                    # MSH-18 says UNICODE UTF-8 or nothing (ASCII): other bytes are refused.
+                    text = "\ufffd"
+                reply = peer.handle(text)
                 writer.write(START + reply.encode("utf-8") + END)
                 await writer.drain()
     except (ConnectionError, OSError) as e:
@@ -257,8 +281,9 @@ async def main():
         with open(args.log, encoding="utf-8") as log:
             for line in log:
                 entry = json.loads(line)
-                if entry["ack"] == "AA":
-                    peer.accepted.add(entry["control_id"])
+                if entry["ack"] == "AA" and not entry["duplicate"]:
+                    peer.accepted[entry["control_id"]] = hashlib.sha256(
+                        entry["message"].encode("utf-8")).hexdigest()
     except FileNotFoundError:
         pass
     server = await asyncio.start_server(lambda r, w: serve_connection(peer, r, w),

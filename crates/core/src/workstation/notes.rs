@@ -32,16 +32,35 @@ struct ChargeBody {
 /// A visit as the note needs it, read from the store.
 struct VisitRecord {
     visit: Visit,
+    appointment: Value,
     patient: Value,
     /// The EHR's Encounter for the appointment, when stored here.
     encounter: Option<Value>,
     visit_type: Option<String>,
 }
 
-fn document_key(appointment_id: &str, version: u32) -> String {
+/// The key of a signed version's DocumentReference: the visit, the version, and this
+/// signing's own random id, so that two workstations signing "version 1" of one visit make two
+/// notes rather than one silently standing for the other (a retry of this signing reuses the
+/// key it stored).
+fn document_key(appointment_id: &str, version: u32, signing: &str) -> String {
     name_key(&format!(
-        "urn:hearth:visit-note:Appointment/{appointment_id}/{version}"
+        "urn:hearth:visit-note:Appointment/{appointment_id}/{version}/{signing}"
     ))
+}
+
+/// A random id for one signing (RFC 9562 version 4 layout).
+fn signing_id() -> Result<String, CoreError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| CoreError::Unavailable(format!("the system random source ({e})")))?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(name_key(&format!("urn:hearth:signing:{hex}")))
+}
+
+/// The key of the ChargeItem of line `i` of a charge.
+fn charge_item_key(charge_id: &str, i: usize) -> String {
+    name_key(&format!("urn:hearth:charge-item:{charge_id}/{i}"))
 }
 
 fn json_error(what: &str, e: &serde_json::Error) -> CoreError {
@@ -74,7 +93,18 @@ impl Workstation {
         Ok((ready, store.clone()))
     }
 
+    /// The visit, for a user who may work on its note.
     fn visit_record(&self, ready: &Ready, appointment_id: &str) -> Result<VisitRecord, CoreError> {
+        let record = self.visit_record_unchecked(ready, appointment_id)?;
+        self.check_on_visit(ready, &record.appointment)?;
+        Ok(record)
+    }
+
+    fn visit_record_unchecked(
+        &self,
+        ready: &Ready,
+        appointment_id: &str,
+    ) -> Result<VisitRecord, CoreError> {
         check_id(appointment_id)?;
         let what = format!("Appointment/{appointment_id}");
         let appointment = ready
@@ -116,10 +146,48 @@ impl Workstation {
                     .map(|id| format!("Encounter/{id}")),
                 encounter_key: key,
             },
+            appointment: appointment.clone(),
             patient,
             encounter: stored,
             visit_type,
         })
+    }
+
+    /// Only a clinician of the visit writes its note and bills it: with sign-on, the user's
+    /// fhirUser must be a Practitioner (or PractitionerRole) among the Appointment's
+    /// participants (as the visit service requires to host it). Without sign-on (an EHR on
+    /// this machine only, for tools and tests) there is no user to check.
+    fn check_on_visit(&self, ready: &Ready, appointment: &Value) -> Result<(), CoreError> {
+        let Some(signon) = &ready.signon else {
+            return Ok(());
+        };
+        let refused = || {
+            CoreError::InvalidInput(
+                "only a clinician of this visit (a participant of its appointment) may write, \
+                 sign or bill its note"
+                    .into(),
+            )
+        };
+        let user = signon
+            .user()
+            .and_then(|u| u.fhir_user)
+            .ok_or_else(refused)?;
+        if !(user.starts_with("Practitioner/") || user.starts_with("PractitionerRole/")) {
+            return Err(refused());
+        }
+        let on = appointment
+            .get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.get("status").and_then(Value::as_str) != Some("declined"))
+            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+            .any(|r| r == user || r.ends_with(&format!("/{user}")));
+        if on {
+            Ok(())
+        } else {
+            Err(refused())
+        }
     }
 
     fn author(&self, ready: &Ready) -> Author {
@@ -159,6 +227,7 @@ impl Workstation {
     pub fn note_open(&self, request: &NoteRequest) -> Result<NoteView, CoreError> {
         let (ready, store) = self.note_desk()?;
         let record = self.visit_record(ready, &request.appointment_id)?;
+        ready.codes.preload();
         self.note_view(ready, &store, &record)
     }
 
@@ -283,23 +352,14 @@ impl Workstation {
     pub fn note_save(&self, request: &SaveNoteRequest) -> Result<NoteSaved, CoreError> {
         let (ready, store) = self.note_desk()?;
         let draft = &request.draft;
-        check_id(&draft.appointment_id)?;
-        let existing = store.note_draft(&draft.appointment_id)?;
-        let (template, amends) = match &existing {
+        let record = self.visit_record(ready, &draft.appointment_id)?;
+        let (template, amends) = match store.note_draft(&draft.appointment_id)? {
             Some(d) => {
                 let body: NoteBody =
                     serde_json::from_str(&d.body).map_err(|e| json_error("note draft", &e))?;
                 (body.template, body.amends)
             }
-            None => {
-                if !store.note_versions(&draft.appointment_id)?.is_empty() {
-                    return Err(CoreError::InvalidInput(
-                        "the note is signed: amend it to change it".into(),
-                    ));
-                }
-                let record = self.visit_record(ready, &draft.appointment_id)?;
-                (self.template_for(ready, &record).0, None)
-            }
+            None => (self.template_for(ready, &record).0, None),
         };
         let body = NoteBody {
             draft: draft.clone(),
@@ -309,7 +369,16 @@ impl Workstation {
         let text = serde_json::to_string(&body).map_err(|e| json_error("note draft", &e))?;
         let revision = i64::try_from(draft.revision)
             .map_err(|_| CoreError::InvalidInput("the draft's revision is out of range".into()))?;
-        let saved = store.save_note_draft(&draft.appointment_id, revision, &text)?;
+        // The store refuses a draft beside a signed version unless it amends the latest (a
+        // save racing the signature must not bring back an unsignable draft).
+        let saved = store
+            .save_note_draft(&draft.appointment_id, revision, &text, amends)
+            .map_err(|e| match e {
+                hearth_store::StoreError::NoteSigned => {
+                    CoreError::InvalidInput("the note is signed: amend it to change it".into())
+                }
+                other => other.into(),
+            })?;
         Ok(NoteSaved {
             saved_at: saved.saved_at,
             revision: u64::try_from(saved.revision).unwrap_or_default(),
@@ -330,7 +399,7 @@ impl Workstation {
             body.amends = Some(last.version);
             body.draft.revision = 0;
             let text = serde_json::to_string(&body).map_err(|e| json_error("note draft", &e))?;
-            store.save_note_draft(&request.appointment_id, 0, &text)?;
+            store.save_note_draft(&request.appointment_id, 0, &text, body.amends)?;
         }
         self.note_view(ready, &store, &record)
     }
@@ -365,7 +434,7 @@ impl Workstation {
             // Signed already: the same text again is the same signature (a second click).
             let body: NoteBody =
                 serde_json::from_str(&last.body).map_err(|e| json_error("signed note", &e))?;
-            if body.draft.sections == draft.sections && body.draft.diagnoses == draft.diagnoses {
+            if same_note(&body.draft, &draft) {
                 return self.note_view(ready, &store, &record);
             }
             return Err(CoreError::InvalidInput(
@@ -375,7 +444,9 @@ impl Workstation {
         let (modifiers, place) =
             billing::visit_billing(record.visit.modality, draft.patient_at_home);
         billing::check_note(&mut draft, &modifiers)?;
-        ready.codes.check_diagnoses(&mut draft.diagnoses)?;
+        ready
+            .codes
+            .check_codes(&mut draft.diagnoses, &mut draft.lines)?;
         if note::render_text(&draft).trim().is_empty() {
             return Err(CoreError::InvalidInput("the note is empty".into()));
         }
@@ -385,38 +456,51 @@ impl Workstation {
             .clock
             .now()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let doc_key = document_key(&appointment_id, version);
+        let signing = signing_id()?;
+        let doc_key = document_key(&appointment_id, version, &signing);
         let mut writes: Vec<(Option<ResourceRow>, OutboxWrite)> = Vec::new();
         let mut replaces = None;
         if let Some(prev) = amends.and_then(|v| versions.iter().find(|x| x.version == v)) {
             let documents = ready
                 .store
                 .for_patient("DocumentReference", &record.visit.patient_id)?;
-            let Some(earlier) = documents
+            match documents
                 .iter()
                 .find(|d| encounter::written_with(d, &prev.write_key))
-            else {
-                return Err(CoreError::InvalidInput(format!(
-                    "version {} of the note has not reached the EHR yet (it is queued): amend it \
-                     once it has, so that the EHR can mark it superseded",
-                    prev.version
-                )));
-            };
-            let mut superseded = earlier.clone();
-            superseded["status"] = Value::String("superseded".into());
-            let key = name_key(&format!(
-                "urn:hearth:visit-note-superseded:Appointment/{appointment_id}/{}",
-                prev.version
-            ));
-            let (row, write) = update_write(&key, superseded)?;
-            writes.push((Some(row), write));
-            replaces = Some((
-                earlier
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                prev.write_key.clone(),
-            ));
+            {
+                Some(earlier) => {
+                    let mut superseded = earlier.clone();
+                    superseded["status"] = Value::String("superseded".into());
+                    let key = name_key(&format!(
+                        "urn:hearth:visit-note-superseded:{}",
+                        prev.write_key
+                    ));
+                    let (row, write) = update_write(&key, superseded)?;
+                    writes.push((Some(row), write));
+                    replaces = Some((
+                        earlier
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        prev.write_key.clone(),
+                    ));
+                }
+                // The EHR refused the earlier version: it is not in the chart, so this one
+                // replaces it by its identifier only, with nothing to mark superseded.
+                None if store
+                    .outbox_entry_by_key(&prev.write_key)?
+                    .is_some_and(|e| e.state == OutboxState::Failed) =>
+                {
+                    replaces = Some((None, prev.write_key.clone()));
+                }
+                None => {
+                    return Err(CoreError::InvalidInput(format!(
+                        "version {} of the note has not reached the EHR yet (it is queued): \
+                         amend it once it has, so that the EHR can mark it superseded",
+                        prev.version
+                    )))
+                }
+            }
         }
         let document = note::document_reference(
             &draft,
@@ -445,8 +529,12 @@ impl Workstation {
                     writes.push((None, create_write(&record.visit.encounter_key, made)?));
                 }
             }
+        }
+        // The visit is billed once: by the first signed version with services (an amendment
+        // adds the charge when the note had none; later changes to a charge are corrections).
+        if !draft.lines.is_empty() && store.charges_for(&appointment_id)?.is_empty() {
+            let charge_id = name_key(&format!("urn:hearth:charge:{signing}"));
             for (i, line) in draft.lines.iter().enumerate() {
-                let key = first_item_key(&appointment_id, i);
                 let item = note::charge_item(
                     line,
                     &draft.diagnoses,
@@ -455,22 +543,18 @@ impl Workstation {
                     &author,
                     &signed_at,
                 );
-                writes.push((None, create_write(&key, item)?));
+                writes.push((None, create_write(&charge_item_key(&charge_id, i), item)?));
             }
-            if !draft.lines.is_empty() {
-                let charge_id =
-                    name_key(&format!("urn:hearth:charge:Appointment/{appointment_id}/1"));
-                charge = Some(self.charge_row(
-                    ready,
-                    &record,
-                    &author,
-                    charge_id,
-                    None,
-                    &draft.lines,
-                    &draft.diagnoses,
-                    place,
-                )?);
-            }
+            charge = Some(self.charge_row(
+                ready,
+                &record,
+                &author,
+                charge_id,
+                None,
+                &draft.lines,
+                &draft.diagnoses,
+                place,
+            )?);
         }
         let body = NoteBody {
             draft,
@@ -518,29 +602,43 @@ impl Workstation {
     ) -> Result<ChargeRow, CoreError> {
         let control_id = billing::control_id(&charge_id);
         let now = self.clock.now();
-        let (message, state) = match &ready.billing {
+        let (message, state, reason) = match &ready.billing {
             Some(config) => {
                 let practitioner = author
                     .reference
                     .as_deref()
                     .and_then(|r| r.strip_prefix("Practitioner/"))
                     .and_then(|id| ready.store.get("Practitioner", id).ok().flatten());
-                let message = billing::dft_message(&DftContext {
-                    config,
-                    control_id: &control_id,
-                    at: now,
-                    zone: self.zone,
-                    patient: &note::billing_patient(&record.patient)?,
-                    visit: &record.visit,
-                    author,
-                    practitioner: practitioner.as_ref(),
-                    lines,
-                    diagnoses,
-                    place_of_service: place,
-                })?;
-                (message, ChargeRowState::Queued)
+                let built = note::billing_patient(&record.patient, config.mrn_system.as_deref())
+                    .and_then(|patient| {
+                        billing::dft_message(&DftContext {
+                            config,
+                            control_id: &control_id,
+                            at: now,
+                            zone: self.zone,
+                            patient: &patient,
+                            visit: &record.visit,
+                            author,
+                            practitioner: practitioner.as_ref(),
+                            lines,
+                            diagnoses,
+                            place_of_service: place,
+                        })
+                    });
+                match built {
+                    Ok(message) => (message, ChargeRowState::Queued, None),
+                    // The note is signed whatever the charge's data: a charge Hearth cannot
+                    // write as HL7 waits, refused with the reason, for correction.
+                    Err(e) => (
+                        String::new(),
+                        ChargeRowState::Refused,
+                        Some(format!(
+                            "Hearth could not write this charge for billing: {e}"
+                        )),
+                    ),
+                }
             }
-            None => (String::new(), ChargeRowState::NotSent),
+            None => (String::new(), ChargeRowState::NotSent, None),
         };
         let body = ChargeBody {
             lines: lines.to_vec(),
@@ -556,7 +654,7 @@ impl Workstation {
             state,
             attempts: 0,
             next_attempt_ms: 0,
-            reason: None,
+            reason,
             created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             acked_at: None,
             replaces,
@@ -591,7 +689,9 @@ impl Workstation {
             ..NoteDraft::default()
         };
         billing::check_note(&mut draft, &modifiers)?;
-        ready.codes.check_diagnoses(&mut draft.diagnoses)?;
+        ready
+            .codes
+            .check_codes(&mut draft.diagnoses, &mut draft.lines)?;
         if draft.lines.is_empty() {
             return Err(CoreError::InvalidInput(
                 "a charge needs at least one service".into(),
@@ -607,7 +707,7 @@ impl Workstation {
             .for_patient("ChargeItem", &record.visit.patient_id)?;
         let mut writes: Vec<(Option<ResourceRow>, OutboxWrite)> = Vec::new();
         for i in 0..body.lines.len() {
-            let key = charge_item_key(&request.appointment_id, &old, i);
+            let key = charge_item_key(&old.charge_id, i);
             let Some(item) = items.iter().find(|x| encounter::written_with(x, &key)) else {
                 return Err(CoreError::InvalidInput(
                     "the EHR has not received this charge's items yet: correct it once the \
@@ -628,7 +728,7 @@ impl Workstation {
             .now()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         for (i, line) in draft.lines.iter().enumerate() {
-            let key = name_key(&format!("urn:hearth:charge-item:{charge_id}/{i}"));
+            let key = charge_item_key(&charge_id, i);
             let item = note::charge_item(
                 line,
                 &draft.diagnoses,
@@ -708,19 +808,12 @@ impl Workstation {
     }
 }
 
-/// The idempotency key of the ChargeItem of line `i` of the visit's first charge.
-fn first_item_key(appointment_id: &str, i: usize) -> String {
-    name_key(&format!(
-        "urn:hearth:charge-item:Appointment/{appointment_id}/{i}"
-    ))
-}
-
-/// The key of the ChargeItem of line `i` of `charge` (the first charge's, or a correction's).
-fn charge_item_key(appointment_id: &str, charge: &ChargeRow, i: usize) -> String {
-    match &charge.replaces {
-        None => first_item_key(appointment_id, i),
-        Some(_) => name_key(&format!("urn:hearth:charge-item:{}/{i}", charge.charge_id)),
-    }
+/// Whether two drafts are the same note (a second click on Sign).
+fn same_note(a: &NoteDraft, b: &NoteDraft) -> bool {
+    a.sections == b.sections
+        && a.diagnoses == b.diagnoses
+        && a.lines == b.lines
+        && a.patient_at_home == b.patient_at_home
 }
 
 /// Where a signed version is: in the EHR's chart (its DocumentReference stored here, made

@@ -18,6 +18,24 @@ use std::time::Duration;
 
 /// Charges sent in one round at most.
 const PER_ROUND: u32 = 100;
+/// No new charge is sent after this long in one round (the one in flight may take up to the
+/// acknowledgement timeout): a slow billing system does not hold up the round's end.
+const STAGE_BUDGET: Duration = Duration::from_secs(10);
+/// Billing's words kept with a charge, at most (what a receiver says is shown, not trusted).
+const REASON_CHARS: usize = 300;
+
+/// Billing's (or the transport's) words as kept and shown: printable, one line, cut short.
+fn shown(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut out: String = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.chars().count() > REASON_CHARS {
+        out = out.chars().take(REASON_CHARS).collect::<String>() + "…";
+    }
+    out
+}
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
 
@@ -51,7 +69,11 @@ impl Engine {
         let now_ms = self.config.clock.now().timestamp_millis();
         let store = self.handle.store().clone();
         let due = blocking(move || store.due_charges(now_ms, PER_ROUND)).await?;
+        let started = std::time::Instant::now();
         for charge in due {
+            if started.elapsed() > STAGE_BUDGET {
+                break;
+            }
             let answer = client.send(&charge.message).await;
             let store = self.handle.store().clone();
             let at = self.now_rfc3339();
@@ -62,10 +84,23 @@ impl Engine {
                         let mut parts: Vec<String> = ack.text.into_iter().collect();
                         parts.extend(ack.errors);
                         parts.retain(|p| !p.trim().is_empty());
-                        if parts.is_empty() {
+                        let said = if parts.is_empty() {
                             format!("billing answered {} without a reason", ack.code.as_str())
                         } else {
-                            format!("{}: {}", ack.code.as_str(), parts.join("; "))
+                            format!("{}: {}", ack.code.as_str(), shown(&parts.join("; ")))
+                        };
+                        // An earlier send of this very message went unanswered: billing may
+                        // hold it already (many refuse a repeated control id), so correcting
+                        // it blindly could bill twice.
+                        if charge.attempts > 0 {
+                            format!(
+                                "{said} (after {} unanswered send(s): billing may already hold \
+                                 this charge as control id {}; check with billing before \
+                                 correcting it)",
+                                charge.attempts, charge.control_id
+                            )
+                        } else {
+                            said
                         }
                     });
                     let id = charge.charge_id.clone();
@@ -83,14 +118,14 @@ impl Engine {
                     let next = self.config.clock.now()
                         + chrono::Duration::from_std(retry_after(charge.attempts + 1))
                             .unwrap_or_else(|_| chrono::Duration::minutes(5));
-                    let reason = format!("billing did not answer ({}): {e}", e.code());
+                    let reason = shown(&format!("billing did not answer ({}): {e}", e.code()));
                     let id = charge.charge_id.clone();
                     let next_ms = next.timestamp_millis();
                     blocking(move || store.charge_attempt_failed(&id, &reason, next_ms)).await?;
                     round.billing_retries += 1;
-                    if e.is_retryable() {
-                        break;
-                    }
+                    // Unreachable, slow or answering nonsense: the other charges would meet the
+                    // same; they wait for the next round.
+                    break;
                 }
             }
             // The note's view shows the charge's state: it reloads on a records bump.
@@ -103,6 +138,13 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn billings_words_are_shown_printable_and_short() {
+        assert_eq!(shown("AE:\rbad\x0bcode\n  here"), "AE: bad code here");
+        let long = "x".repeat(5000);
+        assert_eq!(shown(&long).chars().count(), REASON_CHARS + 1);
+    }
 
     #[test]
     fn retries_back_off_from_5_seconds_to_5_minutes_with_jitter() {
