@@ -761,6 +761,12 @@ impl Workstation {
     pub fn code_search(&self, request: &CodeSearchRequest) -> Result<Vec<CodeOption>, CoreError> {
         let ready = self.open_for_phi()?;
         let limit = request.limit.clamp(1, 100) as usize;
+        // A code or a few words: a pasted page is not a search (each word scans the table).
+        if request.query.chars().count() > 100 || request.query.split_whitespace().count() > 8 {
+            return Err(CoreError::InvalidInput(
+                "a code search is a code or up to 8 words (100 characters)".into(),
+            ));
+        }
         ready.codes.search(request.kind, &request.query, limit)
     }
 

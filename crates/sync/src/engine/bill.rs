@@ -64,6 +64,8 @@ impl Engine {
         let client = hearth_hl7::MllpClient {
             connect_timeout: target.connect_timeout,
             ack_timeout: target.ack_timeout,
+            // An acknowledgement is a few hundred bytes: a larger reply is refused early.
+            max_reply: 64 * 1024,
             ..hearth_hl7::MllpClient::new(target.address.clone())
         };
         let now_ms = self.config.clock.now().timestamp_millis();
