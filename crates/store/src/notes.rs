@@ -214,10 +214,31 @@ fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NoteVersionRow> {
     })
 }
 
+fn draft_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NoteDraftRow> {
+    Ok(NoteDraftRow {
+        revision: r.get(0)?,
+        body: r.get(1)?,
+        saved_at: r.get(2)?,
+    })
+}
+
 const VERSION_COLUMNS: &str =
     "appointment_id, version, patient_id, body, signed_at, signed_by, write_key";
 
 impl Store {
+    /// Every row `sql` selects, read by `f`, on a read connection.
+    fn all<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        f: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let conn = self.reader();
+        let mut q = conn.prepare_cached(sql)?;
+        let rows = q.query_map(args, f)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Saves a draft durably, unless a newer revision is stored. Answers what is stored. Once
     /// a version is signed, only an amendment of the latest (`amends`) is a draft: anything
     /// else is refused ([`StoreError::NoteSigned`]), so a save that raced the signature never
@@ -248,13 +269,7 @@ impl Store {
             Ok(tx.query_row(
                 "SELECT revision, body, saved_at FROM note_draft WHERE appointment_id = ?1",
                 params![appointment_id],
-                |r| {
-                    Ok(NoteDraftRow {
-                        revision: r.get(0)?,
-                        body: r.get(1)?,
-                        saved_at: r.get(2)?,
-                    })
-                },
+                draft_row,
             )?)
         })
     }
@@ -266,35 +281,27 @@ impl Store {
             .query_row(
                 "SELECT revision, body, saved_at FROM note_draft WHERE appointment_id = ?1",
                 params![appointment_id],
-                |r| {
-                    Ok(NoteDraftRow {
-                        revision: r.get(0)?,
-                        body: r.get(1)?,
-                        saved_at: r.get(2)?,
-                    })
-                },
+                draft_row,
             )
             .optional()?)
     }
 
     /// A visit's signed versions, oldest first.
     pub fn note_versions(&self, appointment_id: &str) -> Result<Vec<NoteVersionRow>> {
-        let conn = self.reader();
-        let mut q = conn.prepare_cached(&format!(
-            "SELECT {VERSION_COLUMNS} FROM note_version WHERE appointment_id = ?1 ORDER BY version"
-        ))?;
-        let rows = q.query_map(params![appointment_id], version_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all(
+            &format!("SELECT {VERSION_COLUMNS} FROM note_version WHERE appointment_id = ?1 ORDER BY version"),
+            params![appointment_id],
+            version_row,
+        )
     }
 
     /// Every signed version of every note about a patient, newest first.
     pub fn patient_note_versions(&self, patient_id: &str) -> Result<Vec<NoteVersionRow>> {
-        let conn = self.reader();
-        let mut q = conn.prepare_cached(&format!(
-            "SELECT {VERSION_COLUMNS} FROM note_version WHERE patient_id = ?1 ORDER BY signed_at DESC"
-        ))?;
-        let rows = q.query_map(params![patient_id], version_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all(
+            &format!("SELECT {VERSION_COLUMNS} FROM note_version WHERE patient_id = ?1 ORDER BY signed_at DESC"),
+            params![patient_id],
+            version_row,
+        )
     }
 
     /// Signs a note: the signed version, its outbox writes with their local copies, the
@@ -350,12 +357,11 @@ impl Store {
 
     /// A visit's charges, oldest first.
     pub fn charges_for(&self, appointment_id: &str) -> Result<Vec<ChargeRow>> {
-        let conn = self.reader();
-        let mut q = conn.prepare_cached(&format!(
-            "SELECT {CHARGE_COLUMNS} FROM charge WHERE appointment_id = ?1 ORDER BY created_at, rowid"
-        ))?;
-        let rows = q.query_map(params![appointment_id], charge_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all(
+            &format!("SELECT {CHARGE_COLUMNS} FROM charge WHERE appointment_id = ?1 ORDER BY created_at, rowid"),
+            params![appointment_id],
+            charge_row,
+        )
     }
 
     /// One charge.
@@ -372,13 +378,12 @@ impl Store {
 
     /// Charges waiting to be sent whose next attempt is due at `now_ms`, oldest first.
     pub fn due_charges(&self, now_ms: i64, limit: u32) -> Result<Vec<ChargeRow>> {
-        let conn = self.reader();
-        let mut q = conn.prepare_cached(&format!(
-            "SELECT {CHARGE_COLUMNS} FROM charge WHERE state = 'queued' AND next_attempt_ms <= ?1
-             ORDER BY created_at, rowid LIMIT ?2"
-        ))?;
-        let rows = q.query_map(params![now_ms, limit], charge_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.all(
+            &format!("SELECT {CHARGE_COLUMNS} FROM charge WHERE state = 'queued' AND next_attempt_ms <= ?1
+             ORDER BY created_at, rowid LIMIT ?2"),
+            params![now_ms, limit],
+            charge_row,
+        )
     }
 
     /// How many charges wait to be sent, and the earliest next attempt (unix ms).

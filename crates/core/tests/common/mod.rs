@@ -36,6 +36,18 @@ pub fn desk(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>) -> Desk {
 
 /// [`desk`] with `extra` configuration sections.
 pub fn desk_with(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>, extra: &str) -> Desk {
+    let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
+    desk_clocked(home, ehr, launch, extra, clock)
+}
+
+/// [`desk_with`] on `clock` (the workstation's and its sync engine's present time).
+pub fn desk_clocked(
+    home: &Path,
+    ehr: &SmartEhr,
+    launch: Option<EhrLaunch>,
+    extra: &str,
+    clock: Arc<dyn hearth_core::clock::Clock>,
+) -> Desk {
     std::fs::create_dir_all(home).unwrap();
     let url_file = home.join("sign-in-url.txt");
     let config = home.join("config.toml");
@@ -61,7 +73,6 @@ pub fn desk_with(home: &Path, ehr: &SmartEhr, launch: Option<EhrLaunch>, extra: 
     let idle = Arc::new(hearth_auth::ManualClock::starting_at(
         std::time::SystemTime::now() - Duration::from_secs(3600),
     ));
-    let clock = Arc::new(ManualClock::new(chrono::Local::now().fixed_offset()));
     let ws = Arc::new(Workstation::start_with_idle_clock(
         &options,
         clock,

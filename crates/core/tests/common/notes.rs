@@ -13,7 +13,6 @@
 
 use crate::common::{sign_in, Desk};
 use hearth_core::clock::{Clock, ManualClock};
-use hearth_core::launch::LaunchOptions;
 use hearth_core::Workstation;
 use hearth_ipc::{
     NoteDiagnosis, NoteDraft, NoteRequest, NoteSections, NoteView, ServiceCodeSystem, ServiceLine,
@@ -110,37 +109,7 @@ impl<C: ?Sized> Hearth<C> {
 
 /// `common::desk_with` on `clock` (billing retries are timed on it).
 pub fn desk_on(home: &Path, ehr: &SmartEhr, extra: &str, clock: Arc<dyn Clock>) -> Desk {
-    std::fs::create_dir_all(home).unwrap();
-    let url_file = home.join("sign-in-url.txt");
-    let config = home.join("config.toml");
-    std::fs::write(
-        &config,
-        ehr.machine_config(
-            &url_file,
-            &format!("[session]\nidle_lock_minutes = 10\n{extra}"),
-        ),
-    )
-    .unwrap();
-    let data_dir = home.join("profile");
-    let options = LaunchOptions {
-        data_dir: Some(data_dir.clone()),
-        config_path: config,
-        ..LaunchOptions::default()
-    };
-    let idle = Arc::new(hearth_auth::ManualClock::starting_at(
-        std::time::SystemTime::now() - Duration::from_secs(3600),
-    ));
-    let ws = Arc::new(Workstation::start_with_idle_clock(
-        &options,
-        clock,
-        idle.clone(),
-    ));
-    Desk {
-        ws,
-        idle,
-        url_file,
-        data_dir,
-    }
+    crate::common::desk_clocked(home, ehr, None, extra, clock)
 }
 
 /// [`desk_on`] a [`ManualClock`] kept at hand.
