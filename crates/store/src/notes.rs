@@ -395,8 +395,22 @@ impl Store {
         )?)
     }
 
+    /// A send is about to start: counted before a byte goes out (so that a crash between the
+    /// send and its answer still shows the message may have reached billing), and not due
+    /// again before `next_attempt_ms` unless it is answered.
+    pub fn charge_sending(&self, charge_id: &str, next_attempt_ms: i64) -> Result<()> {
+        self.durably(|tx| {
+            tx.execute(
+                "UPDATE charge SET attempts = attempts + 1, next_attempt_ms = ?2
+                 WHERE charge_id = ?1 AND state = 'queued'",
+                params![charge_id, next_attempt_ms],
+            )?;
+            Ok(())
+        })
+    }
+
     /// A send that did not get an answer (billing unreachable, no reply in time, a reply
-    /// that is no acknowledgement): counted, tried again from `next_attempt_ms`.
+    /// that is no acknowledgement): why, and when it is tried again.
     pub fn charge_attempt_failed(
         &self,
         charge_id: &str,
@@ -404,7 +418,7 @@ impl Store {
         next_attempt_ms: i64,
     ) -> Result<()> {
         self.conn().execute(
-            "UPDATE charge SET attempts = attempts + 1, reason = ?2, next_attempt_ms = ?3
+            "UPDATE charge SET reason = ?2, next_attempt_ms = ?3
              WHERE charge_id = ?1 AND state = 'queued'",
             params![charge_id, reason, next_attempt_ms],
         )?;
@@ -428,7 +442,7 @@ impl Store {
             };
             let appointment: Option<String> = tx
                 .query_row(
-                    "UPDATE charge SET state = ?2, reason = ?3, acked_at = ?4, attempts = attempts + 1
+                    "UPDATE charge SET state = ?2, reason = ?3, acked_at = ?4
                      WHERE charge_id = ?1 AND state = 'queued' RETURNING appointment_id",
                     params![charge_id, state.as_str(), reason, at],
                     |r| r.get(0),

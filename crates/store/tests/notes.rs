@@ -130,6 +130,7 @@ fn a_charge_moves_forward_only_and_a_correction_replaces_a_refused_one() {
     })
     .unwrap();
     assert_eq!(s.due_charges(0, 10).unwrap().len(), 1);
+    s.charge_sending("c1", 5_000).unwrap();
     s.charge_attempt_failed("c1", "unreachable", 5_000).unwrap();
     assert!(s.due_charges(4_999, 10).unwrap().is_empty());
     assert_eq!(s.due_charges(5_000, 10).unwrap()[0].attempts, 1);

@@ -168,9 +168,20 @@ impl Workstation {
                     .into(),
             )
         };
+        // A cancelled or voided visit is not documented or billed from Hearth.
+        if matches!(
+            appointment.get("status").and_then(Value::as_str),
+            Some("cancelled" | "entered-in-error")
+        ) {
+            return Err(CoreError::InvalidInput(
+                "this visit was cancelled or entered in error: it has no note to sign".into(),
+            ));
+        }
+        let base = ready.ehr.as_ref().map(|e| e.fhir_base_url.as_str());
         let user = signon
             .user()
             .and_then(|u| u.fhir_user)
+            .and_then(|u| local_reference(&u, base))
             .ok_or_else(refused)?;
         if !(user.starts_with("Practitioner/") || user.starts_with("PractitionerRole/")) {
             return Err(refused());
@@ -182,7 +193,8 @@ impl Workstation {
             .flatten()
             .filter(|p| p.get("status").and_then(Value::as_str) != Some("declined"))
             .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-            .any(|r| r == user || r.ends_with(&format!("/{user}")));
+            .filter_map(|r| local_reference(r, base))
+            .any(|r| r == user);
         if on {
             Ok(())
         } else {
@@ -489,7 +501,9 @@ impl Workstation {
                 // replaces it by its identifier only, with nothing to mark superseded.
                 None if store
                     .outbox_entry_by_key(&prev.write_key)?
-                    .is_some_and(|e| e.state == OutboxState::Failed) =>
+                    .is_some_and(|e| {
+                        matches!(e.state, OutboxState::Failed | OutboxState::Discarded)
+                    }) =>
                 {
                     replaces = Some((None, prev.write_key.clone()));
                 }
@@ -533,7 +547,10 @@ impl Workstation {
         // The visit is billed once: by the first signed version with services (an amendment
         // adds the charge when the note had none; later changes to a charge are corrections).
         if !draft.lines.is_empty() && store.charges_for(&appointment_id)?.is_empty() {
-            let charge_id = name_key(&format!("urn:hearth:charge:{signing}"));
+            // The visit's charge, named by the visit alone: two workstations signing it make
+            // one control id and one set of ChargeItems (billing and the EHR drop the repeat;
+            // a receiver that sees other bytes under it refuses it, and that shows).
+            let charge_id = name_key(&format!("urn:hearth:charge:Appointment/{appointment_id}"));
             for (i, line) in draft.lines.iter().enumerate() {
                 let item = note::charge_item(
                     line,
@@ -814,6 +831,23 @@ impl Workstation {
     }
 }
 
+/// A reference as `Type/id` on this EHR: relative as it is, absolute only under the EHR's own
+/// base (another server's `.../Practitioner/x` is not this EHR's), a version-specific one
+/// (`/_history/n`) as the resource it names; anything else none.
+fn local_reference(reference: &str, base: Option<&str>) -> Option<String> {
+    let r = reference.split("/_history/").next().unwrap_or(reference);
+    let r = if r.contains("://") {
+        let base = base?.trim_end_matches('/');
+        r.strip_prefix(base)?.strip_prefix('/')?
+    } else {
+        r
+    };
+    let (kind, id) = r.split_once('/')?;
+    let well_formed =
+        !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphabetic()) && hearth_fhir::is_id(id);
+    well_formed.then(|| r.to_string())
+}
+
 /// Whether two drafts are the same note (a second click on Sign).
 fn same_note(a: &NoteDraft, b: &NoteDraft) -> bool {
     a.sections == b.sections
@@ -871,5 +905,34 @@ fn round(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_this_ehrs_relative_ones() {
+        let base = Some("https://ehr.example.org/fhir/r4/");
+        for (given, local) in [
+            ("Practitioner/x", Some("Practitioner/x")),
+            (
+                "https://ehr.example.org/fhir/r4/Practitioner/x",
+                Some("Practitioner/x"),
+            ),
+            ("Practitioner/x/_history/3", Some("Practitioner/x")),
+            ("https://evil.example/fhir/Practitioner/x", None),
+            ("https://ehr.example.org/fhir/r4-other/Practitioner/x", None),
+            ("PractitionerRole/Practitioner/x", None),
+            ("Practitioner/", None),
+            ("x", None),
+        ] {
+            assert_eq!(local_reference(given, base).as_deref(), local, "{given}");
+        }
+        assert_eq!(
+            local_reference("https://ehr.example.org/fhir/r4/Practitioner/x", None),
+            None
+        );
     }
 }

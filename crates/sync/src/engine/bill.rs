@@ -76,6 +76,15 @@ impl Engine {
             if started.elapsed() > STAGE_BUDGET {
                 break;
             }
+            // Counted before it goes: a crash from here on leaves the mark that billing may
+            // have this message already.
+            let store = self.handle.store().clone();
+            let id = charge.charge_id.clone();
+            let next_ms = (self.config.clock.now()
+                + chrono::Duration::from_std(retry_after(charge.attempts + 1))
+                    .unwrap_or_else(|_| chrono::Duration::minutes(5)))
+            .timestamp_millis();
+            blocking(move || store.charge_sending(&id, next_ms)).await?;
             let answer = client.send(&charge.message).await;
             let store = self.handle.store().clone();
             let at = self.now_rfc3339();
@@ -114,15 +123,20 @@ impl Engine {
                         round.billed += 1;
                     } else {
                         round.billing_refused += 1;
+                        // A reject (AR/CR) may be billing down for everyone: the others wait
+                        // for the next round rather than all being refused at once.
+                        if matches!(
+                            ack.code,
+                            hearth_hl7::AckCode::ApplicationReject
+                                | hearth_hl7::AckCode::CommitReject
+                        ) {
+                            break;
+                        }
                     }
                 }
                 Err(e) => {
-                    let next = self.config.clock.now()
-                        + chrono::Duration::from_std(retry_after(charge.attempts + 1))
-                            .unwrap_or_else(|_| chrono::Duration::minutes(5));
                     let reason = shown(&format!("billing did not answer ({}): {e}", e.code()));
                     let id = charge.charge_id.clone();
-                    let next_ms = next.timestamp_millis();
                     blocking(move || store.charge_attempt_failed(&id, &reason, next_ms)).await?;
                     round.billing_retries += 1;
                     // Unreachable, slow or answering nonsense: the other charges would meet the
