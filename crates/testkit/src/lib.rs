@@ -48,6 +48,12 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 }
 
 /// A loopback port free at the time of asking.
+/// A loopback port held open (listening) until its listener is handed to the peer that serves
+/// on it: no other process can take it meanwhile, as it can a port [`free_port`] named.
+pub fn reserve_port() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("no free loopback port")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -6,8 +6,11 @@
 //! [`browser_login`] plays the user's browser: follows the provider's redirects, fills its
 //! login form, and delivers the final redirect to Hearth's loopback port.
 
-use crate::{clinic, free_port, peers_dir, workspace_root, FhirServer, KillOnDrop, Proxy};
+use crate::{
+    clinic, free_port, peers_dir, reserve_port, workspace_root, FhirServer, KillOnDrop, Proxy,
+};
 use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
 /// The clinician who can sign in at the test provider.
@@ -57,15 +60,18 @@ impl SmartEhr {
 
     /// An EHR with an empty FHIR server.
     pub fn start() -> Self {
-        let gateway = free_port();
-        Self::around(FhirServer::start_with_public_port(Some(gateway)), gateway)
+        let gateway = reserve_port();
+        Self::around(
+            FhirServer::start_with_public_port(Some(port_of(&gateway))),
+            gateway,
+        )
     }
 
     /// [`SmartEhr::start`] whose access tokens live `seconds` (the default is an hour): a
     /// test sees renewals, and tokens running out, within seconds.
     pub fn start_with_access_ttl(seconds: u32) -> Self {
-        let gateway = free_port();
-        let fhir = FhirServer::start_with_public_port(Some(gateway));
+        let gateway = reserve_port();
+        let fhir = FhirServer::start_with_public_port(Some(port_of(&gateway)));
         let port = fhir.port;
         Self::with_settings(Some(fhir), gateway, port, Some(seconds))
     }
@@ -73,8 +79,8 @@ impl SmartEhr {
     /// An EHR with the Synthea clinic and today's schedule; `None` (after reporting the skip)
     /// when the sample data is absent.
     pub fn with_clinic(test: &str) -> Option<(Self, clinic::Clinic)> {
-        let gateway = free_port();
-        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(gateway))?;
+        let gateway = reserve_port();
+        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(port_of(&gateway)))?;
         Some((Self::around(fhir, gateway), clinic))
     }
 
@@ -82,8 +88,8 @@ impl SmartEhr {
     /// cut, the EHR is out of Hearth's reach (the gateway answers 502) while another client
     /// still changes records at the FHIR server directly.
     pub fn with_clinic_behind_link(test: &str) -> Option<(Self, clinic::Clinic, Proxy)> {
-        let gateway = free_port();
-        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(gateway))?;
+        let gateway = reserve_port();
+        let (fhir, clinic) = clinic::server_with_clinic_at(test, Some(port_of(&gateway)))?;
         let link = Proxy::start(fhir.port);
         let ehr = Self::with_upstream(Some(fhir), gateway, link.port);
         Some((ehr, clinic, link))
@@ -92,21 +98,21 @@ impl SmartEhr {
     /// Only the identity provider (the gateway's FHIR server is absent): for services that
     /// check the clinician's token themselves, such as the visit service.
     pub fn identity_only() -> Self {
-        Self::with_upstream(None, free_port(), free_port())
+        Self::with_upstream(None, reserve_port(), free_port())
     }
 
-    fn around(fhir: FhirServer, gateway: u16) -> Self {
+    fn around(fhir: FhirServer, gateway: TcpListener) -> Self {
         let port = fhir.port;
         Self::with_upstream(Some(fhir), gateway, port)
     }
 
-    fn with_upstream(fhir: Option<FhirServer>, gateway: u16, upstream: u16) -> Self {
+    fn with_upstream(fhir: Option<FhirServer>, gateway: TcpListener, upstream: u16) -> Self {
         Self::with_settings(fhir, gateway, upstream, None)
     }
 
     fn with_settings(
         fhir: Option<FhirServer>,
-        gateway: u16,
+        gateway: TcpListener,
         upstream: u16,
         access_ttl: Option<u32>,
     ) -> Self {
@@ -130,7 +136,9 @@ impl SmartEhr {
             .arg(&script)
             .current_dir(&dir)
             .env("OIDC_PORT", "0")
-            .env("GATEWAY_PORT", gateway.to_string())
+            // The gateway's socket, bound here and held since its port was chosen, handed over
+            // as the peer's standard input (fd 0).
+            .env("GATEWAY_FD", "0")
             .env("UPSTREAM", format!("http://127.0.0.1:{upstream}"))
             .env("USER_NAME", USER_NAME)
             .env("USER_PASSWORD", USER_PASSWORD)
@@ -140,7 +148,7 @@ impl SmartEhr {
             .env("PATIENT_PASSWORD", PATIENT_PASSWORD)
             .env("PATIENT_FHIR", PATIENT_FHIR)
             .env("VISIT_CLIENT_JWK", visit_client_jwk.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(gateway)))
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("peer log"))
             .spawn()
@@ -598,4 +606,8 @@ fn browse(
         return Err(format!("HTTP {status} at {url}: {body}"));
     }
     Err("too many redirects".into())
+}
+
+fn port_of(listener: &TcpListener) -> u16 {
+    listener.local_addr().expect("a bound listener").port()
 }

@@ -21,7 +21,9 @@
 //    the FHIR base (not a token for another resource server); it also serves
 //    `<fhir-base>/.well-known/smart-configuration`.
 //
-// Settings come from the environment: OIDC_PORT, GATEWAY_PORT, UPSTREAM (the FHIR server's
+// Settings come from the environment: OIDC_PORT, GATEWAY_PORT (or GATEWAY_FD: a listening
+// socket the test harness bound and handed over, so that no other process can take the port
+// between its choice and this listen), UPSTREAM (the FHIR server's
 // origin), USER_* (the one clinician who can sign in), PATIENT_* (the one patient who can sign
 // in, whose `fhirUser` is a Patient), ACCESS_TOKEN_TTL (seconds), VISIT_CLIENT_JWK (the visit
 // service's public key as a JWK in JSON; no `hearth-visit` client without it).
@@ -58,7 +60,10 @@ const oidcServer = http.createServer();
 await new Promise((ok) => oidcServer.listen(OIDC_PORT, '127.0.0.1', ok));
 const issuer = `http://127.0.0.1:${oidcServer.address().port}`;
 const gatewayServer = http.createServer();
-await new Promise((ok) => gatewayServer.listen(GATEWAY_PORT, '127.0.0.1', ok));
+await new Promise((ok) =>
+  process.env.GATEWAY_FD
+    ? gatewayServer.listen({ fd: Number(process.env.GATEWAY_FD) }, ok)
+    : gatewayServer.listen(GATEWAY_PORT, '127.0.0.1', ok));
 const fhirBase = `http://127.0.0.1:${gatewayServer.address().port}/fhir`;
 
 // The signing key, made at start (never a development key shipped in a package).
