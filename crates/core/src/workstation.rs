@@ -65,14 +65,21 @@ struct Ready {
 
 /// Writes the audit entries of views on a thread of its own: a view never waits for the
 /// store's writer (which a large sync transaction may hold), and is recorded moments later.
+/// Dropped, it lets the thread write what is left and waits for it: nothing is lost, and the
+/// thread never closes the store while the process is exiting (SQLCipher's cleanup racing
+/// the crypto library's own at exit can crash).
+/// One view to record: who, what, which record.
+type ViewEntry = (String, &'static str, String);
+
 struct ViewAudit {
-    entries: std::sync::Mutex<std::sync::mpsc::Sender<(String, &'static str, String)>>,
+    entries: std::sync::Mutex<Option<std::sync::mpsc::Sender<ViewEntry>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl ViewAudit {
     fn new(store: Arc<hearth_store::Store>) -> Result<Self, CoreError> {
-        let (tx, rx) = std::sync::mpsc::channel::<(String, &'static str, String)>();
-        std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::channel::<ViewEntry>();
+        let writer = std::thread::Builder::new()
             .name("hearth-view-audit".into())
             .spawn(move || {
                 // Ends when the workstation (the sender) goes.
@@ -85,14 +92,33 @@ impl ViewAudit {
             })
             .map_err(|e| CoreError::Store(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
-            entries: std::sync::Mutex::new(tx),
+            entries: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(writer)),
         })
     }
 
     fn record(&self, actor: String, action: &'static str, entity: String) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.send((actor, action, entity)).is_err() {
+        let sent = entries
+            .as_ref()
+            .is_some_and(|tx| tx.send((actor, action, entity)).is_ok());
+        if !sent {
             eprintln!("hearth: audit of {action} failed: the audit writer stopped");
+        }
+    }
+}
+
+impl Drop for ViewAudit {
+    fn drop(&mut self) {
+        drop(
+            self.entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
         }
     }
 }

@@ -218,6 +218,11 @@ fn run_child(home: &Path, mode: &str) {
             .collect::<Vec<_>>()
     );
     assert!(store.conflicts().unwrap().is_empty(), "conflicts");
+    // Everything closed before the process exits (its threads, then the store).
+    drop(rt);
+    drop(engine);
+    drop(ws);
+    drop(store);
     say("all-done");
 }
 
