@@ -449,3 +449,128 @@ async fn demo_mode_signs_a_note_kept_on_this_computer() -> Result<()> {
     .await;
     app.finish(outcome).await
 }
+
+/// Signed with the EHR and billing out of reach, the app killed, both back, the app started
+/// again: exactly one DocumentReference, one ChargeItem for the one service, and one DFT at
+/// billing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_offline_killed_and_restarted_the_note_and_charge_arrive_once() -> Result<()> {
+    let name = "signed_offline_killed_and_restarted_the_note_and_charge_arrive_once";
+    let Some(home) = hearth_testkit::isolated(CHILD, name, true) else {
+        return Ok(());
+    };
+    let Some((ehr, clinic, link)) = SmartEhr::with_clinic_behind_link(name) else {
+        return Ok(());
+    };
+    let mut billing = tokio::task::spawn_blocking(|| BillingPeer::start(&[])).await?;
+    let url_file = home.join("sign-in-url.txt");
+    let appointment = clinic.appointments[2].clone();
+    let patient = patient_of(&ehr, &appointment)?;
+    ehr.add_participant(&appointment, hearth_testkit::smart::USER_FHIR);
+    let profile = home.join("profile");
+    let config = signon_config(
+        &ehr,
+        &url_file,
+        &format!("[billing]\nmllp_address = \"{}\"\n", billing.addr()),
+    );
+    let spec = || LaunchSpec {
+        config: Some(config.clone()),
+        profile: Some(profile.clone()),
+        ..LaunchSpec::default()
+    };
+    let app = Desktop::launch_with("note-offline", spec()).await?;
+    let outcome = async {
+        app.text_when("#sign-in h1", "the sign-in screen", |t| {
+            t.contains("Sign in")
+        })
+        .await?;
+        app.sign_in_at(&url_file).await?;
+        open_note(&app, &appointment).await?;
+        // Out of reach: the EHR (its link cut) and billing (stopped).
+        link.set_cut(true);
+        tokio::task::block_in_place(|| billing.stop());
+        app.type_text("#note-assessment", "Signed while offline.")
+            .await?;
+        pick(&app, "note-dx", "J06.9").await?;
+        pick(&app, "note-svc", "99213").await?;
+        app.click_in_view("#note-attest").await?;
+        app.click_in_view("#note-sign").await?;
+        wait_until(WAIT, "the signed version, queued", || async {
+            app.client
+                .find_optional(Locator::Css(
+                    "#note-versions li.note-version[data-delivery='queued']",
+                ))
+                .await
+        })
+        .await?;
+        let pid = app_pid(&profile).context("the app's process")?;
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -KILL {pid}");
+        Ok(())
+    }
+    .await;
+    let _ = app.finish(outcome.clone_err()).await;
+    outcome?;
+    ensure!(
+        search(
+            &ehr,
+            &format!("/fhir/DocumentReference?subject=Patient/{patient}")
+        )?
+        .is_empty(),
+        "nothing reached the EHR while it was out of reach"
+    );
+
+    // Both back; the app again, on the same profile.
+    link.set_cut(false);
+    tokio::task::block_in_place(|| billing.resume());
+    let _ = std::fs::remove_file(&url_file);
+    let app = Desktop::launch_with("note-offline-again", spec()).await?;
+    let outcome = async {
+        app.text_when("#sign-in h1", "the sign-in screen", |t| {
+            t.contains("Sign in")
+        })
+        .await?;
+        app.sign_in_at(&url_file).await?;
+        open_note(&app, &appointment).await?;
+        wait_until(
+            WAIT,
+            "the note in the EHR's chart and its charge accepted",
+            || async {
+                let in_chart = app
+                    .client
+                    .find_optional(Locator::Css(
+                        "#note-versions li.note-version[data-delivery='in_chart']",
+                    ))
+                    .await?
+                    .is_some();
+                let accepted = app
+                    .client
+                    .find_optional(Locator::Css(
+                        "#note-charges li.charge[data-state='accepted']",
+                    ))
+                    .await?
+                    .is_some();
+                Ok((in_chart && accepted).then_some(()))
+            },
+        )
+        .await?;
+        let docs = search(
+            &ehr,
+            &format!("/fhir/DocumentReference?subject=Patient/{patient}"),
+        )?;
+        ensure!(docs.len() == 1, "one DocumentReference: {}", docs.len());
+        let items = search(&ehr, &format!("/fhir/ChargeItem?subject=Patient/{patient}"))?;
+        ensure!(items.len() == 1, "one ChargeItem: {}", items.len());
+        let received = tokio::task::block_in_place(|| billing.received());
+        let accepted: Vec<_> = received
+            .iter()
+            .filter(|r| r.ack == "AA" && !r.duplicate)
+            .collect();
+        ensure!(accepted.len() == 1, "one DFT accepted: {}", received.len());
+        Ok(())
+    }
+    .await;
+    app.finish(outcome).await
+}
