@@ -27,8 +27,9 @@ pub struct Impairment {
     loss_ppm: Arc<AtomicU64>,
 }
 
-/// SplitMix64: a seeded, reproducible sequence for the drop decisions.
-fn next(state: &mut u64) -> u64 {
+/// SplitMix64: a seeded, reproducible sequence (the drop decisions here; the kill points and
+/// generated inputs of tests).
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -110,7 +111,7 @@ impl Impairment {
                                     let Ok(n) = s2.recv(&mut buf) else { continue };
                                     let roll = {
                                         let mut r = rng.lock().unwrap_or_else(|p| p.into_inner());
-                                        next(&mut r) % 1_000_000
+                                        splitmix64(&mut r) % 1_000_000
                                     };
                                     if roll < loss_ppm.load(Ordering::Relaxed) {
                                         stats.dropped.fetch_add(1, Ordering::Relaxed);

@@ -393,17 +393,8 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
         ""
     };
     let script = format!("{start_keyring} exec \"$0\" --exact \"$1\" --nocapture --test-threads 1");
-    let out = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", &script])
-        .arg(std::env::current_exe().expect("test binary"))
+    let out = in_own_session(&script, env, home.path())
         .arg(name)
-        .env(env, home.path())
-        // Found before HOME moves.
-        .env("HEARTH_SEKMET", sekmet_binary())
-        .env("HEARTH_PEERS", peers_dir())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join("data"))
-        .env("XDG_RUNTIME_DIR", home.path())
         .output()
         .expect(
             "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
@@ -427,6 +418,23 @@ pub fn isolated(env: &str, name: &str, keyring: bool) -> Option<PathBuf> {
     None
 }
 
+/// The current executable run again by `script` (`sh -c`, the executable as `$0`) in a session
+/// bus of its own, with `env` and HOME set to `home` ([`isolated`], [`isolated_bench`]).
+fn in_own_session(script: &str, env: &str, home: &Path) -> Command {
+    let mut command = Command::new("dbus-run-session");
+    command
+        .args(["--", "sh", "-c", script])
+        .arg(std::env::current_exe().expect("the running executable"))
+        .env(env, home)
+        // Found before HOME moves.
+        .env("HEARTH_SEKMET", sekmet_binary())
+        .env("HEARTH_PEERS", peers_dir())
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_RUNTIME_DIR", home);
+    command
+}
+
 /// For a `harness = false` binary (a bench): runs the current executable again, with the same
 /// arguments, inside its own session bus with an unlocked GNOME Keyring (a real Secret
 /// Service) and its own temporary HOME, as [`isolated`] does for a test, and returns `None`
@@ -440,17 +448,8 @@ pub fn isolated_bench(env: &str) -> Option<PathBuf> {
     let home = tempfile::tempdir().expect("temp dir");
     let script = "printf hearth-test | gnome-keyring-daemon --unlock --components=secrets \
                   >/dev/null || exit 90; exec \"$0\" \"$@\"";
-    let status = Command::new("dbus-run-session")
-        .args(["--", "sh", "-c", script])
-        .arg(std::env::current_exe().expect("bench binary"))
+    let status = in_own_session(script, env, home.path())
         .args(std::env::args_os().skip(1))
-        .env(env, home.path())
-        // Found before HOME moves.
-        .env("HEARTH_SEKMET", sekmet_binary())
-        .env("HEARTH_PEERS", peers_dir())
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path().join("data"))
-        .env("XDG_RUNTIME_DIR", home.path())
         .status()
         .expect(
             "dbus-run-session (Debian package dbus-daemon) must be installed: run scripts/setup",
